@@ -1,0 +1,112 @@
+"""`ticketing`: the one command-line entry point (migrate, serve, worker)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from aiohttp import web
+
+from app import db
+from app.migrate import migrate
+from app.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("ticketing")
+
+
+def _migrate_if_embedded(settings: Settings, url: str, force: bool) -> None:
+    # The embedded database belongs to this checkout: keep it current without a manual step.
+    if force or db.uses_embedded(settings):
+        migrate(url)
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    result = migrate(db.database_url(settings))
+    applied = ", ".join(result.applied) or "none pending"
+    print(f"migrations applied: {applied}; sql code {result.code_hash[:12]} installed")
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from app.server import create_app
+
+    url = db.database_url(settings)
+    _migrate_if_embedded(settings, url, args.migrate)
+    print(f"API on http://{args.host}:{args.port} (database: {_describe(settings)})", flush=True)
+    web.run_app(create_app(settings, url), host=args.host, port=args.port, print=None)
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.app import app, make_connector
+
+    url = db.database_url(settings)
+    _migrate_if_embedded(settings, url, args.migrate)
+
+    async def run() -> None:
+        worker_app = app.with_connector(make_connector(url, max_size=args.concurrency + 2))
+        async with worker_app.open_async():
+            await worker_app.run_worker_async(
+                concurrency=args.concurrency,
+                wait=not args.until_idle,
+                install_signal_handlers=True,
+            )
+
+    asyncio.run(run())
+    return 0
+
+
+def _describe(settings: Settings) -> str:
+    return (
+        "embedded, " + str(settings.embedded_pg_dir)
+        if db.uses_embedded(settings)
+        else "DATABASE_URL"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ticketing", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="apply migrations and reload the SQL code").set_defaults(
+        func=cmd_migrate
+    )
+
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--migrate", action="store_true", help="migrate first (always when embedded)"
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run a procrastinate worker")
+    worker.add_argument("--concurrency", type=int, default=4)
+    worker.add_argument(
+        "--until-idle", action="store_true", help="exit once no job is waiting or running"
+    )
+    worker.add_argument(
+        "--migrate", action="store_true", help="migrate first (always when embedded)"
+    )
+    worker.set_defaults(func=cmd_worker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = load_settings()
+        settings.check_startup()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    return args.func(settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Sessions: CSRF token, development login, logout, organisation switch, /me."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from app.errors import ApiError
+from app.http import (
+    DB,
+    POOL,
+    REQUEST_ID,
+    SETTINGS,
+    json_text,
+    optional_str,
+    read_json_object,
+    required_str,
+    required_uuid,
+    respond_sql,
+    sql_json,
+)
+from app.security import (
+    clear_cookie,
+    client_address,
+    new_csrf_token,
+    new_session_token,
+    session_token_hash,
+    set_cookie,
+)
+
+
+def _with_new_csrf(request: web.Request, payload: dict, status: int = 200) -> web.Response:
+    settings = request.app[SETTINGS]
+    token = new_csrf_token(settings)
+    response = web.json_response({**payload, "csrf_token": token}, status=status)
+    set_cookie(response, settings, settings.csrf_cookie_name, token, http_only=False)
+    return response
+
+
+async def csrf(request: web.Request) -> web.Response:
+    """Issue a CSRF token: set as cookie `oss_csrf` and returned as `csrf_token`."""
+    return _with_new_csrf(request, {})
+
+
+async def dev_login(request: web.Request) -> web.Response:
+    """Development login by email and organisation name (404 unless ALLOW_DEV_LOGIN)."""
+    settings = request.app[SETTINGS]
+    if not settings.allow_dev_login:
+        raise ApiError(404, "not_found", "Not Found")
+    body = await read_json_object(request)
+    token = new_session_token()
+    async with request.app[POOL].connection() as conn:
+        text = await sql_json(
+            conn,
+            "api.dev_login(%s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                required_str(body, "email"),
+                required_str(body, "organization_name"),
+                optional_str(body, "role"),
+                session_token_hash(settings, token),
+                settings.session_ttl_seconds,
+                request.headers.get("User-Agent", ""),
+                client_address(request, settings.trust_forwarded_for),
+                request[REQUEST_ID],
+            ],
+        )
+    # Login rotates the CSRF token: the one returned here is the one to use from now on.
+    response = _with_new_csrf(request, json.loads(text))
+    set_cookie(
+        response,
+        settings,
+        settings.session_cookie_name,
+        token,
+        http_only=True,
+        max_age=settings.session_ttl_seconds,
+    )
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    """Revoke the current session and clear its cookie."""
+    settings = request.app[SETTINGS]
+    response = json_text(await sql_json(request[DB], "api.logout()"))
+    clear_cookie(response, settings, settings.session_cookie_name)
+    return response
+
+
+async def switch_org(request: web.Request) -> web.Response:
+    """Move the session to another organisation the user belongs to."""
+    body = await read_json_object(request)
+    return await respond_sql(
+        request, "api.switch_org(%s)", [required_uuid(body, "organization_id")]
+    )
+
+
+async def me(request: web.Request) -> web.Response:
+    """The current user, organisation, role and memberships."""
+    return await respond_sql(request, "api.me()")

@@ -1,0 +1,37 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from app.errors import ApiError
+from app.http import EXPECTED_SCHEMA, POOL
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up (no database call)."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """The database answers and carries exactly the migrations and SQL code of this build."""
+    async with request.app[POOL].connection(timeout=5) as conn:
+        cursor = await conn.execute("SELECT api.schema_status() AS status")
+        status = (await cursor.fetchone())["status"]
+    expected = request.app[EXPECTED_SCHEMA]
+    missing = sorted(set(expected["migrations"]) - set(status["migrations"]))
+    if missing:
+        raise ApiError(
+            503, "migrations_pending", f"Run `ticketing migrate`: pending {', '.join(missing)}."
+        )
+    if status["code_hash"] != expected["code_hash"]:
+        raise ApiError(
+            503, "code_outdated", "Run `ticketing migrate`: the SQL code differs from this build."
+        )
+    return web.json_response(
+        {
+            "status": "ready",
+            "migrations": len(status["migrations"]),
+            "code_hash": status["code_hash"],
+        }
+    )

@@ -1,0 +1,112 @@
+"""Request plumbing shared by handlers: app keys, JSON input, and the one way to call SQL.
+
+A handler is: parse → one SQL call → respond. Authenticated handlers get a connection whose
+transaction was opened by `api.begin_request` (session proven, role checked, tenant set), so
+row-level security scopes everything they run.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+from aiohttp import web
+from psycopg_pool import AsyncConnectionPool
+
+from app.errors import ApiError
+from app.security import RateLimiter, session_token_hash
+from app.settings import Settings
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", AsyncConnectionPool)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+EXPECTED_SCHEMA = web.AppKey("expected_schema", dict)
+
+REQUEST_ID = "request_id"
+DB = "db"  # request key: the authenticated request's connection
+SESSION = "session"  # request key: what api.begin_request returned
+
+
+def json_text(body: str, status: int = 200) -> web.Response:
+    """Respond with JSON text produced by SQL, without parsing it in Python."""
+    return web.Response(text=body, status=status, content_type="application/json")
+
+
+async def sql_json(conn: psycopg.AsyncConnection, query: str, params: list[Any] | None = None):
+    """Run `query` (one jsonb-returning SQL function call) and return its result as text."""
+    cursor = await conn.execute(f"SELECT ({query})::text AS body", params or [])
+    row = await cursor.fetchone()
+    if row is None or row["body"] is None:
+        raise ApiError(404, "not_found", "Nothing found.")
+    return row["body"]
+
+
+async def respond_sql(request: web.Request, query: str, params: list[Any] | None = None):
+    """The common authenticated handler body: one SQL call, its jsonb as the response."""
+    return json_text(await sql_json(request[DB], query, params))
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object; an empty body is `{}`."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+    return body
+
+
+def optional_str(body: dict[str, Any], field: str) -> str | None:
+    value = body.get(field)
+    if value is not None and not isinstance(value, str):
+        raise ApiError(422, f"invalid_{field}", f"{field} must be a string.")
+    return value
+
+
+def required_str(body: dict[str, Any], field: str) -> str:
+    value = optional_str(body, field)
+    if value is None:
+        raise ApiError(422, f"invalid_{field}", f"{field} is required.")
+    return value
+
+
+def required_uuid(body: dict[str, Any], field: str) -> str:
+    value = required_str(body, field)
+    try:
+        return str(uuid.UUID(value))
+    except ValueError as exc:
+        raise ApiError(422, f"invalid_{field}", f"{field} must be a UUID.") from exc
+
+
+def authenticated(handler: Handler, min_role: str) -> Handler:
+    """Wrap `handler` so it runs in a transaction opened by api.begin_request.
+
+    The only place where roles are enforced: the route table names `min_role`, and the
+    database refuses the session (401) or the role (403) before the handler runs.
+    """
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        settings = request.app[SETTINGS]
+        token = request.cookies.get(settings.session_cookie_name)
+        token_hash = session_token_hash(settings, token) if token else None
+        async with request.app[POOL].connection() as conn:
+            cursor = await conn.execute(
+                "SELECT api.begin_request(%s, %s, %s) AS session",
+                [token_hash, min_role, request[REQUEST_ID]],
+            )
+            request[SESSION] = (await cursor.fetchone())["session"]
+            request[DB] = conn
+            return await handler(request)
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped

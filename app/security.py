@@ -1,0 +1,157 @@
+"""Session tokens, CSRF tokens, cookies, security headers and the per-client rate limit."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import re
+import secrets
+import time
+import uuid
+
+from aiohttp import web
+
+from app.errors import ApiError
+from app.settings import Settings
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "x-csrf-token"
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+}
+
+
+def _mac(settings: Settings, purpose: bytes, value: str) -> bytes:
+    return hmac.new(
+        settings.secret_key.encode(), purpose + b"\0" + value.encode(), "sha256"
+    ).digest()
+
+
+def new_session_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def session_token_hash(settings: Settings, token: str) -> bytes:
+    """What the database stores and looks sessions up by: an HMAC, never the token."""
+    return _mac(settings, b"session", token)
+
+
+def new_csrf_token(settings: Settings) -> str:
+    """A random nonce signed with SECRET_KEY, so a cookie planted by a sibling domain fails."""
+    nonce = secrets.token_urlsafe(24)
+    signature = base64.urlsafe_b64encode(_mac(settings, b"csrf", nonce)).decode().rstrip("=")
+    return f"{nonce}.{signature}"
+
+
+def csrf_token_valid(settings: Settings, cookie: str | None, header: str | None) -> bool:
+    """Double submit: header equals cookie (constant time) and the cookie carries our signature."""
+    if not cookie or not header:
+        return False
+    if not hmac.compare_digest(cookie.encode(), header.encode()):
+        return False
+    nonce, _, signature = cookie.partition(".")
+    expected = base64.urlsafe_b64encode(_mac(settings, b"csrf", nonce)).decode().rstrip("=")
+    return hmac.compare_digest(signature.encode(), expected.encode())
+
+
+def set_cookie(
+    response: web.StreamResponse,
+    settings: Settings,
+    name: str,
+    value: str,
+    *,
+    http_only: bool,
+    max_age: int | None = None,
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path="/",
+        domain=settings.cookie_domain,
+        secure=settings.cookie_secure,
+        httponly=http_only,
+        samesite=settings.cookie_samesite,
+    )
+
+
+def clear_cookie(response: web.StreamResponse, settings: Settings, name: str) -> None:
+    response.del_cookie(
+        name,
+        path="/",
+        domain=settings.cookie_domain,
+        secure=settings.cookie_secure,
+        samesite=settings.cookie_samesite,
+    )
+
+
+def request_id_of(request: web.Request) -> str:
+    """The caller's X-Request-ID when it is a sane token, else a fresh one."""
+    supplied = request.headers.get(REQUEST_ID_HEADER, "")
+    return supplied if _REQUEST_ID_RE.match(supplied) else uuid.uuid4().hex
+
+
+def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
+    """The client's address; X-Forwarded-For only when a trusted proxy appends to it."""
+    if trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        # The right-most entry is the one our own proxy added; the rest is client-supplied.
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if hops:
+            return hops[-1]
+    return request.remote or "unknown"
+
+
+class RateLimiter:
+    """Token bucket per client: `per_minute` requests, refilled continuously; 0 disables."""
+
+    _MAX_CLIENTS = 50_000
+
+    def __init__(self, per_minute: int, clock=time.monotonic) -> None:
+        self.capacity = float(per_minute)
+        self.refill_per_second = per_minute / 60.0
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, client: str) -> float | None:
+        """Spend one token; return None if allowed, else seconds until the next token."""
+        if self.capacity <= 0:
+            return None
+        now = self.clock()
+        tokens, stamp = self._buckets.get(client, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - stamp) * self.refill_per_second)
+        if tokens < 1.0:
+            self._buckets[client] = (tokens, now)
+            return (1.0 - tokens) / self.refill_per_second
+        if len(self._buckets) >= self._MAX_CLIENTS and client not in self._buckets:
+            self._forget_idle(now)
+        self._buckets[client] = (tokens - 1.0, now)
+        return None
+
+    def _forget_idle(self, now: float) -> None:
+        # A bucket that has refilled completely carries no information: drop it.
+        full_after = self.capacity / self.refill_per_second
+        self._buckets = {
+            key: value for key, value in self._buckets.items() if now - value[1] < full_after
+        }
+
+
+def require_csrf(request: web.Request, settings: Settings) -> None:
+    """Raise 403 unless a non-safe request carries the double-submit CSRF token."""
+    if request.method in SAFE_METHODS:
+        return
+    cookie = request.cookies.get(settings.csrf_cookie_name)
+    if not csrf_token_valid(settings, cookie, request.headers.get(CSRF_HEADER)):
+        raise ApiError(
+            403,
+            "csrf_failed",
+            f"Missing or wrong CSRF token: send header {CSRF_HEADER} equal to the "
+            f"{settings.csrf_cookie_name} cookie from GET /auth/csrf.",
+        )

@@ -1,0 +1,132 @@
+"""The aiohttp application: `create_app(settings)` builds everything, no globals."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from app import db, migrate
+from app.errors import ApiError, error_middleware
+from app.handlers import auth, health, queues
+from app.http import (
+    EXPECTED_SCHEMA,
+    POOL,
+    RATE_LIMITER,
+    REQUEST_ID,
+    SETTINGS,
+    Handler,
+    authenticated,
+)
+from app.security import (
+    REQUEST_ID_HEADER,
+    SECURITY_HEADERS,
+    RateLimiter,
+    client_address,
+    request_id_of,
+    require_csrf,
+)
+from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class Route:
+    """One operation of the API. `min_role` None means no session is needed."""
+
+    method: str
+    path: str
+    handler: Handler
+    min_role: str | None
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", health.healthz, None),
+    Route("GET", "/readyz", health.readyz, None),
+    Route("GET", "/auth/csrf", auth.csrf, None),
+    Route("POST", "/auth/dev/login", auth.dev_login, None),
+    Route("POST", "/auth/logout", auth.logout, "viewer"),
+    Route("POST", "/auth/switch-org", auth.switch_org, "viewer"),
+    Route("GET", "/me", auth.me, "viewer"),
+    Route("GET", "/queues", queues.list_queues, "viewer"),
+    Route("POST", "/queues", queues.create_queue, "admin"),
+)
+
+# Probes must answer even when a client is throttled.
+_UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Outermost: request id in and out, security headers on every response."""
+    request[REQUEST_ID] = request_id_of(request)
+    response = await handler(request)
+    response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+@web.middleware
+async def rate_limit_middleware(request: web.Request, handler) -> web.StreamResponse:
+    if request.path not in _UNLIMITED_PATHS:
+        settings = request.app[SETTINGS]
+        client = client_address(request, settings.trust_forwarded_for)
+        wait = request.app[RATE_LIMITER].take(client)
+        if wait is not None:
+            raise ApiError(
+                429,
+                "rate_limited",
+                "Too many requests from this client; slow down.",
+                {"Retry-After": str(max(1, round(wait)))},
+            )
+    return await handler(request)
+
+
+@web.middleware
+async def csrf_middleware(request: web.Request, handler) -> web.StreamResponse:
+    # Unknown routes answer 404 whatever the method, so CSRF is checked on real ones only.
+    if request.match_info.http_exception is None:
+        require_csrf(request, request.app[SETTINGS])
+    return await handler(request)
+
+
+def _database(settings: Settings, database_url: str | None):
+    async def context(app: web.Application):
+        url = database_url or await asyncio.to_thread(db.database_url, settings)
+        pool = db.api_pool(settings, url)
+        await pool.open()
+        app[POOL] = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    return context
+
+
+def create_app(settings: Settings, database_url: str | None = None) -> web.Application:
+    """Build the API application; `database_url` overrides the settings' database."""
+    settings.check_startup()
+    app = web.Application(
+        middlewares=[
+            request_context_middleware,
+            error_middleware,
+            rate_limit_middleware,
+            csrf_middleware,
+        ],
+        client_max_size=1024 * 1024,
+    )
+    app[SETTINGS] = settings
+    app[RATE_LIMITER] = RateLimiter(settings.rate_limit_requests_per_minute)
+    app[EXPECTED_SCHEMA] = {
+        "migrations": migrate.migration_ids(),
+        "code_hash": migrate.code_hash(),
+    }
+    app.cleanup_ctx.append(_database(settings, database_url))
+    for route in ROUTES:
+        handler = route.handler
+        if route.min_role is not None:
+            handler = authenticated(handler, route.min_role)
+        app.router.add_route(route.method, route.path, handler)
+    return app

@@ -1,0 +1,190 @@
+"""Configuration from environment variables and an optional repo-root `.env` file.
+
+Every variable is documented in the README's configuration section; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - refused outside development
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the process must not start."""
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines (optionally quoted, `#` comments) without touching os.environ."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"expected a boolean, got {value!r}")
+
+
+def _int(name: str, value: str | None, default: int, low: int, high: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from exc
+    if not low <= number <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {number}")
+    return number
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs to know about its environment."""
+
+    app_env: str = "development"
+    database_url: str | None = None
+    embedded_pg_dir: Path = REPO_ROOT / "var" / "pgdata"
+    db_pool_min_size: int = 1
+    db_pool_max_size: int = 10
+    allow_dev_login: bool = False
+    session_ttl_seconds: int = 8 * 3600
+    session_cookie_name: str = "oss_session"
+    csrf_cookie_name: str = "oss_csrf"
+    cookie_secure: bool = False
+    cookie_samesite: str = "Lax"
+    cookie_domain: str | None = None
+    secret_key: str = DEV_SECRET_KEY
+    encryption_key: bytes | None = None
+    blob_store: str = "local"
+    local_blob_dir: Path = REPO_ROOT / "var" / "blobs"
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_bucket: str = "oss-ticketing"
+    attachment_download_url_ttl_seconds: int = 300
+    google_client_id: str | None = None
+    google_client_secret: str | None = None
+    gmail_api_base_url: str = "https://gmail.googleapis.com/"
+    enable_prometheus_metrics: bool = False
+    rate_limit_requests_per_minute: int = 600
+    trust_forwarded_for: bool = False
+
+    @property
+    def is_development(self) -> bool:
+        return self.app_env == "development"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields replaced (tests and CLI flags use this)."""
+        return replace(self, **changes)
+
+    def check_startup(self) -> None:
+        """Refuse configurations that are unsafe outside local development."""
+        if self.is_development:
+            return
+        if self.secret_key == DEV_SECRET_KEY or len(self.secret_key) < 32:
+            raise ConfigError(
+                "SECRET_KEY must be set to a random value of at least 32 characters "
+                f"when APP_ENV={self.app_env}"
+            )
+        if self.allow_dev_login:
+            raise ConfigError(f"ALLOW_DEV_LOGIN=true is refused when APP_ENV={self.app_env}")
+
+
+def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = None) -> Settings:
+    """Build Settings from `.env` (lowest precedence) overlaid with the process environment."""
+    env = read_dotenv(dotenv if dotenv is not None else REPO_ROOT / ".env")
+    env.update(os.environ if environ is None else environ)
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value if value not in (None, "") else None
+
+    app_env = (get("APP_ENV") or "development").lower()
+    if app_env not in {"development", "test", "production"}:
+        raise ConfigError(f"APP_ENV must be development, test or production, got {app_env!r}")
+
+    encryption_key = None
+    if raw_key := get("ENCRYPTION_KEY_BASE64"):
+        try:
+            encryption_key = base64.b64decode(raw_key, validate=True)
+        except binascii.Error as exc:
+            raise ConfigError("ENCRYPTION_KEY_BASE64 is not valid base64") from exc
+        if len(encryption_key) != 32:
+            raise ConfigError("ENCRYPTION_KEY_BASE64 must decode to 32 bytes (AES-256)")
+
+    blob_store = (get("BLOB_STORE") or "local").lower()
+    if blob_store not in {"local", "s3"}:
+        raise ConfigError(f"BLOB_STORE must be local or s3, got {blob_store!r}")
+
+    samesite = get("COOKIE_SAMESITE") or "Lax"
+    if samesite.capitalize() not in {"Lax", "Strict", "None"}:
+        raise ConfigError(f"COOKIE_SAMESITE must be Lax, Strict or None, got {samesite!r}")
+
+    return Settings(
+        app_env=app_env,
+        database_url=get("DATABASE_URL"),
+        embedded_pg_dir=Path(get("EMBEDDED_PG_DIR") or REPO_ROOT / "var" / "pgdata"),
+        db_pool_min_size=_int("DB_POOL_MIN_SIZE", get("DB_POOL_MIN_SIZE"), 1, 0, 100),
+        db_pool_max_size=_int("DB_POOL_MAX_SIZE", get("DB_POOL_MAX_SIZE"), 10, 1, 200),
+        allow_dev_login=_bool(get("ALLOW_DEV_LOGIN"), False),
+        session_ttl_seconds=_int(
+            "SESSION_TTL_SECONDS", get("SESSION_TTL_SECONDS"), 8 * 3600, 60, 90 * 86400
+        ),
+        session_cookie_name=get("SESSION_COOKIE_NAME") or "oss_session",
+        csrf_cookie_name=get("CSRF_COOKIE_NAME") or "oss_csrf",
+        cookie_secure=_bool(get("COOKIE_SECURE"), app_env == "production"),
+        cookie_samesite=samesite.capitalize(),
+        cookie_domain=get("COOKIE_DOMAIN"),
+        secret_key=get("SECRET_KEY") or DEV_SECRET_KEY,
+        encryption_key=encryption_key,
+        blob_store=blob_store,
+        local_blob_dir=Path(get("LOCAL_BLOB_DIR") or REPO_ROOT / "var" / "blobs"),
+        s3_endpoint_url=get("S3_ENDPOINT_URL"),
+        s3_access_key_id=get("S3_ACCESS_KEY_ID"),
+        s3_secret_access_key=get("S3_SECRET_ACCESS_KEY"),
+        s3_bucket=get("S3_BUCKET") or "oss-ticketing",
+        attachment_download_url_ttl_seconds=_int(
+            "ATTACHMENT_DOWNLOAD_URL_TTL_SECONDS",
+            get("ATTACHMENT_DOWNLOAD_URL_TTL_SECONDS"),
+            300,
+            1,
+            7 * 86400,
+        ),
+        google_client_id=get("GOOGLE_CLIENT_ID"),
+        google_client_secret=get("GOOGLE_CLIENT_SECRET"),
+        gmail_api_base_url=get("GMAIL_API_BASE_URL") or "https://gmail.googleapis.com/",
+        enable_prometheus_metrics=_bool(get("ENABLE_PROMETHEUS_METRICS"), False),
+        rate_limit_requests_per_minute=_int(
+            "RATE_LIMIT_REQUESTS_PER_MINUTE",
+            get("RATE_LIMIT_REQUESTS_PER_MINUTE"),
+            600,
+            0,
+            1_000_000,
+        ),
+        trust_forwarded_for=_bool(get("TRUST_FORWARDED_FOR"), False),
+    )

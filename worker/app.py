@@ -1,0 +1,29 @@
+"""The procrastinate application: `procrastinate --app=worker.app.app worker` runs it.
+
+The connection string is resolved on first connect (settings, else embedded PostgreSQL),
+so importing this module never starts a database.
+"""
+
+from __future__ import annotations
+
+import procrastinate
+
+from app.db import database_url
+from app.settings import load_settings
+
+
+def _conninfo() -> str:
+    return database_url(load_settings())
+
+
+def make_connector(conninfo=_conninfo, max_size: int = 10) -> procrastinate.PsycopgConnector:
+    """A connector for worker processes (`application_name=worker`)."""
+    return procrastinate.PsycopgConnector(
+        conninfo=conninfo,
+        kwargs={"application_name": "worker"},
+        min_size=1,
+        max_size=max_size,
+    )
+
+
+app = procrastinate.App(connector=make_connector(), import_paths=["worker.tasks"])
