@@ -27,9 +27,9 @@ POOL = web.AppKey("pool", AsyncConnectionPool)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 EXPECTED_SCHEMA = web.AppKey("expected_schema", dict)
 
-REQUEST_ID = "request_id"
-DB = "db"  # request key: the authenticated request's connection
-SESSION = "session"  # request key: what api.begin_request returned
+REQUEST_ID = web.RequestKey("request_id", str)
+DB = web.RequestKey("db", psycopg.AsyncConnection)  # the authenticated request's connection
+SESSION = web.RequestKey("session", dict)  # what api.begin_request returned
 
 
 def json_text(body: str, status: int = 200) -> web.Response:

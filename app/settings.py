@@ -94,17 +94,13 @@ class Settings:
     rate_limit_requests_per_minute: int = 600
     trust_forwarded_for: bool = False
 
-    @property
-    def is_development(self) -> bool:
-        return self.app_env == "development"
-
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (tests and CLI flags use this)."""
         return replace(self, **changes)
 
     def check_startup(self) -> None:
-        """Refuse configurations that are unsafe outside local development."""
-        if self.is_development:
+        """Refuse configurations that are unsafe in production."""
+        if self.app_env != "production":
             return
         if self.secret_key == DEV_SECRET_KEY or len(self.secret_key) < 32:
             raise ConfigError(

@@ -1,0 +1,119 @@
+"""The `ticketing` command as a user runs it: real processes, real databases."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+TICKETING = [sys.executable, "-m", "app.cli"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "APP_ENV"}}
+    env.update(extra)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_migrate_command_twice(db_url):
+    for expected in ("applied: none pending", "applied: none pending"):
+        done = subprocess.run(
+            [*TICKETING, "migrate"],
+            env=_env(DATABASE_URL=db_url),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert expected in done.stdout
+
+
+def test_production_refuses_the_default_secret(db_url):
+    done = subprocess.run(
+        [*TICKETING, "migrate"],
+        env=_env(DATABASE_URL=db_url, APP_ENV="production"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "SECRET_KEY" in done.stderr
+
+
+def test_worker_until_idle_drains_and_exits(db, db_url):
+    ping_id = db.execute("SELECT ops.request_worker_ping() AS id").fetchone()["id"]
+    done = subprocess.run(
+        [*TICKETING, "worker", "--until-idle"],
+        env=_env(DATABASE_URL=db_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    ping = db.execute("SELECT completed_by FROM core.worker_pings WHERE id = %s", [ping_id])
+    assert ping.fetchone()["completed_by"] == "worker"
+
+
+def test_serve_on_embedded_postgres_with_no_configuration(tmp_path):
+    """The README's run command on a machine with nothing configured."""
+    port = _free_port()
+    pgdata = tmp_path / "pgdata"
+    log_path = tmp_path / "serve.log"
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            [*TICKETING, "serve", "--port", str(port)],
+            env=_env(EMBEDDED_PG_DIR=str(pgdata)),
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ) as process,
+    ):
+        try:
+            deadline = time.monotonic() + 90
+            health = None
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    health = _get(f"http://127.0.0.1:{port}/healthz")
+                    break
+                except OSError:
+                    time.sleep(0.3)
+            assert health == (200, b'{"status": "ok"}'), log_path.read_text()
+            status, body = _get(f"http://127.0.0.1:{port}/readyz")
+            assert status == 200, body  # migrated automatically on the embedded database
+            assert (pgdata / "PG_VERSION").exists()
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
+    # The embedded server stops with the last process that used it.
+    deadline = time.monotonic() + 20
+    while (pgdata / "postmaster.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not (pgdata / "postmaster.pid").exists()

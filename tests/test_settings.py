@@ -1,0 +1,90 @@
+"""Configuration parsing: .env, environment precedence, validation."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from app.settings import DEV_SECRET_KEY, ConfigError, load_settings, read_dotenv
+
+
+def test_dotenv_parsing(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "# comment\n"
+        "ALLOW_DEV_LOGIN=true\n"
+        "export SESSION_TTL_SECONDS=600\n"
+        "SECRET_KEY='quoted value'\n"
+        'S3_BUCKET="bucket"\n'
+        "not a pair\n"
+        "\n"
+    )
+    assert read_dotenv(dotenv) == {
+        "ALLOW_DEV_LOGIN": "true",
+        "SESSION_TTL_SECONDS": "600",
+        "SECRET_KEY": "quoted value",
+        "S3_BUCKET": "bucket",
+    }
+
+
+def test_environment_overrides_dotenv(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("ALLOW_DEV_LOGIN=true\nSESSION_TTL_SECONDS=600\n")
+    settings = load_settings({"SESSION_TTL_SECONDS": "900"}, dotenv=dotenv)
+    assert settings.allow_dev_login is True
+    assert settings.session_ttl_seconds == 900
+
+
+def test_defaults_need_nothing(tmp_path):
+    settings = load_settings({}, dotenv=tmp_path / "missing.env")
+    assert settings.database_url is None  # embedded PostgreSQL
+    assert settings.allow_dev_login is False
+    assert settings.session_cookie_name == "oss_session"
+    assert settings.csrf_cookie_name == "oss_csrf"
+    assert settings.blob_store == "local"
+    settings.check_startup()  # development accepts the default secret
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SESSION_TTL_SECONDS": "abc"}, "SESSION_TTL_SECONDS must be an integer"),
+        ({"SESSION_TTL_SECONDS": "5"}, "between"),
+        ({"ALLOW_DEV_LOGIN": "maybe"}, "boolean"),
+        ({"BLOB_STORE": "ftp"}, "BLOB_STORE"),
+        ({"APP_ENV": "staging"}, "APP_ENV"),
+        ({"ENCRYPTION_KEY_BASE64": "!!!"}, "base64"),
+        ({"ENCRYPTION_KEY_BASE64": base64.b64encode(b"short").decode()}, "32 bytes"),
+        ({"COOKIE_SAMESITE": "sometimes"}, "COOKIE_SAMESITE"),
+    ],
+)
+def test_malformed_settings_are_refused(tmp_path, env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env, dotenv=tmp_path / "missing.env")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"APP_ENV": "production"}, "SECRET_KEY"),
+        ({"APP_ENV": "production", "SECRET_KEY": "short"}, "SECRET_KEY"),
+        (
+            {"APP_ENV": "production", "SECRET_KEY": "x" * 40, "ALLOW_DEV_LOGIN": "true"},
+            "ALLOW_DEV_LOGIN",
+        ),
+    ],
+)
+def test_production_refuses_unsafe_settings(tmp_path, env, message):
+    settings = load_settings(env, dotenv=tmp_path / "missing.env")
+    with pytest.raises(ConfigError, match=message):
+        settings.check_startup()
+
+
+def test_production_with_a_real_secret_starts(tmp_path):
+    settings = load_settings(
+        {"APP_ENV": "production", "SECRET_KEY": "s" * 48}, dotenv=tmp_path / "missing.env"
+    )
+    settings.check_startup()
+    assert settings.secret_key != DEV_SECRET_KEY
+    assert settings.cookie_secure is True  # production defaults to Secure cookies
