@@ -90,6 +90,8 @@ class Settings:
     google_client_id: str | None = None
     google_client_secret: str | None = None
     gmail_api_base_url: str = "https://gmail.googleapis.com/"
+    google_auth_uri: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    google_token_uri: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
     enable_prometheus_metrics: bool = False
     rate_limit_requests_per_minute: int = 600
     trust_forwarded_for: bool = False
@@ -173,7 +175,9 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
         ),
         google_client_id=get("GOOGLE_CLIENT_ID"),
         google_client_secret=get("GOOGLE_CLIENT_SECRET"),
-        gmail_api_base_url=get("GMAIL_API_BASE_URL") or "https://gmail.googleapis.com/",
+        gmail_api_base_url=get("GMAIL_API_BASE_URL") or Settings.gmail_api_base_url,
+        google_auth_uri=get("GOOGLE_AUTH_URI") or Settings.google_auth_uri,
+        google_token_uri=get("GOOGLE_TOKEN_URI") or Settings.google_token_uri,
         enable_prometheus_metrics=_bool(get("ENABLE_PROMETHEUS_METRICS"), False),
         rate_limit_requests_per_minute=_int(
             "RATE_LIMIT_REQUESTS_PER_MINUTE",

@@ -1,0 +1,1044 @@
+"""A fake Gmail API server (aiohttp) for tests, benchmarks and demos.
+
+It speaks the subset of the Gmail REST API the ingestion pipeline uses, with the real
+paths and JSON field names, so google-api-python-client can talk to it unmodified:
+
+    GET  gmail/v1/users/{userId}/profile
+    GET  gmail/v1/users/{userId}/messages            (maxResults, pageToken, includeSpamTrash)
+    GET  gmail/v1/users/{userId}/messages/{id}       (format=raw|minimal|metadata)
+    GET  gmail/v1/users/{userId}/history             (startHistoryId, pageToken, maxResults,
+                                                      historyTypes)
+    POST batch/gmail/v1                               (multipart/mixed of application/http)
+    POST token                                        (OAuth: refresh_token, authorization_code)
+
+State lives in `FakeGmail`, a thread-safe control object: mailboxes, OAuth grants, fault
+rules and request counters. Run it with `fake_gmail_server()` (async context manager, on
+the caller's event loop) or `fake_gmail_in_thread()` (own thread and loop; needed when the
+synchronous Gmail client is called from the test's own thread, because a blocking call
+there would otherwise starve the loop that serves it).
+
+Manual use: `python -m worker.fake_gmail --eml-dir DIR --user EMAIL --port 8085`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import datetime
+import email.utils
+import json
+import mailbox
+import random
+import re
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser, HeaderParser
+from email.policy import compat32
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from aiohttp import web
+
+FAKE_CLIENT_ID = "fake-client-id.apps.googleusercontent.com"
+FAKE_CLIENT_SECRET = "fake-client-secret"  # noqa: S105 - a test fixture, not a secret
+DEFAULT_USER = "journal@example.com"
+
+ENDPOINT_KINDS = ("profile", "list", "get", "history", "batch", "token", "batch_part", "any")
+_HISTORY_TYPES = {
+    "messageAdded": "messagesAdded",
+    "messageDeleted": "messagesDeleted",
+    "labelAdded": "labelsAdded",
+    "labelRemoved": "labelsRemoved",
+}
+_STATUS_NAMES = {
+    400: ("INVALID_ARGUMENT", "global", "invalidArgument"),
+    401: ("UNAUTHENTICATED", "global", "authError"),
+    403: ("PERMISSION_DENIED", "global", "forbidden"),
+    404: ("NOT_FOUND", "global", "notFound"),
+    429: ("RESOURCE_EXHAUSTED", "usageLimits", "rateLimitExceeded"),
+    500: ("INTERNAL", "global", "backendError"),
+    502: ("UNAVAILABLE", "global", "backendError"),
+    503: ("UNAVAILABLE", "global", "backendError"),
+}
+_REASON_PHRASES = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+_MSGID_RE = re.compile(r"<[^<>\s]+>")
+_API_PATH_RE = re.compile(
+    r"^/?gmail/v1/users/(?P<user>[^/]+)/(?:(?P<profile>profile)|(?P<history>history)"
+    r"|messages(?:/(?P<message_id>[^/]+))?)$"
+)
+# Gives fake ids the look of real ones (16 hex digits) while staying ordered.
+_ID_BASE = 0x18C0_0000_0000_0000
+# Synthetic clock for messages without a usable Date header: 2024-01-01, one second apart.
+_SYNTHETIC_DATE_BASE_MS = 1_704_067_200_000
+
+
+def _api_kind(path: str) -> tuple[str, str | None]:
+    """Endpoint kind (profile/list/get/history, or any) and message id of an API path."""
+    match = _API_PATH_RE.match(path)
+    if match is None:
+        return "any", None
+    if match["profile"]:
+        return "profile", None
+    if match["history"]:
+        return "history", None
+    if match["message_id"]:
+        return "get", match["message_id"]
+    return "list", None
+
+
+def gmail_error_body(status: int, message: str, reason: str | None = None) -> dict[str, Any]:
+    """Gmail's JSON error shape: {"error": {"code", "message", "errors": [...], "status"}}."""
+    status_name, domain, default_reason = _STATUS_NAMES.get(status, ("UNKNOWN", "global", "error"))
+    return {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [{"message": message, "domain": domain, "reason": reason or default_reason}],
+            "status": status_name,
+        }
+    }
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class FakeMessage:
+    """One stored message; `raw` is the exact byte string served as base64url."""
+
+    id: str
+    thread_id: str
+    raw: bytes
+    label_ids: list[str]
+    internal_date_ms: int
+    history_id: int
+    seq: int
+
+    def ref(self, with_labels: bool = False) -> dict[str, Any]:
+        ref: dict[str, Any] = {"id": self.id, "threadId": self.thread_id}
+        if with_labels:
+            ref["labelIds"] = list(self.label_ids)
+        return ref
+
+
+@dataclass
+class FakeHistoryRecord:
+    """One history entry; `kind` is the JSON key (messagesAdded, labelsRemoved, ...)."""
+
+    id: int
+    kind: str
+    message: dict[str, Any]
+    label_ids: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"message": self.message}
+        if self.kind in ("labelsAdded", "labelsRemoved"):
+            entry["labelIds"] = list(self.label_ids)
+        return {
+            "id": str(self.id),
+            "messages": [{"id": self.message["id"], "threadId": self.message["threadId"]}],
+            self.kind: [entry],
+        }
+
+
+@dataclass
+class FakeMailbox:
+    """A mailbox: messages by id, history log, current historyId and retention floor."""
+
+    email: str
+    history_id: int = 1000
+    # A startHistoryId below this has lost records: history.list answers 404.
+    history_floor: int = 1000
+    messages: dict[str, FakeMessage] = field(default_factory=dict)
+    history: list[FakeHistoryRecord] = field(default_factory=list)
+    thread_by_message_id_header: dict[str, str] = field(default_factory=dict)
+
+    def listing(self, include_spam_trash: bool) -> list[FakeMessage]:
+        """Messages newest first, as messages.list orders them."""
+        visible = [
+            m
+            for m in self.messages.values()
+            if include_spam_trash or not ({"SPAM", "TRASH"} & set(m.label_ids))
+        ]
+        return sorted(visible, key=_listing_key)
+
+
+def _listing_key(message: FakeMessage) -> tuple[int, int]:
+    return (-message.internal_date_ms, -message.seq)
+
+
+@dataclass
+class FaultRule:
+    """A fault to inject on requests of one endpoint kind.
+
+    endpoint: profile | list | get | history | batch | token | any, or batch_part
+      (a sub-request inside a batch; only `status` faults apply there).
+    action: "status" (answer `status`, with Retry-After if `retry_after` is set),
+      "delay" (sleep `delay` seconds, then answer normally) or "drop" (close the
+      connection without answering).
+    times: how many more requests to hit (None = unlimited); probability: hit each
+      matching request with this chance from the fake's seeded RNG.
+    message_id: for get / batch_part, only requests for this message id match.
+    """
+
+    endpoint: str
+    action: str = "status"
+    status: int = 429
+    retry_after: float | None = None
+    delay: float = 0.0
+    times: int | None = 1
+    probability: float | None = None
+    message_id: str | None = None
+    reason: str | None = None
+    fired: int = 0
+
+    def __post_init__(self) -> None:
+        if self.endpoint not in ENDPOINT_KINDS:
+            raise ValueError(f"unknown endpoint kind {self.endpoint!r}")
+        if self.action not in ("status", "delay", "drop"):
+            raise ValueError(f"unknown fault action {self.action!r}")
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request the fake answered (sub-requests of a batch have in_batch=True)."""
+
+    kind: str
+    method: str
+    path: str
+    query: str
+    status: int
+    in_batch: bool
+    message_id: str | None
+
+
+@dataclass
+class _Response:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _AccessGrant:
+    email: str
+    expires_at: float
+
+
+class FakeGmail:
+    """Thread-safe state and control API of the fake server.
+
+    All public methods may be called from any thread while the server runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        access_token_ttl: int = 3600,
+        max_history_records: int | None = None,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._rng = random.Random(seed)  # noqa: S311 - reproducible fault injection
+        self.access_token_ttl = access_token_ttl
+        self.max_history_records = max_history_records
+        self.mailboxes: dict[str, FakeMailbox] = {}
+        self.clients: dict[str, str] = {FAKE_CLIENT_ID: FAKE_CLIENT_SECRET}
+        self._refresh_tokens: dict[str, str] = {}  # token -> email
+        self._access_tokens: dict[str, _AccessGrant] = {}
+        self._auth_codes: dict[str, str] = {}  # code -> email
+        self._next_seq = 0
+        self.faults: list[FaultRule] = []
+        self.counts: Counter[str] = Counter()
+        self.log: list[RequestRecord] = []
+
+    # ---- mailboxes and messages
+
+    def add_mailbox(self, email_address: str, *, history_id: int = 1000) -> FakeMailbox:
+        """Create (or return) the mailbox for `email_address`."""
+        key = email_address.lower()
+        with self._lock:
+            if key not in self.mailboxes:
+                self.mailboxes[key] = FakeMailbox(
+                    email=email_address, history_id=history_id, history_floor=history_id
+                )
+            return self.mailboxes[key]
+
+    def mailbox(self, email_address: str) -> FakeMailbox:
+        """The mailbox for `email_address` (KeyError if unknown)."""
+        return self.mailboxes[email_address.lower()]
+
+    def add_message(
+        self,
+        email_address: str,
+        raw: bytes,
+        *,
+        label_ids: Iterable[str] = ("INBOX",),
+        internal_date_ms: int | None = None,
+    ) -> str:
+        """Store a message, append a messagesAdded history record; return its id."""
+        with self._lock:
+            box = self.add_mailbox(email_address)
+            seq = self._next_seq
+            self._next_seq += 1
+            message_id = f"{_ID_BASE + seq:016x}"
+            headers = _parse_headers(raw)
+            if internal_date_ms is None:
+                internal_date_ms = _date_header_ms(headers) or _SYNTHETIC_DATE_BASE_MS + seq * 1000
+            thread_id = _thread_for(box, headers, message_id)
+            box.history_id += 1
+            message = FakeMessage(
+                id=message_id,
+                thread_id=thread_id,
+                raw=bytes(raw),
+                label_ids=list(label_ids),
+                internal_date_ms=internal_date_ms,
+                history_id=box.history_id,
+                seq=seq,
+            )
+            box.messages[message_id] = message
+            self._record(box, "messagesAdded", message)
+            return message_id
+
+    def add_eml_files(self, email_address: str, paths: Iterable[Path | str]) -> list[str]:
+        """Add .eml files (byte-exact) in the given order; return their ids."""
+        return [self.add_message(email_address, Path(p).read_bytes()) for p in paths]
+
+    def add_eml_dir(self, email_address: str, directory: Path | str) -> list[str]:
+        """Add every *.eml under `directory` (recursively, sorted by path)."""
+        return self.add_eml_files(email_address, sorted(Path(directory).rglob("*.eml")))
+
+    def add_mbox(self, email_address: str, path: Path | str) -> list[str]:
+        """Add every message of an mbox file (bytes without the `From ` separator line)."""
+        box = mailbox.mbox(str(path), create=False)
+        try:
+            return [self.add_message(email_address, box.get_bytes(key)) for key in box.iterkeys()]
+        finally:
+            box.close()
+
+    def delete_message(self, email_address: str, message_id: str) -> None:
+        """Delete a message for good (history: messagesDeleted)."""
+        with self._lock:
+            box = self.mailbox(email_address)
+            message = box.messages.pop(message_id)
+            box.history_id += 1
+            self._record(box, "messagesDeleted", message)
+
+    def modify_labels(
+        self,
+        email_address: str,
+        message_id: str,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+    ) -> None:
+        """Change labels of a message (history: labelsAdded / labelsRemoved)."""
+        with self._lock:
+            box = self.mailbox(email_address)
+            message = box.messages[message_id]
+            added = [label for label in add if label not in message.label_ids]
+            removed = [label for label in remove if label in message.label_ids]
+            message.label_ids = [
+                label for label in message.label_ids if label not in removed
+            ] + added
+            for kind, labels in (("labelsAdded", added), ("labelsRemoved", removed)):
+                if labels:
+                    box.history_id += 1
+                    message.history_id = box.history_id
+                    self._record(box, kind, message, labels)
+
+    def expire_history(self, email_address: str, before: int | None = None) -> None:
+        """Forget history records with id <= `before` (default: all of them)."""
+        with self._lock:
+            box = self.mailbox(email_address)
+            cutoff = box.history_id if before is None else before
+            box.history = [record for record in box.history if record.id > cutoff]
+            box.history_floor = max(box.history_floor, cutoff)
+
+    def _record(
+        self,
+        box: FakeMailbox,
+        kind: str,
+        message: FakeMessage,
+        label_ids: list[str] | None = None,
+    ) -> None:
+        box.history.append(
+            FakeHistoryRecord(
+                id=box.history_id,
+                kind=kind,
+                message=message.ref(with_labels=True),
+                label_ids=label_ids or [],
+            )
+        )
+        if self.max_history_records is not None and len(box.history) > self.max_history_records:
+            dropped = box.history[: len(box.history) - self.max_history_records]
+            box.history = box.history[len(dropped) :]
+            box.history_floor = max(box.history_floor, dropped[-1].id)
+
+    # ---- OAuth grants
+
+    def register_client(self, client_id: str, client_secret: str) -> None:
+        """Accept another OAuth client at the token endpoint."""
+        with self._lock:
+            self.clients[client_id] = client_secret
+
+    def issue_refresh_token(self, email_address: str) -> str:
+        """A refresh token for the mailbox (creating the mailbox if needed)."""
+        with self._lock:
+            self.add_mailbox(email_address)
+            token = "1//fake-refresh-" + secrets.token_urlsafe(16)
+            self._refresh_tokens[token] = email_address.lower()
+            return token
+
+    def issue_access_token(self, email_address: str, ttl: int | None = None) -> str:
+        """An access token for the mailbox, valid for `ttl` seconds."""
+        with self._lock:
+            token = "ya29.fake-" + secrets.token_urlsafe(24)
+            lifetime = self.access_token_ttl if ttl is None else ttl
+            self._access_tokens[token] = _AccessGrant(
+                email_address.lower(), time.monotonic() + lifetime
+            )
+            return token
+
+    def issue_authorization_code(self, email_address: str) -> str:
+        """A one-time code for the authorization_code grant (OAuth connect flow)."""
+        with self._lock:
+            self.add_mailbox(email_address)
+            code = "4/fake-code-" + secrets.token_urlsafe(12)
+            self._auth_codes[code] = email_address.lower()
+            return code
+
+    def revoke_refresh_token(self, token: str) -> None:
+        """Revoke a refresh token and every access token (the user removed access)."""
+        with self._lock:
+            email_address = self._refresh_tokens.pop(token, None)
+            self._access_tokens = {
+                t: g for t, g in self._access_tokens.items() if g.email != email_address
+            }
+
+    def expire_access_tokens(self) -> None:
+        """Make every issued access token invalid (clients must refresh)."""
+        with self._lock:
+            self._access_tokens.clear()
+
+    # ---- faults and counters
+
+    def inject(self, rule: FaultRule) -> FaultRule:
+        """Add a fault rule; returns it so tests can read `rule.fired`."""
+        with self._lock:
+            self.faults.append(rule)
+            return rule
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self.faults.clear()
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.counts.clear()
+            self.log.clear()
+
+    def fetches_of(self, message_id: str) -> int:
+        """How many messages.get requests (direct or in a batch) asked for this id."""
+        with self._lock:
+            return sum(1 for r in self.log if r.kind == "get" and r.message_id == message_id)
+
+    def _take_fault(
+        self, kind: str, *, in_batch: bool = False, message_id: str | None = None
+    ) -> FaultRule | None:
+        with self._lock:
+            for rule in self.faults:
+                if in_batch:
+                    if rule.endpoint != "batch_part" or rule.action != "status":
+                        continue
+                elif rule.endpoint not in (kind, "any"):
+                    continue
+                if rule.message_id is not None and rule.message_id != message_id:
+                    continue
+                if rule.times is not None and rule.fired >= rule.times:
+                    continue
+                if rule.probability is not None and self._rng.random() >= rule.probability:
+                    continue
+                rule.fired += 1
+                return rule
+            return None
+
+    def _log(self, record: RequestRecord) -> None:
+        with self._lock:
+            self.counts["batch_part" if record.in_batch else record.kind] += 1
+            self.log.append(record)
+
+    # ---- request handling (shared by direct requests and batch parts)
+
+    def _authenticate(self, authorization: str | None) -> str | _Response:
+        scheme, _, token = (authorization or "").partition(" ")
+        with self._lock:
+            grant = self._access_tokens.get(token) if scheme.lower() == "bearer" else None
+            if grant is None or grant.expires_at <= time.monotonic():
+                response = _Response(
+                    401,
+                    gmail_error_body(
+                        401,
+                        "Request had invalid authentication credentials. Expected OAuth 2 "
+                        "access token, login cookie or other valid authentication credential.",
+                    ),
+                    {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
+                )
+                return response
+            return grant.email
+
+    def handle_api(
+        self, method: str, path: str, query: str, authorization: str | None
+    ) -> tuple[str, str | None, _Response]:
+        """Answer one Gmail API call; returns (kind, message_id, response)."""
+        match = _API_PATH_RE.match(path)
+        if match is None:
+            return "any", None, _Response(404, gmail_error_body(404, f"Not Found: {path}"))
+        kind, message_id = _api_kind(path)
+        if method != "GET":
+            return kind, message_id, _Response(405, gmail_error_body(400, "Method not allowed"))
+        who = self._authenticate(authorization)
+        if isinstance(who, _Response):
+            return kind, message_id, who
+        user = match["user"]
+        if user != "me" and user.lower() != who:
+            return (
+                kind,
+                message_id,
+                _Response(403, gmail_error_body(403, f"Delegation denied for {who}")),
+            )
+        params = parse_qs(query, keep_blank_values=True)
+        with self._lock:
+            box = self.mailboxes[who]
+            try:
+                if kind == "profile":
+                    response = _Response(200, self._profile(box))
+                elif kind == "list":
+                    response = self._list(box, params)
+                elif kind == "get":
+                    response = self._get(box, message_id or "", params)
+                else:
+                    response = self._history(box, params)
+            except _BadRequest as error:
+                response = _Response(400, gmail_error_body(400, str(error)))
+        return kind, message_id, response
+
+    @staticmethod
+    def _profile(box: FakeMailbox) -> dict[str, Any]:
+        return {
+            "emailAddress": box.email,
+            "messagesTotal": len(box.messages),
+            "threadsTotal": len({m.thread_id for m in box.messages.values()}),
+            "historyId": str(box.history_id),
+        }
+
+    def _list(self, box: FakeMailbox, params: dict[str, list[str]]) -> _Response:
+        max_results = _int_param(params, "maxResults", 100, low=1, high=500)
+        include_spam_trash = _param(params, "includeSpamTrash", "false").lower() == "true"
+        listing = box.listing(include_spam_trash)
+        start = 0
+        if token := _param(params, "pageToken", ""):
+            # The token names the last message of the previous page by its sort key, so
+            # messages added meanwhile never shift a page (no repeats, no gaps).
+            anchor = _decode_token(token, "list")
+            anchor_key = (-int(anchor["d"]), -int(anchor["s"]))
+            while start < len(listing) and _listing_key(listing[start]) <= anchor_key:
+                start += 1
+        page = listing[start : start + max_results]
+        body: dict[str, Any] = {
+            "messages": [m.ref() for m in page],
+            "resultSizeEstimate": len(listing),
+        }
+        if start + max_results < len(listing):
+            last = page[-1]
+            body["nextPageToken"] = _encode_token(
+                "list", {"d": last.internal_date_ms, "s": last.seq}
+            )
+        if not page:
+            del body["messages"]
+        return _Response(200, body)
+
+    @staticmethod
+    def _get(box: FakeMailbox, message_id: str, params: dict[str, list[str]]) -> _Response:
+        message = box.messages.get(message_id)
+        if message is None:
+            return _Response(404, gmail_error_body(404, "Requested entity was not found."))
+        response_format = _param(params, "format", "full")
+        body: dict[str, Any] = {
+            "id": message.id,
+            "threadId": message.thread_id,
+            "labelIds": list(message.label_ids),
+            "snippet": "",
+            "sizeEstimate": len(message.raw),
+            "historyId": str(message.history_id),
+            "internalDate": str(message.internal_date_ms),
+        }
+        if response_format == "raw":
+            body["raw"] = base64.urlsafe_b64encode(message.raw).decode("ascii")
+        elif response_format in ("metadata", "full"):
+            wanted = {h.lower() for h in params.get("metadataHeaders", [])}
+            headers = _parse_headers(message.raw)
+            body["payload"] = {
+                "mimeType": headers.get_content_type() if headers is not None else "text/plain",
+                "headers": [
+                    {"name": name, "value": str(value)}
+                    for name, value in (headers.items() if headers is not None else [])
+                    if not wanted or name.lower() in wanted
+                ],
+            }
+        elif response_format != "minimal":
+            raise _BadRequest(f"Invalid value for format: {response_format}")
+        return _Response(200, body)
+
+    def _history(self, box: FakeMailbox, params: dict[str, list[str]]) -> _Response:
+        start_text = _param(params, "startHistoryId", "")
+        if not start_text.isdigit():
+            raise _BadRequest("Missing or invalid startHistoryId")
+        start = int(start_text)
+        if start < box.history_floor:
+            return _Response(404, gmail_error_body(404, "Requested entity was not found."))
+        max_results = _int_param(params, "maxResults", 100, low=1, high=500)
+        wanted_kinds = {_HISTORY_TYPES[t] for t in params.get("historyTypes", []) if t}
+        after = start
+        if token := _param(params, "pageToken", ""):
+            anchor = _decode_token(token, "history")
+            if int(anchor["start"]) != start:
+                raise _BadRequest("pageToken does not belong to this startHistoryId")
+            after = int(anchor["after"])
+        matching = [
+            r for r in box.history if r.id > after and (not wanted_kinds or r.kind in wanted_kinds)
+        ]
+        page = matching[:max_results]
+        body: dict[str, Any] = {"historyId": str(box.history_id)}
+        if page:
+            body["history"] = [r.to_json() for r in page]
+        if len(matching) > max_results:
+            body["nextPageToken"] = _encode_token("history", {"start": start, "after": page[-1].id})
+        return _Response(200, body)
+
+    def handle_token(self, form: dict[str, str], basic_auth: tuple[str, str] | None) -> _Response:
+        """The OAuth token endpoint: refresh_token and authorization_code grants."""
+        client_id, client_secret = basic_auth or (
+            form.get("client_id", ""),
+            form.get("client_secret", ""),
+        )
+        with self._lock:
+            if self.clients.get(client_id) != client_secret:
+                return _oauth_error(401, "invalid_client", "The OAuth client was not found.")
+            grant_type = form.get("grant_type")
+            if grant_type == "refresh_token":
+                email_address = self._refresh_tokens.get(form.get("refresh_token", ""))
+                if email_address is None:
+                    return _oauth_error(400, "invalid_grant", "Token has been expired or revoked.")
+                return _Response(200, self._token_body(email_address, form))
+            if grant_type == "authorization_code":
+                email_address = self._auth_codes.pop(form.get("code", ""), None)
+                if email_address is None:
+                    return _oauth_error(400, "invalid_grant", "Malformed auth code.")
+                body = self._token_body(email_address, form)
+                body["refresh_token"] = self.issue_refresh_token(email_address)
+                return _Response(200, body)
+            return _oauth_error(400, "unsupported_grant_type", f"Invalid grant_type: {grant_type}")
+
+    def _token_body(self, email_address: str, form: dict[str, str]) -> dict[str, Any]:
+        return {
+            "access_token": self.issue_access_token(email_address),
+            "expires_in": self.access_token_ttl,
+            "token_type": "Bearer",
+            "scope": form.get("scope") or "https://www.googleapis.com/auth/gmail.readonly",
+        }
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _oauth_error(status: int, error: str, description: str) -> _Response:
+    return _Response(status, {"error": error, "error_description": description})
+
+
+def _param(params: dict[str, list[str]], name: str, default: str) -> str:
+    values = params.get(name)
+    return values[0] if values else default
+
+
+def _int_param(params: dict[str, list[str]], name: str, default: int, low: int, high: int) -> int:
+    text = _param(params, name, str(default))
+    if not text.isdigit():
+        raise _BadRequest(f"Invalid value for {name}: {text}")
+    return max(low, min(high, int(text)))
+
+
+def _encode_token(kind: str, data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"k": kind, **data}).encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str, kind: str) -> dict[str, Any]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except ValueError as error:
+        raise _BadRequest("Invalid pageToken") from error
+    if not isinstance(data, dict) or data.get("k") != kind:
+        raise _BadRequest("Invalid pageToken")
+    return data
+
+
+def _parse_headers(raw: bytes) -> Any:
+    # compat32 tolerates the broken headers found in real mail; header-less input is fine.
+    try:
+        return BytesHeaderParser(policy=compat32).parsebytes(raw)
+    except Exception:  # a fake must not crash on hostile mail
+        return None
+
+
+def _date_header_ms(headers: Any) -> int | None:
+    """The Date header in epoch ms, or None when missing or unparseable."""
+    if headers is None or headers.get("Date") is None:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(str(headers.get("Date")))
+        if parsed.tzinfo is None:  # RFC 5322 "-0000": local time unknown; read as UTC
+            parsed = parsed.replace(tzinfo=datetime.UTC)
+        millis = int(parsed.timestamp() * 1000)
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
+        return None
+    return millis if millis > 0 else None
+
+
+def _thread_for(box: FakeMailbox, headers: Any, message_id: str) -> str:
+    """Gmail-like threading: join the thread of any referenced Message-ID."""
+    if headers is None:
+        return message_id
+    referenced = _MSGID_RE.findall(
+        f"{headers.get('In-Reply-To', '')} {headers.get('References', '')}"
+    )
+    thread_id = next(
+        (
+            box.thread_by_message_id_header[r]
+            for r in referenced
+            if r in box.thread_by_message_id_header
+        ),
+        message_id,
+    )
+    for own in _MSGID_RE.findall(str(headers.get("Message-ID", ""))):
+        box.thread_by_message_id_header.setdefault(own, thread_id)
+    return thread_id
+
+
+# --------------------------------------------------------------------------- HTTP layer
+
+
+def _json_response(response: _Response) -> web.Response:
+    return web.Response(
+        status=response.status,
+        text=json.dumps(response.body),
+        content_type="application/json",
+        charset="utf-8",
+        headers=response.headers,
+    )
+
+
+def _fault_response(rule: FaultRule, *, oauth: bool = False) -> _Response:
+    headers = {}
+    if rule.retry_after is not None:
+        headers["Retry-After"] = f"{rule.retry_after:g}"
+    if oauth:
+        return _Response(rule.status, {"error": "temporarily_unavailable"}, headers)
+    message = "Too many requests" if rule.status == 429 else "Injected fault"
+    return _Response(rule.status, gmail_error_body(rule.status, message, rule.reason), headers)
+
+
+def _drop(request: web.Request) -> web.Response:
+    # Closing the transport makes the client see the connection end without a response;
+    # aiohttp then silently discards the response returned below.
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=500)
+
+
+def make_app(fake: FakeGmail) -> web.Application:
+    """The aiohttp application serving `fake` (all routes under the base URL root)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if request.method == "POST" and path.rstrip("/") == "/token":
+            kind, message_id = "token", None
+        elif request.method == "POST" and path.rstrip("/") == "/batch/gmail/v1":
+            kind, message_id = "batch", None
+        else:
+            kind, message_id = _api_kind(path)
+        rule = fake._take_fault(kind, message_id=message_id)
+        if rule is not None and rule.action == "delay":
+            await asyncio.sleep(rule.delay)
+            rule = None
+        if rule is not None and rule.action == "drop":
+            fake._log(
+                RequestRecord(
+                    kind, request.method, path, request.query_string, 0, False, message_id
+                )
+            )
+            return _drop(request)
+        if rule is not None:
+            response = _fault_response(rule, oauth=kind == "token")
+            fake._log(
+                RequestRecord(
+                    kind, request.method, path, request.query_string, rule.status, False, message_id
+                )
+            )
+            return _json_response(response)
+        if kind == "token":
+            response = fake.handle_token(dict(await request.post()), _basic_auth(request))
+        elif kind == "batch":
+            return await _handle_batch(fake, request)
+        else:
+            kind, message_id, response = fake.handle_api(
+                request.method, path, request.query_string, request.headers.get("Authorization")
+            )
+        fake._log(
+            RequestRecord(
+                kind, request.method, path, request.query_string, response.status, False, message_id
+            )
+        )
+        return _json_response(response)
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+def _basic_auth(request: web.Request) -> tuple[str, str] | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    client_id, _, secret = base64.b64decode(value).decode().partition(":")
+    return client_id, secret
+
+
+async def _handle_batch(fake: FakeGmail, request: web.Request) -> web.Response:
+    """Answer a multipart/mixed batch: each application/http part is run like a request."""
+    body = await request.read()
+    content_type = request.headers.get("Content-Type", "")
+    outer_auth = request.headers.get("Authorization")
+    container = HeaderParser(policy=compat32).parsestr(
+        f"Content-Type: {content_type}\r\n\r\n", headersonly=True
+    )
+    boundary = container.get_param("boundary")
+    response: _Response | None = None
+    if not content_type.startswith("multipart/mixed") or not boundary:
+        response = _Response(400, gmail_error_body(400, "Expected multipart/mixed"))
+    elif outer_auth is not None:
+        # A stale token on the outer request fails the whole batch with 401, so an
+        # auth-refreshing client retries it once with a fresh token.
+        who = fake._authenticate(outer_auth)
+        if isinstance(who, _Response):
+            response = who
+    fake._log(
+        RequestRecord(
+            "batch", "POST", request.path, "", response.status if response else 200, False, None
+        )
+    )
+    if response is not None:
+        return _json_response(response)
+
+    answer_boundary = "batch_" + secrets.token_hex(12)
+    chunks: list[str] = []
+    for part_headers, part_body in _split_multipart(body.decode("utf-8"), boundary):
+        content_id = part_headers.get("content-id", "").strip()
+        method, target, inner_headers = _parse_application_http(part_body)
+        split = urlsplit(target)
+        # Outer headers apply to every part unless the part sets its own (Gmail's rule).
+        authorization = inner_headers.get("authorization", outer_auth)
+        kind, message_id = _api_kind(split.path)
+        rule = fake._take_fault("batch_part", in_batch=True, message_id=message_id)
+        if rule is not None:
+            response = _fault_response(rule)
+        else:
+            kind, message_id, response = fake.handle_api(
+                method, split.path, split.query, authorization
+            )
+        fake._log(
+            RequestRecord(kind, method, split.path, split.query, response.status, True, message_id)
+        )
+        chunks.append(_format_part(content_id, response))
+    text = "".join(f"--{answer_boundary}\r\n{chunk}\r\n" for chunk in chunks)
+    text += f"--{answer_boundary}--\r\n"
+    return web.Response(
+        status=200,
+        body=text.encode("utf-8"),
+        headers={"Content-Type": f"multipart/mixed; boundary={answer_boundary}"},
+    )
+
+
+def _split_multipart(text: str, boundary: str) -> Iterator[tuple[dict[str, str], str]]:
+    """Parts of a multipart body as (lower-cased headers, body); LF or CRLF line ends."""
+    delimiter = re.compile(rf"(?:^|\r?\n)--{re.escape(boundary)}(--)?[ \t]*(?:\r?\n|$)")
+    pieces = delimiter.split(text)
+    # split() yields: preamble, close-marker, part, close-marker, part, ...
+    for index in range(2, len(pieces), 2):
+        if pieces[index - 1]:  # the previous delimiter was the closing one
+            break
+        head, part_body = _split_head_body(pieces[index])
+        headers = HeaderParser(policy=compat32).parsestr(head + "\n\n", headersonly=True)
+        yield {k.lower(): str(v) for k, v in headers.items()}, part_body
+
+
+def _split_head_body(text: str) -> tuple[str, str]:
+    blank_line = re.search(r"\r?\n\r?\n", text)
+    if blank_line is None:
+        return text, ""
+    return text[: blank_line.start()], text[blank_line.end() :]
+
+
+def _parse_application_http(text: str) -> tuple[str, str, dict[str, str]]:
+    request_line, _, rest = text.lstrip("\r\n").partition("\n")
+    method, target = request_line.strip().split(" ")[:2]
+    head, _ = _split_head_body(rest)
+    headers = HeaderParser(policy=compat32).parsestr(head + "\n\n", headersonly=True)
+    return method.upper(), target, {k.lower(): str(v) for k, v in headers.items()}
+
+
+def _format_part(content_id: str, response: _Response) -> str:
+    inner_id = content_id[1:-1] if content_id.startswith("<") else content_id
+    payload = json.dumps(response.body)
+    lines = [
+        "Content-Type: application/http",
+        f"Content-ID: <response-{inner_id}>",
+        "",
+        f"HTTP/1.1 {response.status} {_REASON_PHRASES.get(response.status, 'Error')}",
+        "Content-Type: application/json; charset=UTF-8",
+        *(f"{name}: {value}" for name, value in response.headers.items()),
+        f"Content-Length: {len(payload.encode('utf-8'))}",
+        "",
+        payload,
+    ]
+    return "\r\n".join(lines)
+
+
+# --------------------------------------------------------------------------- running it
+
+
+@dataclass
+class FakeGmailServer:
+    """A running fake: `base_url` ends with '/', `token_uri` is its OAuth endpoint."""
+
+    base_url: str
+    control: FakeGmail
+
+    @property
+    def token_uri(self) -> str:
+        return self.base_url + "token"
+
+
+@contextlib.asynccontextmanager
+async def fake_gmail_server(
+    control: FakeGmail | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[FakeGmailServer]:
+    """Serve the fake on the current event loop (ephemeral port by default).
+
+    The synchronous Gmail client must then be called via `asyncio.to_thread`, never
+    directly from a coroutine on this loop (it would block the loop serving it).
+    """
+    control = control or FakeGmail()
+    runner = web.AppRunner(make_app(control), shutdown_timeout=1.0, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        yield FakeGmailServer(f"http://{bound_host}:{bound_port}/", control)
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.contextmanager
+def fake_gmail_in_thread(
+    control: FakeGmail | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[FakeGmailServer]:
+    """Serve the fake from a background thread with its own event loop.
+
+    Use this when synchronous code (the Gmail client) runs in the caller's thread.
+    """
+    control = control or FakeGmail()
+    started = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        box["loop"], box["stop"] = asyncio.get_running_loop(), stop
+        try:
+            async with fake_gmail_server(control, host=host, port=port) as server:
+                box["server"] = server
+                started.set()
+                await stop.wait()
+        except BaseException as error:
+            box["error"] = error
+            started.set()
+            raise
+
+    def run() -> None:
+        with contextlib.suppress(BaseException):
+            asyncio.run(serve())
+
+    thread = threading.Thread(target=run, name="fake-gmail", daemon=True)
+    thread.start()
+    started.wait(timeout=10)
+    if "server" not in box:
+        thread.join(timeout=5)
+        raise RuntimeError("fake Gmail server did not start") from box.get("error")
+    try:
+        yield box["server"]
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: serve a mailbox built from an .eml directory or an mbox file."""
+    parser = argparse.ArgumentParser(description="Run the fake Gmail API server.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--eml-dir", type=Path)
+    source.add_argument("--mbox", type=Path)
+    parser.add_argument("--user", default=DEFAULT_USER)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8085)
+    args = parser.parse_args(argv)
+
+    control = FakeGmail()
+    if args.eml_dir:
+        ids = control.add_eml_dir(args.user, args.eml_dir)
+    else:
+        ids = control.add_mbox(args.user, args.mbox)
+    refresh_token = control.issue_refresh_token(args.user)
+
+    async def serve() -> None:
+        async with fake_gmail_server(control, host=args.host, port=args.port) as server:
+            print(f"fake Gmail for {args.user}: {len(ids)} messages at {server.base_url}")
+            print(f"  GMAIL_API_BASE_URL={server.base_url}")
+            print(f"  token URI        {server.token_uri}")
+            print(f"  client id        {FAKE_CLIENT_ID}")
+            print(f"  client secret    {FAKE_CLIENT_SECRET}")
+            print(f"  refresh token    {refresh_token}", flush=True)
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
