@@ -1,4 +1,4 @@
-"""`ticketing`: the one command-line entry point (migrate, serve, worker)."""
+"""`ticketing`: the one command-line entry point (migrate, serve, worker, parse)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parse(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.mime import parse_files
+
+    errors = parse_files(args.files, sys.stdout, journal_address=args.journal_address)
+    return 1 if errors else 0
+
+
 def _describe(settings: Settings) -> str:
     return (
         "embedded, " + str(settings.embedded_pg_dir)
@@ -91,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--migrate", action="store_true", help="migrate first (always when embedded)"
     )
     worker.set_defaults(func=cmd_worker)
+
+    parse = sub.add_parser(
+        "parse", help="parse .eml files and print one JSON object per file (no database)"
+    )
+    parse.add_argument("files", nargs="+", metavar="FILE")
+    parse.add_argument(
+        "--journal-address", help="the journal mailbox's own address (skipped in Delivered-To)"
+    )
+    parse.set_defaults(func=cmd_parse)
     return parser
 
 

@@ -117,3 +117,25 @@ def test_serve_on_embedded_postgres_with_no_configuration(tmp_path):
     while (pgdata / "postmaster.pid").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not (pgdata / "postmaster.pid").exists()
+
+
+def test_parse_command_prints_one_json_line_per_file_and_goes_on(tmp_path):
+    import json
+
+    corpus = REPO.parent / "shared" / "corpus" / "messages"
+    good = sorted((corpus / "redmine").glob("*.eml"))[:2]
+    garbage = tmp_path / "garbage.eml"
+    garbage.write_bytes(b"\x00\x01 not an email at all\n")
+    done = subprocess.run(
+        [*TICKETING, "parse", str(good[0]), str(garbage), str(good[1])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+    )
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [str(good[0]), str(garbage), str(good[1])]
+    assert "error" in lines[1] and lines[1]["error"]
+    assert "error" not in lines[0] and "recipient_evidence" in lines[0]
+    assert done.returncode == 1  # some file could not be parsed

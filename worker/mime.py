@@ -1,0 +1,1074 @@
+"""MIME parsing: raw RFC 5322 bytes → `ParsedMessage` (SPEC 2.2, 2.3, 2.4, 2.5 tokens).
+
+Pure Python, no database, no network. The one entry point is `parse_message`; the
+`ticketing parse` CLI uses `parse_files`.
+
+Design notes
+------------
+* The stdlib parser runs with the `compat32` policy. It never raises while headers are read
+  (the `default` policy builds header objects that can raise on malformed input and costs
+  several times more CPU), and it keeps raw 8-bit bytes as surrogate escapes, so this
+  module decodes every header and body itself with an explicit fallback chain.
+* `message/*` parts (rfc822, global, delivery-status, ...) are parsed as opaque leaves: the
+  embedded message's original bytes become one attachment, byte for byte, and its text
+  never reaches the outer body. That also makes endlessly nested rfc822 cheap.
+* Multipart nesting deeper than `MAX_MIME_DEPTH` is not descended into: the subtree is kept
+  as one opaque attachment (the stdlib parser would otherwise slow down quadratically and
+  finally hit the recursion limit).
+* Every string leaving this module is valid Unicode without NUL (PostgreSQL `text` rejects
+  NUL; lone surrogates cannot be encoded as UTF-8): NUL becomes U+FFFD.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import hashlib
+import html as html_lib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import utils as email_utils
+from email.feedparser import FeedParser
+from email.message import Message
+from email.parser import HeaderParser
+from email.policy import compat32
+from functools import lru_cache
+from typing import Any, TextIO
+
+import nh3
+
+__all__ = [
+    "MAX_MIME_DEPTH",
+    "MAX_REFERENCES",
+    "Attachment",
+    "ParsedMessage",
+    "RecipientEvidence",
+    "UnparseableMessage",
+    "normalize_subject",
+    "parse_files",
+    "parse_message",
+    "sanitize_html",
+]
+
+MAX_MIME_DEPTH = 50
+# Only the newest references count: one bogus or runaway header (thousands of ids, or ids
+# copied from unrelated mail) must not be able to glue unrelated threads together.
+MAX_REFERENCES = 50
+# RFC 5322 caps a line at 998 characters, so a longer id is junk (fuzzers produce them);
+# it would also exceed PostgreSQL's btree index row limit.
+MAX_MESSAGE_ID_LENGTH = 995
+SNIPPET_LENGTH = 200
+LOOSE_BODY_PREFIX = 512
+
+Address = tuple[str, str]
+
+
+class UnparseableMessage(Exception):
+    """The bytes are not an e-mail message at all (empty, binary, no header)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One attachment; `payload` holds the decoded bytes (omitted from JSON)."""
+
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    content_id: str | None
+    disposition: str  # 'attachment' | 'inline'
+    payload: bytes = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "size": self.size,
+            "sha256": self.sha256,
+            "content_id": self.content_id,
+            "disposition": self.disposition,
+        }
+
+
+@dataclass(frozen=True)
+class RecipientEvidence:
+    """Which address the message was originally delivered to, and how sure we are (SPEC 2.3)."""
+
+    original_recipient: str | None
+    source: str  # workspace_header | delivered_to | x_original_to | to_cc_scan | unknown
+    confidence: str  # high | medium | low
+    candidates: dict[str, list[str]]  # lowercase header name -> addresses, header order
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "original_recipient": self.original_recipient,
+            "source": self.source,
+            "confidence": self.confidence,
+            "candidates": {name: list(values) for name, values in self.candidates.items()},
+        }
+
+
+@dataclass
+class ParsedMessage:
+    """The canonical view of one raw message.
+
+    `text_body` is always a string ('' when there is no text); `html_body` is sanitised HTML
+    or None. `normalized_subject` is lower-cased and whitespace-collapsed. Addresses are
+    `(display name, lower-cased address)` tuples.
+    """
+
+    message_id: str | None
+    date: datetime | None
+    subject: str
+    normalized_subject: str
+    from_: Address | None
+    reply_to: list[Address]
+    to: list[Address]
+    cc: list[Address]
+    in_reply_to: list[str]
+    references: list[str]
+    headers: dict[str, list[str]]
+    text_body: str
+    html_body: str | None
+    attachments: list[Attachment]
+    snippet: str
+    recipient_evidence: RecipientEvidence
+    strict_signature: str
+    loose_fingerprint: str
+    body_sha256: str
+    defects: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (attachments without payload bytes)."""
+        return {
+            "message_id": self.message_id,
+            "date": self.date.isoformat() if self.date else None,
+            "subject": self.subject,
+            "normalized_subject": self.normalized_subject,
+            "from": _address_json(self.from_) if self.from_ else None,
+            "reply_to": [_address_json(a) for a in self.reply_to],
+            "to": [_address_json(a) for a in self.to],
+            "cc": [_address_json(a) for a in self.cc],
+            "in_reply_to": list(self.in_reply_to),
+            "references": list(self.references),
+            "headers": {name: list(values) for name, values in self.headers.items()},
+            "text_body": self.text_body,
+            "html_body": self.html_body,
+            "attachments": [a.to_json() for a in self.attachments],
+            "snippet": self.snippet,
+            "recipient_evidence": self.recipient_evidence.to_json(),
+            "strict_signature": self.strict_signature,
+            "loose_fingerprint": self.loose_fingerprint,
+            "body_sha256": self.body_sha256,
+            "defects": list(self.defects),
+        }
+
+
+def _address_json(address: Address) -> dict[str, str]:
+    return {"name": address[0], "address": address[1]}
+
+
+# --------------------------------------------------------------------------- text decoding
+
+# Labels seen in real mail mapped to the codec that actually decodes them (mostly the
+# supersets browsers use: senders label GBK text gb2312, cp949 text euc-kr, and so on).
+_CHARSET_ALIASES = {
+    "utf8": "utf-8",
+    "unicode-1-1-utf-7": "utf-7",
+    "unicode-1-1-utf-8": "utf-8",
+    "ks_c_5601-1987": "cp949",
+    "ks_c_5601": "cp949",
+    "ks_c_5601-1989": "cp949",
+    "euc-kr": "cp949",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "gb_2312-80": "gb18030",
+    "big5": "big5hkscs",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "windows-31j": "cp932",
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "iso_8859-1": "cp1252",
+    "iso-8859-8-i": "iso-8859-8",
+    "iso-8859-6-i": "iso-8859-6",
+    "x-mac-cyrillic": "mac-cyrillic",
+    "x-mac-roman": "mac-roman",
+    "macintosh": "mac-roman",
+    "cp-850": "cp850",
+    "ansi_x3.4-1968": "ascii",
+}
+# Labels that promise nothing useful: try UTF-8 first, then Windows-1252.
+_WEAK_LABELS = frozenset({"", "ascii", "us-ascii", "none", "x-unknown", "unknown-8bit", "default"})
+# Codecs that Python knows but that are not text charsets or are dangerous to apply blindly.
+_REJECTED_CODECS = frozenset(
+    {"undefined", "unicode_escape", "raw_unicode_escape", "idna", "punycode", "mbcs", "oem"}
+)
+# Codecs whose output for pure-ASCII input is not simply that ASCII.
+_NOT_ASCII_COMPATIBLE = ("utf_7", "utf_16", "utf_32", "iso2022", "hz")
+_CHARSET_LABEL = re.compile(r"[a-z0-9._:+-]{1,40}")
+
+
+@lru_cache(maxsize=256)
+def _codec_name(label: str | None) -> str | None:
+    """The Python codec for a charset label, or None when unknown, weak or bogus."""
+    if label is None:
+        return None
+    label = label.strip().strip("\"'").lower()
+    if label in _WEAK_LABELS or not _CHARSET_LABEL.fullmatch(label):
+        return None
+    label = _CHARSET_ALIASES.get(label, label)
+    try:
+        info = codecs.lookup(label)
+    except LookupError:
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _REJECTED_CODECS:
+        return None
+    return info.name
+
+
+def decode_text(data: bytes, charset: str | None) -> str:
+    """Decode bytes declared as `charset`; never fails, never drops the text.
+
+    Order: the declared codec strictly, then UTF-8 strictly, then the declared codec with
+    replacement characters. Unknown or weak labels (us-ascii, bogus names) try UTF-8, then
+    Windows-1252, then UTF-8 with replacement characters.
+    """
+    codec = _codec_name(charset)
+    if data.isascii() and (codec is None or not codec.startswith(_NOT_ASCII_COMPATIBLE)):
+        return _clean(data.decode("ascii"))
+    attempts = [codec, "utf-8"] if codec else ["utf-8", "cp1252"]
+    for name in attempts:
+        try:
+            return _clean(data.decode(name))
+        except (UnicodeDecodeError, LookupError, ValueError):
+            continue
+    return _clean(data.decode(codec or "utf-8", errors="replace"))
+
+
+def _clean(text: str) -> str:
+    """Make a string storable: no NUL, no lone surrogates."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
+    return text
+
+
+def _from_surrogates(value: str, fallback_charset: str | None) -> str:
+    """Turn a compat32 string (raw 8-bit bytes kept as surrogate escapes) into clean text."""
+    if value.isascii():
+        return _clean(value)
+    try:
+        value.encode("utf-8")
+        return _clean(value)  # already real text (no escaped raw bytes)
+    except UnicodeEncodeError:
+        pass
+    try:
+        data = value.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError:
+        return _clean(value)
+    try:
+        # UTF-8 validates itself and is what RFC 6532 allows in headers: try it first.
+        return _clean(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return decode_text(data, fallback_charset)
+
+
+# RFC 2047 encoded word; tolerates spaces inside the encoded text (seen in the wild).
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+?)\?([bBqQ])\?([^?]*?)\?=")
+_BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]+")
+_BASE64_DATA = re.compile(rb"([A-Za-z0-9+/]*)")
+
+
+def _decode_base64(data: bytes) -> bytes:
+    """Lenient base64: skips non-alphabet bytes, repairs missing padding and decodes what a
+    truncated tail allows. Stops at the first padding, like the stdlib: text after it is
+    usually a missing boundary's trailing junk, not more data."""
+    match = _BASE64_DATA.search(_BASE64_JUNK.sub(b"", data))
+    if not match:
+        return b""
+    body = match.group(1)
+    if len(body) % 4 == 1:
+        body = body[:-1]  # a lone trailing character carries no whole byte
+    try:
+        return binascii.a2b_base64(body + b"=" * (-len(body) % 4))
+    except binascii.Error:
+        return b""
+
+
+def decode_encoded_words(text: str) -> str:
+    """Decode RFC 2047 encoded words; adjacent words in one charset are joined first so a
+    multi-byte character split across two words survives."""
+    if "=?" not in text:
+        return text
+    pieces: list[tuple[str, bytes | str]] = []  # (charset or '', bytes) / ('', text)
+    position = 0
+    for match in _ENCODED_WORD.finditer(text):
+        between = text[position : match.start()]
+        previous_is_word = bool(pieces) and isinstance(pieces[-1][1], bytes)
+        if between and not (previous_is_word and between.isspace()):
+            pieces.append(("", between))
+        charset = match.group(1).split("*", 1)[0].lower()  # drop RFC 2231 language
+        encoded = match.group(3)
+        if match.group(2) in "bB":
+            data = _decode_base64(encoded.encode("ascii", errors="ignore"))
+        else:
+            data = binascii.a2b_qp(encoded.encode("ascii", errors="ignore"), header=True)
+        if pieces and isinstance(pieces[-1][1], bytes) and pieces[-1][0] == charset:
+            pieces[-1] = (charset, pieces[-1][1] + data)
+        else:
+            pieces.append((charset, data))
+        position = match.end()
+    if not pieces:
+        return text
+    pieces.append(("", text[position:]))
+    return "".join(
+        decode_text(value, charset) if isinstance(value, bytes) else value
+        for charset, value in pieces
+    )
+
+
+_FOLD = re.compile(r"[\r\n]+")
+
+
+def _unfold(value: str) -> str:
+    return _FOLD.sub("", value).strip()
+
+
+def _decode_header(value: str, fallback_charset: str | None) -> str:
+    return decode_encoded_words(_from_surrogates(_unfold(value), fallback_charset))
+
+
+# ------------------------------------------------------------------------------- addresses
+
+
+def _parse_addresses(value: str, fallback_charset: str | None) -> list[Address]:
+    """(name, lower-cased address) pairs from an address header; entries without an address
+    (groups, `undisclosed-recipients:;`) are dropped."""
+    text = _from_surrogates(_unfold(value), fallback_charset)
+    try:
+        pairs = email_utils.getaddresses([text])
+    except Exception:  # the stdlib address parser has raised on fuzzed input before
+        pairs = [("", found) for found in re.findall(r"[^\s<>,;:\"]+@[^\s<>,;:\"]+", text)]
+    result = []
+    for name, address in pairs:
+        address = address.strip().strip("<>").strip().lower()
+        if not address:
+            continue
+        result.append((_clean(decode_encoded_words(name).strip()), _clean(address)))
+    return result
+
+
+# ------------------------------------------------------------------------------ message ids
+
+_ID_TOKEN = re.compile(r"<([^<>]*)>")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def _id_tokens(value: str) -> list[str]:
+    """`<...>` tokens with inner whitespace removed (ids get folded); if the header has no
+    angle brackets at all, its whitespace-separated words."""
+    tokens = [_WHITESPACE.sub("", t) for t in _ID_TOKEN.findall(value)]
+    if not tokens and "<" not in value:
+        tokens = [word for word in value.split() if ">" not in word]
+    return [t for t in tokens if t]
+
+
+def _message_id(values: list[str]) -> str | None:
+    for value in values:
+        for token in _id_tokens(value):
+            if len(token) <= MAX_MESSAGE_ID_LENGTH:
+                return token
+            return None
+    return None
+
+
+def reference_ids(values: list[str], limit: int = MAX_REFERENCES) -> list[str]:
+    """Thread reference ids from In-Reply-To/References values, in header order.
+
+    Tokens that cannot be Message-IDs (no '@', overlong) are ignored, duplicates keep their
+    first position, and only the newest `limit` (the last ones) are kept.
+    """
+    seen: set[str] = set()
+    ids = []
+    for value in values:
+        for token in _id_tokens(value):
+            if "@" not in token or len(token) > MAX_MESSAGE_ID_LENGTH or token in seen:
+                continue
+            seen.add(token)
+            ids.append(token)
+    return ids[-limit:] if limit else []
+
+
+# --------------------------------------------------------------------------------- subject
+
+_SUBJECT_PREFIX = re.compile(
+    r"""^\s*(?:
+        (?:re|fwd?|aw|wg|sv)              # reply / forward markers (en, de, nordic)
+        (?:\s*\[\d+\]|\s*\(\d+\)|\s*\d+)?  # Re[2]: / Re(2): / Re 2: counters
+        \s*[:\uff1a]                       # ASCII or full-width colon
+      | \[ext(?:ernal)?\]                  # external-sender banners
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def normalize_subject(subject: str) -> str:
+    """Strip any leading run of Re:/Fwd:/Fw:/AW:/WG:/SV:/Re[2]:/[EXT] prefixes, collapse
+    whitespace and lower-case (the form used for dedupe keys and subject comparison)."""
+    text = subject
+    while True:
+        match = _SUBJECT_PREFIX.match(text)
+        if not match:
+            break
+        text = text[match.end() :]
+    return " ".join(text.split()).lower()
+
+
+# ---------------------------------------------------------------------------------- HTML
+
+_SAFE_TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "caption", "center", "cite", "code", "col",
+    "colgroup", "dd", "del", "div", "dl", "dt", "em", "font", "h1", "h2", "h3", "h4", "h5",
+    "h6", "hr", "i", "img", "ins", "kbd", "li", "mark", "ol", "p", "pre", "q", "s", "small",
+    "span", "strike", "strong", "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead",
+    "tr", "tt", "u", "ul",
+}  # fmt: skip
+_CELL_ATTRIBUTES = {"align", "valign", "width", "height", "colspan", "rowspan", "bgcolor"}
+_SAFE_ATTRIBUTES = {
+    "*": {"style", "title", "dir", "lang", "align"},
+    "a": {"href", "name"},
+    "img": {"src", "alt", "width", "height", "border"},
+    "font": {"color", "face", "size"},
+    "table": {"width", "border", "cellpadding", "cellspacing", "bgcolor"},
+    "td": _CELL_ATTRIBUTES,
+    "th": _CELL_ATTRIBUTES,
+    "tr": {"valign", "bgcolor"},
+    "col": {"span", "width"},
+    "colgroup": {"span", "width"},
+    "ol": {"start", "type"},
+    "ul": {"type"},
+}
+# Only properties that cannot load anything: no background/background-image, no content.
+_SAFE_STYLE_PROPERTIES = {
+    "color", "background-color", "font", "font-family", "font-size", "font-style",
+    "font-weight", "text-align", "text-decoration", "text-indent", "text-transform",
+    "line-height", "letter-spacing", "white-space", "vertical-align", "width", "height",
+    "max-width", "min-width", "margin", "margin-top", "margin-right", "margin-bottom",
+    "margin-left", "padding", "padding-top", "padding-right", "padding-bottom",
+    "padding-left", "border", "border-top", "border-right", "border-bottom", "border-left",
+    "border-color", "border-style", "border-width", "border-collapse", "border-spacing",
+    "display", "list-style-type",
+}  # fmt: skip
+# Removed together with their content (forms' controls, frames, scripts, styles).
+_DROP_WITH_CONTENT = {
+    "script", "style", "title", "textarea", "select", "button", "iframe", "frame",
+    "frameset", "noframes", "object", "embed", "applet", "noscript", "template", "svg",
+    "math",
+}  # fmt: skip
+_LINK_SCHEMES = ("http:", "https:", "mailto:")
+
+
+def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
+    lowered = value.strip().lower()
+    if attribute == "href":
+        return value if lowered.startswith(_LINK_SCHEMES) else None
+    if attribute == "src":
+        # Remote (and data:) images would let senders track reads; inline cid: images are
+        # kept verbatim so the API can point them at the attachment download URL.
+        return value if tag == "img" and lowered.startswith("cid:") else None
+    if attribute == "style" and ("url(" in lowered or "expression" in lowered):
+        # Keep the harmless declarations; drop the ones that could load or run something.
+        kept = [
+            declaration
+            for declaration in value.split(";")
+            if "url(" not in declaration.lower() and "expression" not in declaration.lower()
+        ]
+        return ";".join(kept) or None
+    return value
+
+
+_HTML_CLEANER = nh3.Cleaner(
+    tags=_SAFE_TAGS,
+    clean_content_tags=_DROP_WITH_CONTENT,
+    attributes=_SAFE_ATTRIBUTES,
+    attribute_filter=_filter_attribute,
+    url_schemes={"http", "https", "mailto", "cid"},
+    url_relative="deny",
+    link_rel="noopener noreferrer",
+    filter_style_properties=_SAFE_STYLE_PROPERTIES,
+    strip_comments=True,
+)
+_TEXT_CLEANER = nh3.Cleaner(
+    tags=set(),
+    clean_content_tags=_DROP_WITH_CONTENT | {"head"},
+    attributes={},
+    link_rel=None,
+    strip_comments=True,
+)
+_BLOCK_BOUNDARY = re.compile(
+    r"<(?:br|/?p|/?div|/?tr|/?li|/?h[1-6]|/?table|/?blockquote|/?pre|hr)\b", re.IGNORECASE
+)
+_SPACES = re.compile(r"[^\S\n]+")
+_BLANK_LINES = re.compile(r"\n\s*\n\s*(?:\n\s*)+")
+
+
+def sanitize_html(html: str) -> str:
+    """Allow-list sanitiser for displaying untrusted e-mail HTML.
+
+    Keeps formatting tags/attributes and filtered inline styles; removes scripts, styles,
+    event handlers, forms, frames, remote and data: images (keeps `cid:` sources) and links
+    other than http/https/mailto (links get rel="noopener noreferrer").
+    """
+    return _HTML_CLEANER.clean(_clean(html))
+
+
+def html_to_text(html: str) -> str:
+    """Readable text from HTML: tags stripped, line breaks at block boundaries."""
+    marked = _BLOCK_BOUNDARY.sub(lambda m: "\n" + m.group(0), _clean(html))
+    text = html_lib.unescape(_TEXT_CLEANER.clean(marked)).replace("\xa0", " ")
+    lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+# ------------------------------------------------------------------------------- parsing
+
+
+class _Part(Message):
+    """compat32 message that makes the stdlib parser treat some parts as opaque leaves."""
+
+    too_deep = False
+
+    def get_content_type(self) -> str:
+        content_type = super().get_content_type()
+        # The parser asks this to decide whether to descend; message/* and parts beyond the
+        # depth cap are read as flat payloads instead (their raw bytes are kept).
+        if self.too_deep or content_type.startswith("message/"):
+            return "text/plain"
+        return content_type
+
+
+class _DepthLimitedParser(FeedParser):
+    def _new_message(self) -> None:
+        super()._new_message()
+        # _msgstack holds the chain from the root to the part whose headers come next.
+        stack = getattr(self, "_msgstack", ())
+        if len(stack) > MAX_MIME_DEPTH + 1:
+            self._cur.too_deep = True
+
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_MBOX_FROM = re.compile(rb"From (?![ \t]*:)[^\r\n]*(?:\r\n|\r|\n)")
+_HEADER_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
+_HEADER_END = re.compile(rb"\r?\n\r?\n|\r\r")
+# Obsolete syntax (RFC 5322 4.5): whitespace between a field name and its colon.
+_OBS_NAME_SPACE = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
+
+
+def _prepare(raw: bytes) -> bytes:
+    """Normalise the start of the bytes and refuse input that is not an e-mail."""
+    if not raw or not raw.strip():
+        raise UnparseableMessage("empty input")
+    data = raw[len(_UTF8_BOM) :] if raw.startswith(_UTF8_BOM) else raw
+    data = data.lstrip(b" \t\r\n")
+    match = _MBOX_FROM.match(data)
+    after_mbox_line = data[match.end() :] if match else data
+    if not _HEADER_FIELD.match(after_mbox_line):
+        first_line = after_mbox_line[:40].splitlines()[0] if after_mbox_line else b""
+        raise UnparseableMessage(
+            f"no RFC 5322 header field at the start of the message (first bytes: {first_line!r})"
+        )
+    end = _HEADER_END.search(data)
+    header_block = data[: end.start()] if end else data
+    if _OBS_NAME_SPACE.search(header_block):
+        header_block = _OBS_NAME_SPACE.sub(rb"\1:", header_block)
+        data = header_block + (data[end.start() :] if end else b"")
+    return data
+
+
+def _parse_tree(data: bytes) -> _Part:
+    parser = _DepthLimitedParser(_factory=_Part, policy=compat32)
+    parser.feed(data.decode("ascii", errors="surrogateescape"))
+    return parser.close()
+
+
+def _raw_header(part: Message, name: str) -> str | None:
+    for key, value in part.raw_items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+_MIME_NAME_CHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_CONTENT_TYPE = re.compile(rf"\s*({_MIME_NAME_CHARS})\s*/\s*({_MIME_NAME_CHARS})\s*(?:;|$)")
+
+
+def _content_type(part: Message) -> str:
+    """The declared type, lower-cased; RFC 2045 default when absent or invalid."""
+    raw = _raw_header(part, "content-type")
+    if raw is None:
+        return part.get_default_type()
+    match = _CONTENT_TYPE.match(_unfold(raw))
+    if not match:
+        return "text/plain"
+    return f"{match.group(1)}/{match.group(2)}".lower()
+
+
+def _safe_call(function, default=None):
+    try:
+        return function()
+    except Exception:  # compat32 helpers can trip over raw 8-bit or broken parameters
+        return default
+
+
+_PARAM_FALLBACK = {
+    "filename": re.compile(r"""filename\s*=\s*(?:"([^"]*)"|([^;\s]+))""", re.IGNORECASE),
+    "name": re.compile(r"""\bname\s*=\s*(?:"([^"]*)"|([^;\s]+))""", re.IGNORECASE),
+}
+_UNSAFE_FILENAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
+
+
+def _safe_name(text: str) -> str:
+    return " ".join(_UNSAFE_FILENAME.sub("_", text).split()).strip(". ")[:200]
+
+
+def _sanitize_filename(name: str) -> str:
+    return _safe_name(name.replace("\\", "/").rsplit("/", 1)[-1])  # never trust a path
+
+
+def _filename(part: Message, fallback_charset: str | None) -> str | None:
+    value = _safe_call(part.get_filename)
+    if value is None:
+        for header, key in (("content-disposition", "filename"), ("content-type", "name")):
+            raw = _raw_header(part, header)
+            match = raw and _PARAM_FALLBACK[key].search(_unfold(raw))
+            if match:
+                value = match.group(1) if match.group(1) is not None else match.group(2)
+                break
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = str(value)
+    name = _sanitize_filename(
+        decode_encoded_words(_from_surrogates(_unfold(value), fallback_charset))
+    )
+    return name or None
+
+
+def _disposition(part: Message) -> str | None:
+    raw = _raw_header(part, "content-disposition")
+    if raw is None:
+        return None
+    return _unfold(raw).split(";", 1)[0].strip().lower() or None
+
+
+def _charset(part: Message) -> str | None:
+    value = _safe_call(part.get_content_charset)
+    return value if isinstance(value, str) else None
+
+
+def _uudecode(data: bytes) -> bytes:
+    out = []
+    inside = False
+    for line in data.splitlines():
+        if not inside:
+            inside = line.startswith(b"begin ")
+            continue
+        if line.strip() in (b"end", b"`"):
+            if line.strip() == b"end":
+                break
+            continue
+        try:
+            out.append(binascii.a2b_uu(line))
+        except binascii.Error:
+            # Some encoders pad lines wrongly; decode exactly the announced length.
+            length = ((line[0] - 32) & 63) * 4 + 5 if line else 0
+            try:
+                out.append(binascii.a2b_uu(line[: length // 3]))
+            except binascii.Error:
+                continue
+    return b"".join(out) if inside else data
+
+
+def _payload_bytes(part: Message) -> bytes:
+    """The decoded body of a leaf part; never raises (bad encodings degrade to raw bytes)."""
+    # compat32 keeps the body as str with raw bytes as surrogate escapes; read it directly
+    # because get_payload() itself can raise on odd charset labels.
+    payload = part._payload
+    if payload is None:
+        return b""
+    if isinstance(payload, bytes):
+        data = payload
+    elif isinstance(payload, str):
+        data = payload.encode("utf-8", errors="surrogateescape")
+    else:
+        return b""
+    raw_encoding = _raw_header(part, "content-transfer-encoding")
+    encoding = _unfold(raw_encoding).lower() if raw_encoding else ""
+    if encoding == "base64":
+        return _decode_base64(data)
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(data)
+    if encoding in ("x-uuencode", "uuencode", "x-uue", "uue"):
+        return _uudecode(data)
+    return data
+
+
+# Extensions for generated attachment names; deterministic (mimetypes depends on the host).
+_EXTENSIONS = {
+    "text/plain": ".txt",
+    "text/html": ".html",
+    "text/calendar": ".ics",
+    "text/rfc822-headers": ".txt",
+    "text/csv": ".csv",
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/gif": ".gif",
+    "application/pdf": ".pdf",
+    "application/zip": ".zip",
+    "application/gzip": ".gz",
+    "application/pgp-signature": ".asc",
+    "application/pkcs7-signature": ".p7s",
+    "application/x-pkcs7-signature": ".p7s",
+    "application/ms-tnef": ".dat",
+    "message/rfc822": ".eml",
+    "message/global": ".eml",
+    "message/delivery-status": ".txt",
+    "message/disposition-notification": ".txt",
+}
+
+
+def _embedded_subject(data: bytes) -> str:
+    end = _HEADER_END.search(data, 0, 65536)
+    head = data[: end.start()] if end else data[:65536]
+    headers = HeaderParser(_class=Message, policy=compat32).parsestr(
+        head.decode("ascii", errors="surrogateescape"), headersonly=True
+    )
+    raw = _raw_header(headers, "subject")
+    return _decode_header(raw, None) if raw else ""
+
+
+class _Collector:
+    """Walks the part tree once, choosing the bodies and collecting attachments."""
+
+    def __init__(self, fallback_charset: str | None) -> None:
+        self.fallback_charset = fallback_charset
+        self.text: str | None = None
+        self.html: str | None = None
+        self.attachments: list[Attachment] = []
+        self.defects: set[str] = set()
+
+    def walk(self, part: Message, in_alternative: bool = False) -> None:
+        for defect in part.defects:
+            self.defects.add(type(defect).__name__)
+        if getattr(part, "too_deep", False):
+            self.defects.add("MimeNestingTooDeep")
+            self._attach(part, _content_type(part), default_name="nested-part")
+            return
+        if part.is_multipart():
+            inside = in_alternative or _content_type(part) == "multipart/alternative"
+            for child in part.get_payload():
+                self.walk(child, inside)
+            return
+        content_type = _content_type(part)
+        maintype = content_type.split("/", 1)[0]
+        if maintype == "message":
+            self._attach(part, content_type, default_name=content_type.split("/", 1)[1])
+            return
+        filename = _filename(part, self.fallback_charset)
+        disposition = _disposition(part)
+        # Text parts without a filename are bodies even when they carry a Content-ID (some
+        # clients put one on every part); the Content-ID rule is for images and the like.
+        is_text = content_type in ("text/plain", "text/html") or maintype == "multipart"
+        if is_text and filename is None and disposition != "attachment":
+            # multipart/* without a usable boundary arrives as a flat leaf: read it as text.
+            if content_type == "text/html":
+                if self.html is None:
+                    self.html = decode_text(_payload_bytes(part), _charset(part))
+                    return
+            elif self.text is None:
+                self.text = decode_text(_payload_bytes(part), _charset(part))
+                return
+            if in_alternative:
+                return  # another rendering of a body already chosen
+        self._attach(part, content_type, filename=filename, disposition=disposition)
+
+    def _attach(
+        self,
+        part: Message,
+        content_type: str,
+        *,
+        filename: str | None = None,
+        disposition: str | None = None,
+        default_name: str = "attachment",
+    ) -> None:
+        payload = _payload_bytes(part)
+        if filename is None:
+            filename = _filename(part, self.fallback_charset)
+        if disposition is None:
+            disposition = _disposition(part)
+        content_id = _content_id(part)
+        if filename is None:
+            if content_type in ("message/rfc822", "message/global"):
+                subject = _safe_name(_safe_call(lambda: _embedded_subject(payload), ""))
+                filename = f"{subject[:100]}.eml" if subject else "message.eml"
+            else:
+                number = len(self.attachments) + 1
+                filename = f"{default_name}-{number}{_EXTENSIONS.get(content_type, '.bin')}"
+        inline = disposition == "inline" or (disposition is None and content_id is not None)
+        self.attachments.append(
+            Attachment(
+                filename=filename,
+                content_type=content_type,
+                size=len(payload),
+                sha256=hashlib.sha256(payload).hexdigest(),
+                content_id=content_id,
+                disposition="inline" if inline else "attachment",
+                payload=payload,
+            )
+        )
+
+
+def _content_id(part: Message) -> str | None:
+    raw = _raw_header(part, "content-id")
+    if raw is None:
+        return None
+    value = _clean(_from_surrogates(_unfold(raw), None)).strip().strip("<>").strip()
+    return value or None
+
+
+def _fallback_charset(message: Message) -> str | None:
+    """The charset to try for raw 8-bit header bytes: the first declared body charset."""
+    for part in message.walk():
+        charset = _charset(part)
+        if _codec_name(charset):
+            return charset
+    return None
+
+
+def _parse_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = email_utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+    if parsed is None:
+        return None
+    if parsed.tzinfo is None:  # "-0000": UTC with unknown origin (RFC 5322 3.3)
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------- recipient evidence
+
+_EVIDENCE_ORDER = (
+    ("x-gm-original-to", "workspace_header", "high"),
+    ("delivered-to", "delivered_to", "medium"),
+    ("x-original-to", "x_original_to", "medium"),
+    ("to", "to_cc_scan", "low"),
+    ("cc", "to_cc_scan", "low"),
+)
+# Recorded as evidence only; they never decide the recipient (SPEC 2.3 lists the above).
+_EVIDENCE_ONLY = (
+    "envelope-to",
+    "x-envelope-to",
+    "x-forwarded-to",
+    "original-recipient",
+    "x-original-recipient",
+    "resent-to",
+    "x-rcpt-to",
+    "x-delivered-to",
+)
+_ADDRESS_TYPE_PREFIX = re.compile(r"^\s*[A-Za-z0-9-]+\s*;")
+
+
+def recipient_evidence(
+    raw_headers: dict[str, list[str]],
+    journal_address: str | None = None,
+    fallback_charset: str | None = None,
+) -> RecipientEvidence:
+    """Pick the original recipient (SPEC 2.3, first match wins) and record every candidate.
+
+    The journal mailbox's own address is skipped in Delivered-To only: there it is the
+    top-most entry put there by the journal delivery itself.
+    """
+    journal = journal_address.strip().strip("<>").lower() if journal_address else None
+    candidates: dict[str, list[str]] = {}
+    for name in [entry[0] for entry in _EVIDENCE_ORDER] + list(_EVIDENCE_ONLY):
+        addresses: list[str] = []
+        for value in raw_headers.get(name, ()):
+            if name in ("original-recipient", "x-original-recipient"):
+                value = _ADDRESS_TYPE_PREFIX.sub("", value)  # "rfc822; user@host"
+            for _, address in _parse_addresses(value, fallback_charset):
+                if "@" in address:
+                    addresses.append(address)
+        if addresses:
+            candidates[name] = addresses
+    for name, source, confidence in _EVIDENCE_ORDER:
+        for address in candidates.get(name, ()):
+            if name == "delivered-to" and address == journal:
+                continue
+            return RecipientEvidence(address, source, confidence, candidates)
+    return RecipientEvidence(None, "unknown", "low", candidates)
+
+
+# ----------------------------------------------------------------------------- dedupe keys
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _canonical_hash(values: list[Any]) -> str:
+    # JSON is unambiguous (no separator can be smuggled inside a value); the leading tag
+    # versions the recipe so a future change cannot collide with old keys.
+    encoded = json.dumps(values, ensure_ascii=True, separators=(",", ":"))
+    return _sha256_text(encoded)
+
+
+def _strict_signature(message: ParsedMessage, attachment_hashes: list[str]) -> str:
+    return _canonical_hash(
+        [
+            "strict-v1",
+            message.message_id,
+            message.date.isoformat() if message.date else None,
+            message.from_[1] if message.from_ else None,
+            sorted(address for _, address in message.to),
+            sorted(address for _, address in message.cc),
+            message.normalized_subject,
+            message.body_sha256,
+            attachment_hashes,
+        ]
+    )
+
+
+def _loose_fingerprint(message: ParsedMessage, normalized_body: str, hashes: list[str]) -> str:
+    return _canonical_hash(
+        [
+            "loose-v1",
+            message.from_[1] if message.from_ else None,
+            message.normalized_subject,
+            message.date.date().isoformat() if message.date else None,
+            _sha256_text(normalized_body[:LOOSE_BODY_PREFIX]),
+            hashes,
+        ]
+    )
+
+
+def _snippet(text: str) -> str:
+    collapsed = " ".join(text.split())
+    if len(collapsed) <= SNIPPET_LENGTH:
+        return collapsed
+    cut = collapsed[:SNIPPET_LENGTH]
+    space = cut.rfind(" ")
+    return cut[:space] if space > SNIPPET_LENGTH // 2 else cut
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def parse_message(raw: bytes, *, journal_address: str | None = None) -> ParsedMessage:
+    """Parse raw RFC 5322 bytes. Raises `UnparseableMessage` only when the bytes are not an
+    e-mail at all; every malformation short of that degrades gracefully."""
+    data = _prepare(bytes(raw))
+    try:
+        root = _parse_tree(data)
+    except RecursionError as exc:  # the depth cap should make this unreachable
+        raise UnparseableMessage("MIME structure nested too deeply to parse") from exc
+    raw_headers: dict[str, list[str]] = {}
+    for name, value in root.raw_items():
+        raw_headers.setdefault(name.lower(), []).append(value)
+    if not raw_headers:
+        raise UnparseableMessage("no RFC 5322 header fields found")
+
+    needs_fallback = any(not v.isascii() for values in raw_headers.values() for v in values)
+    fallback = _fallback_charset(root) if needs_fallback else None
+    headers = {
+        name: [_decode_header(value, fallback) for value in values]
+        for name, values in raw_headers.items()
+    }
+
+    def addresses(name: str) -> list[Address]:
+        return [a for value in raw_headers.get(name, ()) for a in _parse_addresses(value, fallback)]
+
+    senders = addresses("from")
+    subject = headers.get("subject", [""])[0]
+    collector = _Collector(fallback)
+    collector.walk(root)
+
+    html_source = collector.html
+    text_body = (collector.text or "").strip("\r\n")
+    text_body = text_body.replace("\r\n", "\n").replace("\r", "\n")
+    if not text_body.strip() and html_source:
+        text_body = html_to_text(html_source)
+    normalized_body = " ".join(text_body.split())
+    attachment_hashes = sorted(a.sha256 for a in collector.attachments)
+
+    message = ParsedMessage(
+        message_id=_message_id(headers.get("message-id", [])),
+        date=_parse_date(headers.get("date", [None])[0]),
+        subject=subject,
+        normalized_subject=normalize_subject(subject),
+        from_=senders[0] if senders else None,
+        reply_to=addresses("reply-to"),
+        to=addresses("to"),
+        cc=addresses("cc"),
+        in_reply_to=reference_ids(headers.get("in-reply-to", [])),
+        references=reference_ids(headers.get("references", [])),
+        headers=headers,
+        text_body=text_body,
+        html_body=sanitize_html(html_source) if html_source is not None else None,
+        attachments=collector.attachments,
+        snippet=_snippet(text_body),
+        recipient_evidence=recipient_evidence(raw_headers, journal_address, fallback),
+        strict_signature="",
+        loose_fingerprint="",
+        body_sha256=_sha256_text(normalized_body),
+        defects=sorted(collector.defects),
+    )
+    message.strict_signature = _strict_signature(message, attachment_hashes)
+    message.loose_fingerprint = _loose_fingerprint(message, normalized_body, attachment_hashes)
+    return message
+
+
+def parse_files(paths: list[str], out: TextIO, journal_address: str | None = None) -> int:
+    """Parse each file and print one JSON object per line; return the number of errors.
+
+    A file that cannot be read or is not an e-mail yields `{"file": ..., "error": reason}`
+    and the loop goes on.
+    """
+    errors = 0
+    for path in paths:
+        record: dict[str, Any] = {"file": path}
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+            record.update(parse_message(raw, journal_address=journal_address).to_json())
+        except OSError as exc:
+            errors += 1
+            record["error"] = f"unreadable: {exc.strerror or exc}"
+        except UnparseableMessage as exc:
+            errors += 1
+            record["error"] = exc.reason
+        except Exception as exc:  # one bad file must never stop an operator's batch
+            errors += 1
+            record["error"] = f"parser failure: {type(exc).__name__}: {exc}"
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return errors
