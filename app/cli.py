@@ -1,4 +1,4 @@
-"""`ticketing`: the one command-line entry point (migrate, serve, worker, parse)."""
+"""`ticketing`: the one command-line entry point (migrate, serve, worker, parse, import-mbox, mailbox-register)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from aiohttp import web
 
@@ -45,16 +46,40 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     url = db.database_url(settings)
     _migrate_if_embedded(settings, url, args.migrate)
 
+    from worker.runner import run_until_idle
+
     async def run() -> None:
-        worker_app = app.with_connector(make_connector(url, max_size=args.concurrency + 2))
-        async with worker_app.open_async():
-            await worker_app.run_worker_async(
-                concurrency=args.concurrency,
-                wait=not args.until_idle,
-                install_signal_handlers=True,
-            )
+        connector = make_connector(url, max_size=args.concurrency + 2)
+        with app.replace_connector(connector) as worker_app:
+            async with worker_app.open_async():
+                if args.until_idle:
+                    await run_until_idle(
+                        worker_app, concurrency=args.concurrency, stalled_after=args.stalled_after
+                    )
+                else:
+                    await worker_app.run_worker_async(
+                        concurrency=args.concurrency, install_signal_handlers=True
+                    )
 
     asyncio.run(run())
+    return 0
+
+
+def cmd_import_mbox(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from app.blobstore import blob_store_from_settings
+    from app.importer import import_mbox
+
+    url = db.database_url(settings)
+    _migrate_if_embedded(settings, url, force=False)
+    result = import_mbox(
+        url, args.file, args.mailbox, args.organization, blob_store_from_settings(settings)
+    )
+    print(json.dumps(result))
+    if args.run_worker:
+        args.concurrency, args.until_idle, args.stalled_after, args.migrate = 4, True, 60.0, False
+        return cmd_worker(settings, args)
     return 0
 
 
@@ -63,6 +88,34 @@ def cmd_parse(settings: Settings, args: argparse.Namespace) -> int:
 
     errors = parse_files(args.files, sys.stdout, journal_address=args.journal_address)
     return 1 if errors else 0
+
+
+def cmd_mailbox_register(settings: Settings, args: argparse.Namespace) -> int:
+    """Register a Gmail journal mailbox from an existing refresh token (encrypted at rest)."""
+    import json
+    import os
+    from pathlib import Path
+
+    from app.mailbox_admin import RegistrationError, register_gmail_mailbox
+
+    if args.refresh_token_file is not None:
+        token = Path(args.refresh_token_file).read_text(encoding="utf-8")
+    else:
+        token = os.environ.get(args.refresh_token_env, "")
+    try:
+        result = register_gmail_mailbox(
+            settings,
+            db.database_url(settings),
+            organization=args.organization,
+            email=args.email,
+            refresh_token=token,
+            backfill=not args.no_backfill,
+        )
+    except (RegistrationError, ConfigError, OSError) as exc:
+        print(f"mailbox-register: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
 
 
 def _describe(settings: Settings) -> str:
@@ -95,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--until-idle", action="store_true", help="exit once no job is waiting or running"
     )
     worker.add_argument(
+        "--stalled-after",
+        type=float,
+        default=60.0,
+        help="with --until-idle: seconds without heartbeat before a dead worker's jobs are retried",
+    )
+    worker.add_argument(
         "--migrate", action="store_true", help="migrate first (always when embedded)"
     )
     worker.set_defaults(func=cmd_worker)
@@ -107,6 +166,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--journal-address", help="the journal mailbox's own address (skipped in Delivered-To)"
     )
     parse.set_defaults(func=cmd_parse)
+
+    importer = sub.add_parser(
+        "import-mbox", help="feed an mbox (e.g. Google Takeout) through the ingestion pipeline"
+    )
+    importer.add_argument("file", type=Path, metavar="FILE")
+    importer.add_argument("--mailbox", required=True, metavar="EMAIL", help="journal address")
+    importer.add_argument(
+        "--organization", default="Default", help="organisation (created if absent)"
+    )
+    importer.add_argument(
+        "--run-worker", action="store_true", help="then process the pipeline until idle"
+    )
+    importer.set_defaults(func=cmd_import_mbox)
+
+    register = sub.add_parser(
+        "mailbox-register", help="register a Gmail journal mailbox from a refresh token"
+    )
+    register.add_argument("--organization", required=True, help="organization name")
+    register.add_argument("--email", required=True, help="the journal mailbox's address")
+    token_source = register.add_mutually_exclusive_group(required=True)
+    token_source.add_argument("--refresh-token-file", metavar="FILE")
+    token_source.add_argument("--refresh-token-env", metavar="VAR")
+    register.add_argument(
+        "--no-backfill", action="store_true", help="do not queue the initial backfill"
+    )
+    register.set_defaults(func=cmd_mailbox_register)
     return parser
 
 

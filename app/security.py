@@ -28,7 +28,8 @@ SECURITY_HEADERS = {
 }
 
 
-def _mac(settings: Settings, purpose: bytes, value: str) -> bytes:
+def keyed_hash(settings: Settings, purpose: bytes, value: str) -> bytes:
+    """HMAC-SHA256 of `value` under SECRET_KEY, domain-separated by `purpose`."""
     return hmac.new(
         settings.secret_key.encode(), purpose + b"\0" + value.encode(), "sha256"
     ).digest()
@@ -40,13 +41,13 @@ def new_session_token() -> str:
 
 def session_token_hash(settings: Settings, token: str) -> bytes:
     """What the database stores and looks sessions up by: an HMAC, never the token."""
-    return _mac(settings, b"session", token)
+    return keyed_hash(settings, b"session", token)
 
 
 def new_csrf_token(settings: Settings) -> str:
     """A random nonce signed with SECRET_KEY, so a cookie planted by a sibling domain fails."""
     nonce = secrets.token_urlsafe(24)
-    signature = base64.urlsafe_b64encode(_mac(settings, b"csrf", nonce)).decode().rstrip("=")
+    signature = base64.urlsafe_b64encode(keyed_hash(settings, b"csrf", nonce)).decode().rstrip("=")
     return f"{nonce}.{signature}"
 
 
@@ -57,7 +58,7 @@ def csrf_token_valid(settings: Settings, cookie: str | None, header: str | None)
     if not hmac.compare_digest(cookie.encode(), header.encode()):
         return False
     nonce, _, signature = cookie.partition(".")
-    expected = base64.urlsafe_b64encode(_mac(settings, b"csrf", nonce)).decode().rstrip("=")
+    expected = base64.urlsafe_b64encode(keyed_hash(settings, b"csrf", nonce)).decode().rstrip("=")
     return hmac.compare_digest(signature.encode(), expected.encode())
 
 

@@ -92,6 +92,7 @@ class Settings:
     gmail_api_base_url: str = "https://gmail.googleapis.com/"
     google_auth_uri: str = "https://accounts.google.com/o/oauth2/v2/auth"
     google_token_uri: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
+    google_oauth_redirect_uri: str = "http://127.0.0.1:8000/mailboxes/gmail/oauth/callback"
     enable_prometheus_metrics: bool = False
     rate_limit_requests_per_minute: int = 600
     trust_forwarded_for: bool = False
@@ -111,6 +112,13 @@ class Settings:
             )
         if self.allow_dev_login:
             raise ConfigError(f"ALLOW_DEV_LOGIN=true is refused when APP_ENV={self.app_env}")
+        if self.encryption_key is None:
+            # Outside production the token key is derived from SECRET_KEY (app/crypto.py);
+            # production keeps the two secrets apart.
+            raise ConfigError(
+                "ENCRYPTION_KEY_BASE64 must be set (32 random bytes, base64) "
+                f"when APP_ENV={self.app_env}"
+            )
 
 
 def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = None) -> Settings:
@@ -178,6 +186,8 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
         gmail_api_base_url=get("GMAIL_API_BASE_URL") or Settings.gmail_api_base_url,
         google_auth_uri=get("GOOGLE_AUTH_URI") or Settings.google_auth_uri,
         google_token_uri=get("GOOGLE_TOKEN_URI") or Settings.google_token_uri,
+        google_oauth_redirect_uri=get("GOOGLE_OAUTH_REDIRECT_URI")
+        or Settings.google_oauth_redirect_uri,
         enable_prometheus_metrics=_bool(get("ENABLE_PROMETHEUS_METRICS"), False),
         rate_limit_requests_per_minute=_int(
             "RATE_LIMIT_REQUESTS_PER_MINUTE",

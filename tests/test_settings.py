@@ -6,7 +6,9 @@ import base64
 
 import pytest
 
-from app.settings import DEV_SECRET_KEY, ConfigError, load_settings, read_dotenv
+from app.settings import DEV_SECRET_KEY, ConfigError, Settings, load_settings, read_dotenv
+
+PRODUCTION_KEY = base64.b64encode(bytes(range(32))).decode()
 
 
 def test_dotenv_parsing(tmp_path):
@@ -70,9 +72,15 @@ def test_malformed_settings_are_refused(tmp_path, env, message):
         ({"APP_ENV": "production"}, "SECRET_KEY"),
         ({"APP_ENV": "production", "SECRET_KEY": "short"}, "SECRET_KEY"),
         (
-            {"APP_ENV": "production", "SECRET_KEY": "x" * 40, "ALLOW_DEV_LOGIN": "true"},
+            {
+                "APP_ENV": "production",
+                "SECRET_KEY": "x" * 40,
+                "ALLOW_DEV_LOGIN": "true",
+                "ENCRYPTION_KEY_BASE64": PRODUCTION_KEY,
+            },
             "ALLOW_DEV_LOGIN",
         ),
+        ({"APP_ENV": "production", "SECRET_KEY": "x" * 40}, "ENCRYPTION_KEY_BASE64"),
     ],
 )
 def test_production_refuses_unsafe_settings(tmp_path, env, message):
@@ -83,8 +91,28 @@ def test_production_refuses_unsafe_settings(tmp_path, env, message):
 
 def test_production_with_a_real_secret_starts(tmp_path):
     settings = load_settings(
-        {"APP_ENV": "production", "SECRET_KEY": "s" * 48}, dotenv=tmp_path / "missing.env"
+        {"APP_ENV": "production", "SECRET_KEY": "s" * 48, "ENCRYPTION_KEY_BASE64": PRODUCTION_KEY},
+        dotenv=tmp_path / "missing.env",
     )
     settings.check_startup()
+    assert settings.encryption_key == base64.b64decode(PRODUCTION_KEY)
     assert settings.secret_key != DEV_SECRET_KEY
     assert settings.cookie_secure is True  # production defaults to Secure cookies
+
+
+def test_development_needs_no_encryption_key(tmp_path):
+    # Tokens are then encrypted under a key derived from SECRET_KEY (app/crypto.py).
+    settings = load_settings({"APP_ENV": "development"}, dotenv=tmp_path / "missing.env")
+    assert settings.encryption_key is None
+    settings.check_startup()
+
+
+def test_oauth_redirect_uri_setting(tmp_path):
+    default = load_settings({}, dotenv=tmp_path / "missing.env")
+    assert default.google_oauth_redirect_uri == Settings.google_oauth_redirect_uri
+    assert default.google_oauth_redirect_uri.endswith("/mailboxes/gmail/oauth/callback")
+    custom = load_settings(
+        {"GOOGLE_OAUTH_REDIRECT_URI": "https://help.example.com/mailboxes/gmail/oauth/callback"},
+        dotenv=tmp_path / "missing.env",
+    )
+    assert custom.google_oauth_redirect_uri.startswith("https://help.example.com/")

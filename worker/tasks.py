@@ -1,24 +1,127 @@
-"""Pipeline tasks. Each has an explicit `name=`; its SQL function records the result and
-enqueues the successor (through logic.enqueue) in one transaction."""
+"""Pipeline tasks: each has an explicit `name=` (the stage name) and only passes ids.
+
+The Python part of a stage lives in worker/pipeline.py; its SQL function records the
+result and queues the successor (through logic.enqueue) in one transaction.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import procrastinate
+from procrastinate import JobContext, RetryStrategy
+from psycopg.types.json import Jsonb
 
+from worker import pipeline
 from worker.app import app
 
+log = logging.getLogger(__name__)
 
-async def call_sql(context: procrastinate.JobContext, query: str, params: list[Any]) -> Any:
-    """Run one SQL function call on the worker's pool and return its single value."""
-    async with context.app.connector.pool.connection() as conn:
-        cursor = await conn.execute(query, params)
-        row = await cursor.fetchone()
-        return None if row is None else row[0]
+# Seconds without a heartbeat after which a worker is presumed dead and its jobs retried.
+STALLED_WORKER_SECONDS = 60
+# Transient failures of fetch/parse (Gmail beyond the client's own retries, blob store).
+OCCURRENCE_RETRY = RetryStrategy(max_attempts=5, exponential_wait=2)
+
+
+def _pool(context: JobContext):
+    return context.app.connector.pool
 
 
 @app.task(name="worker_ping", pass_context=True)
-async def worker_ping(context: procrastinate.JobContext, ping_id: int) -> None:
+async def worker_ping(context: JobContext, ping_id: int) -> None:
     """Answer a ping deferred by ops.request_worker_ping(): proves a worker is consuming jobs."""
-    await call_sql(context, "SELECT worker.ping_complete(%s)", [ping_id])
+    async with _pool(context).connection() as conn:
+        await conn.execute("SELECT worker.ping_complete(%s)", [ping_id])
+
+
+@app.task(name="mailbox_backfill", pass_context=True, queue="sync")
+async def mailbox_backfill(context: JobContext, mailbox_id: str) -> dict[str, Any]:
+    """One page of a full backfill; the SQL step queues the next page."""
+    return await pipeline.backfill_page(_pool(context), mailbox_id)
+
+
+@app.task(name="mailbox_history_sync", pass_context=True, queue="sync")
+async def mailbox_history_sync(context: JobContext, mailbox_id: str) -> dict[str, Any]:
+    """Incremental sync from the mailbox's history cursor."""
+    return await pipeline.history_sync(_pool(context), mailbox_id)
+
+
+async def _occurrence_stage(context: JobContext, stage, stage_name: str, mailbox_id, ids):
+    try:
+        return await stage(_pool(context), mailbox_id, ids)
+    except Exception as exc:
+        if context.job.attempts + 1 >= OCCURRENCE_RETRY.max_attempts:
+            # Out of retries: the occurrences fail with the reason, listable and retriable.
+            failures = [{"occurrence_id": i, "error": f"{type(exc).__name__}: {exc}"} for i in ids]
+            async with _pool(context).connection() as conn:
+                await conn.execute(
+                    "SELECT worker.fail_occurrences(%s, %s)",
+                    [stage_name, Jsonb(failures)],
+                )
+        raise
+
+
+@app.task(name="occurrence_fetch_raw", pass_context=True, queue="ingest", retry=OCCURRENCE_RETRY)
+async def occurrence_fetch_raw(
+    context: JobContext, mailbox_id: str, occurrence_ids: list[int]
+) -> dict[str, Any]:
+    """Raw RFC 822 bytes of a batch of occurrences → blob store."""
+    return await _occurrence_stage(
+        context, pipeline.fetch_raw, "occurrence_fetch_raw", mailbox_id, occurrence_ids
+    )
+
+
+@app.task(name="occurrence_parse", pass_context=True, queue="ingest", retry=OCCURRENCE_RETRY)
+async def occurrence_parse(
+    context: JobContext, mailbox_id: str, occurrence_ids: list[int]
+) -> dict[str, Any]:
+    """MIME → canonical message, contents, attachments, thread refs, recipient evidence."""
+    return await _occurrence_stage(
+        context, pipeline.parse, "occurrence_parse", mailbox_id, occurrence_ids
+    )
+
+
+@app.task(name="occurrence_stitch", pass_context=True, queue="ingest", retry=OCCURRENCE_RETRY)
+async def occurrence_stitch(
+    context: JobContext, mailbox_id: str, occurrence_ids: list[int]
+) -> dict[str, Any]:
+    """Message → ticket (new or existing) with the reason; the SQL function does it all."""
+    async with _pool(context).connection() as conn:
+        cursor = await conn.execute("SELECT worker.stitch_occurrences(%s)", [occurrence_ids])
+        return (await cursor.fetchone())[0]
+
+
+@app.task(name="ticket_apply_routing", pass_context=True, queue="ingest", retry=OCCURRENCE_RETRY)
+async def ticket_apply_routing(
+    context: JobContext, mailbox_id: str, occurrence_ids: list[int]
+) -> dict[str, Any]:
+    """Allowlist and rules → status and assignee of new tickets; follow-ups are only marked."""
+    async with _pool(context).connection() as conn:
+        cursor = await conn.execute("SELECT worker.route_occurrences(%s)", [occurrence_ids])
+        return (await cursor.fetchone())[0]
+
+
+@app.periodic(cron="* * * * *")
+@app.task(name="mailbox_sync_due", pass_context=True, queue="sync")
+async def mailbox_sync_due(context: JobContext, timestamp: int) -> int:
+    """Every minute: history sync for every enabled, unpaused mailbox; stopped backfills go on."""
+    async with _pool(context).connection() as conn:
+        cursor = await conn.execute("SELECT logic.enqueue_due_syncs()")
+        return (await cursor.fetchone())[0]
+
+
+@app.periodic(cron="* * * * *")
+@app.task(name="retry_stalled_jobs", pass_context=True)
+async def retry_stalled_jobs(context: JobContext, timestamp: int) -> int:
+    """Every minute: give the jobs of workers that died (no heartbeat) back to the queue."""
+    return await retry_stalled(context.app, STALLED_WORKER_SECONDS)
+
+
+async def retry_stalled(worker_app: procrastinate.App, seconds: float) -> int:
+    """Retry the running jobs of workers silent for `seconds`; returns how many."""
+    stalled = await worker_app.job_manager.get_stalled_jobs(seconds_since_heartbeat=seconds)
+    for job in stalled:
+        log.warning("retrying job %s (%s) of a stalled worker", job.id, job.task_name)
+        await worker_app.job_manager.retry_job(job)
+    return len(stalled)

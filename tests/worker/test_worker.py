@@ -5,13 +5,14 @@ from __future__ import annotations
 import procrastinate
 
 from worker.app import app, make_connector
+from worker.runner import run_until_idle
 
 
 async def run_worker_until_idle(db_url: str) -> None:
     """Process every waiting job with a real worker, then return."""
     with app.replace_connector(make_connector(db_url)) as worker_app:
         async with worker_app.open_async():
-            await worker_app.run_worker_async(wait=False, concurrency=2)
+            await run_until_idle(worker_app, concurrency=2)
 
 
 def test_enqueue_wraps_the_pinned_procrastinate_defer_function(db):

@@ -1,0 +1,397 @@
+"""The Python part of each ingestion stage: Gmail I/O, blob I/O and MIME parsing.
+
+Each function does its I/O, then makes ONE SQL call (sql/worker/ingest.sql, parse.sql) that
+records the result and queues the next stage in the same transaction. Tasks (worker/tasks.py)
+are thin wrappers that pass ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from app.blobstore import BlobStore, blob_store_from_settings
+from app.crypto import decrypt_token, token_key
+from app.markers import verify_markers
+from app.settings import Settings, load_settings
+from worker.gmail import (
+    GmailClient,
+    GmailClientConfig,
+    GmailError,
+    GmailHistoryExpired,
+    GmailReconnectRequired,
+    RetryPolicy,
+)
+from worker.mime import ParsedMessage, UnparseableMessage, parse_message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What a worker process needs besides its database pool."""
+
+    settings: Settings
+    blobs: BlobStore
+    backfill_page_size: int = 500  # Gmail's maximum for messages.list
+    gmail_retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+# httplib2 is not thread-safe: each executor thread keeps its own GmailClient per mailbox.
+# Every client is also registered here so configure_runtime can close them all.
+_thread_clients = threading.local()
+_all_clients: list[GmailClient] = []
+_generation = 0
+
+
+def runtime() -> Runtime:
+    """This process's runtime, built from the environment on first use."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            settings = load_settings()
+            _runtime = Runtime(settings=settings, blobs=blob_store_from_settings(settings))
+        return _runtime
+
+
+def configure_runtime(value: Runtime | None) -> None:
+    """Replace the runtime (tests, the demo); None rebuilds it from the environment."""
+    global _runtime, _generation
+    with _runtime_lock:
+        _runtime = value
+        _generation += 1
+        clients = list(_all_clients)
+        _all_clients.clear()
+    for client in clients:
+        client.close()
+
+
+def _thread_client(mailbox: dict[str, Any]) -> GmailClient:
+    """The calling thread's client for `mailbox` (call it from the executor thread)."""
+    token = bytes(mailbox["encrypted_refresh_token"] or b"")
+    key = (_generation, mailbox["id"], token)
+    cache: dict[tuple, GmailClient] = _thread_clients.__dict__.setdefault("clients", {})
+    client = cache.get(key)
+    if client is None:
+        if not token:
+            raise GmailReconnectRequired("the mailbox has no stored Gmail grant")
+        settings = runtime().settings
+        refresh_token = decrypt_token(
+            token_key(settings),
+            token,
+            organization_id=mailbox["organization_id"],
+            mailbox_id=mailbox["id"],
+        )
+        config = dataclasses.replace(
+            GmailClientConfig.from_settings(settings), retry=runtime().gmail_retry
+        )
+        client = GmailClient(config, refresh_token)
+        cache[key] = client
+        with _runtime_lock:
+            _all_clients.append(client)
+    return client
+
+
+async def gmail(mailbox: dict[str, Any], operation: str, *args: Any, **kwargs: Any) -> Any:
+    """Run one GmailClient operation for `mailbox` in a worker thread."""
+
+    def call() -> Any:
+        return getattr(_thread_client(mailbox), operation)(*args, **kwargs)
+
+    return await asyncio.to_thread(call)
+
+
+async def _rows(conn: psycopg.AsyncConnection, query: str, params: list[Any]) -> list[dict]:
+    async with conn.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(query, params)
+        return await cursor.fetchall()
+
+
+async def _call(conn: psycopg.AsyncConnection, query: str, params: list[Any]) -> Any:
+    """Run one SQL function call and return its single value."""
+    rows = await _rows(conn, query, params)
+    return next(iter(rows[0].values())) if rows else None
+
+
+async def load_mailbox(
+    conn: psycopg.AsyncConnection, mailbox_id: str
+) -> tuple[dict | None, str | None]:
+    """The mailbox row and why it may not sync (None when it may)."""
+    rows = await _rows(
+        conn,
+        "SELECT (s.mailbox).*, s.blocked_reason FROM worker.mailbox_for_sync(%s) s",
+        [mailbox_id],
+    )
+    if not rows:
+        return None, "missing"
+    return rows[0], rows[0].pop("blocked_reason")
+
+
+async def _record_failure(pool, mailbox_id: str, exc: Exception) -> None:
+    # In its own transaction: the failure must be recorded even though the step rolls back.
+    async with pool.connection() as conn:
+        if isinstance(exc, GmailReconnectRequired):
+            await conn.execute("SELECT logic.mark_needs_reconnect(%s, %s)", [mailbox_id, str(exc)])
+        else:
+            await conn.execute(
+                "SELECT logic.record_sync_failure(%s, %s)",
+                [mailbox_id, f"{type(exc).__name__}: {exc}"],
+            )
+
+
+async def backfill_page(pool, mailbox_id: str) -> dict[str, Any]:
+    """mailbox_backfill: walk one listing page from the checkpoint and record it."""
+    async with pool.connection() as conn:
+        mailbox, blocked = await load_mailbox(conn, mailbox_id)
+    if blocked or mailbox["backfill_state"] != "running":
+        return {"skipped": blocked or "no backfill running"}
+    page_token = mailbox["backfill_page_token"]
+    try:
+        history_id = mailbox["backfill_history_id"]
+        if history_id is None:
+            # Recorded before the first page, so mail arriving during the walk is replayed.
+            history_id = (await gmail(mailbox, "get_profile")).history_id
+        page = await gmail(
+            mailbox,
+            "list_message_ids",
+            page_token,
+            runtime().backfill_page_size,
+            include_spam_trash=True,
+        )
+    except GmailError as exc:
+        await _record_failure(pool, mailbox_id, exc)
+        if isinstance(exc, GmailReconnectRequired):
+            return {"skipped": "needs_reconnect"}
+        raise
+    messages = [{"id": ref.id, "thread_id": ref.thread_id} for ref in page.ids]
+    async with pool.connection() as conn:
+        return await _call(
+            conn,
+            "SELECT worker.backfill_record_page(%s, %s, %s, %s, %s)",
+            [mailbox_id, page_token, history_id, Jsonb(messages), page.next_page_token],
+        )
+
+
+async def history_sync(pool, mailbox_id: str) -> dict[str, Any]:
+    """mailbox_history_sync: read history from the cursor, page by page, and record it."""
+    async with pool.connection() as conn:
+        mailbox, blocked = await load_mailbox(conn, mailbox_id)
+    if blocked or mailbox["history_id"] is None or mailbox["backfill_state"] == "running":
+        return {"skipped": blocked or "no cursor yet"}
+    cursor = mailbox["history_id"]
+    page_token = None
+    new_occurrences = 0
+    while True:
+        try:
+            page = await gmail(mailbox, "list_history", cursor, page_token)
+        except GmailHistoryExpired:
+            async with pool.connection() as conn:
+                await conn.execute("SELECT logic.enqueue_backfill(%s)", [mailbox_id])
+            return {"history_expired": True, "backfill_queued": True}
+        except GmailError as exc:
+            await _record_failure(pool, mailbox_id, exc)
+            if isinstance(exc, GmailReconnectRequired):
+                return {"skipped": "needs_reconnect"}
+            raise
+        added, deleted, labels = _history_changes(page.records)
+        last_page = page.next_page_token is None
+        # Mid-walk the cursor advances to the newest record stored; Gmail returns the records
+        # after it, so a crash resumes exactly there.
+        record_ids = [int(record.id) for record in page.records]
+        new_cursor = page.history_id if last_page else max(record_ids, default=cursor)
+        async with pool.connection() as conn:
+            result = await _call(
+                conn,
+                "SELECT worker.history_record_page(%s, %s, %s, %s, %s, %s, %s)",
+                [mailbox_id, cursor, Jsonb(added), deleted, Jsonb(labels), new_cursor, last_page],
+            )
+        if not result["recorded"]:
+            return {"skipped": "cursor moved by another sync"}
+        new_occurrences += result["new_occurrences"]
+        cursor = new_cursor
+        if last_page:
+            return {"new_occurrences": new_occurrences, "cursor": cursor}
+        page_token = page.next_page_token
+
+
+def _history_changes(records: Iterable[Any]) -> tuple[list[dict], list[str], list[dict]]:
+    added: dict[str, dict] = {}
+    deleted: list[str] = []
+    labels: list[dict] = []
+    for record in records:
+        for message in record.messages_added:
+            added[message.id] = {
+                "id": message.id,
+                "thread_id": message.thread_id,
+                "label_ids": list(message.label_ids),
+            }
+        deleted.extend(message.id for message in record.messages_deleted)
+        for change in record.labels_added:
+            labels.append({"id": change.message.id, "added": list(change.label_ids), "removed": []})
+        for change in record.labels_removed:
+            labels.append({"id": change.message.id, "added": [], "removed": list(change.label_ids)})
+    return list(added.values()), deleted, labels
+
+
+async def fetch_raw(pool, mailbox_id: str, occurrence_ids: list[int]) -> dict[str, Any]:
+    """occurrence_fetch_raw: fetch raw bytes in one Gmail batch, store them, record them."""
+    async with pool.connection() as conn:
+        waiting = await _rows(
+            conn, "SELECT * FROM worker.occurrences_in_state(%s, 'discovered')", [occurrence_ids]
+        )
+        mailbox, _ = await load_mailbox(conn, mailbox_id)
+    if not waiting:
+        return {"fetched": 0, "failed": 0}
+    by_gmail_id = {row["gmail_message_id"]: row["id"] for row in waiting}
+    raws = await gmail(mailbox, "fetch_raw", list(by_gmail_id))
+    blobs = runtime().blobs
+
+    def store() -> list[dict[str, Any]]:
+        stored = []
+        for gmail_id, message in raws.items():
+            stored.append(
+                {
+                    "occurrence_id": by_gmail_id[gmail_id],
+                    "blob_key": blobs.put(message.raw, content_type="message/rfc822"),
+                    "sha256": hashlib.sha256(message.raw).hexdigest(),
+                    "size": len(message.raw),
+                    "thread_id": message.thread_id,
+                    "label_ids": list(message.label_ids),
+                    "internal_date_ms": message.internal_date_ms,
+                }
+            )
+        return stored
+
+    fetched = await asyncio.to_thread(store)
+    missing = [
+        {"occurrence_id": occurrence_id, "error": "Gmail no longer has this message (404)"}
+        for gmail_id, occurrence_id in by_gmail_id.items()
+        if gmail_id not in raws
+    ]
+    async with pool.connection() as conn:
+        return await _call(
+            conn,
+            "SELECT worker.record_raw(%s, %s, %s)",
+            [mailbox_id, Jsonb(fetched), Jsonb(missing)],
+        )
+
+
+def marker_addresses(parsed: ParsedMessage) -> list[tuple[str, str]]:
+    """(header, address) pairs that may carry a signed `+t<number>` reply-address marker."""
+    pairs = [("to", address) for _, address in parsed.to]
+    pairs += [("cc", address) for _, address in parsed.cc]
+    candidates = parsed.recipient_evidence.candidates
+    for name in ("delivered-to", "x-original-to", "x-gm-original-to"):
+        pairs += [(name, address) for address in candidates.get(name, ())]
+    return pairs
+
+
+def parsed_payload(
+    occurrence_id: int, parsed: ParsedMessage, blobs: BlobStore, organization_id: Any = None
+) -> dict[str, Any]:
+    """What worker.record_parsed stores for one parsed message (attachments go to blobs).
+
+    Product markers are verified here, with the occurrence's organisation: only a verified
+    one reaches stitching as `marker_ticket_number`; every marker seen is kept as evidence.
+    """
+    marker_number, marker_evidence = (
+        verify_markers(
+            runtime().settings.secret_key,
+            organization_id,
+            parsed.headers,
+            marker_addresses(parsed),
+        )
+        if organization_id is not None
+        else (None, {})
+    )
+
+    def addresses(items) -> list[dict[str, str]]:
+        return [{"name": name, "address": address} for name, address in items]
+
+    return {
+        "occurrence_id": occurrence_id,
+        "message_id": parsed.message_id,
+        "date": parsed.date.isoformat() if parsed.date else None,
+        "subject": parsed.subject,
+        "normalized_subject": parsed.normalized_subject,
+        "from_name": parsed.from_[0] if parsed.from_ else "",
+        "from_address": parsed.from_[1] if parsed.from_ else None,
+        "reply_to": addresses(parsed.reply_to),
+        "to": addresses(parsed.to),
+        "cc": addresses(parsed.cc),
+        "in_reply_to": parsed.in_reply_to,
+        "references": parsed.references,
+        "headers": parsed.headers,
+        "text_body": parsed.text_body,
+        "html_body": parsed.html_body or "",
+        "snippet": parsed.snippet,
+        "body_sha256": parsed.body_sha256,
+        "strict_signature": parsed.strict_signature,
+        "loose_fingerprint": parsed.loose_fingerprint,
+        "attachments": [
+            {
+                **attachment.to_json(),
+                "position": position,
+                "blob_key": blobs.put(attachment.payload, content_type=attachment.content_type),
+            }
+            for position, attachment in enumerate(parsed.attachments)
+        ],
+        "recipient": parsed.recipient_evidence.to_json(),
+        "marker_ticket_number": marker_number,
+        "marker_evidence": marker_evidence,
+    }
+
+
+def parse_occurrences(
+    waiting: list[dict[str, Any]], journal_address: str | None, blobs: BlobStore
+) -> tuple[list[dict], list[dict]]:
+    """Parse each occurrence's raw bytes; a message that fails fails alone, with its reason."""
+    parsed: list[dict] = []
+    failures: list[dict] = []
+    for row in waiting:
+        try:
+            raw = blobs.get(row["raw_blob_key"])
+            message = parse_message(raw, journal_address=journal_address)
+            payload = parsed_payload(row["id"], message, blobs, row["organization_id"])
+            json.dumps(payload)  # refuse here, per message, what PostgreSQL would refuse later
+        except UnparseableMessage as exc:
+            failures.append({"occurrence_id": row["id"], "error": f"unparseable: {exc.reason}"})
+        except Exception as exc:  # a poisoned message must never take the batch down
+            log.exception("parsing occurrence %s failed", row["id"])
+            failures.append({"occurrence_id": row["id"], "error": f"{type(exc).__name__}: {exc}"})
+        else:
+            parsed.append(payload)
+    return parsed, failures
+
+
+async def parse(pool, mailbox_id: str, occurrence_ids: list[int]) -> dict[str, Any]:
+    """occurrence_parse: MIME → canonical messages, contents, attachments, evidence."""
+    async with pool.connection() as conn:
+        waiting = await _rows(
+            conn, "SELECT * FROM worker.occurrences_in_state(%s, 'raw_fetched')", [occurrence_ids]
+        )
+        mailbox, _ = await load_mailbox(conn, mailbox_id)
+    if not waiting:
+        return {"parsed": 0, "failed": 0}
+    parsed, failures = await asyncio.to_thread(
+        parse_occurrences, waiting, mailbox["email"], runtime().blobs
+    )
+    async with pool.connection() as conn:
+        return await _call(
+            conn,
+            "SELECT worker.record_parsed(%s, %s, %s)",
+            [mailbox_id, Jsonb(parsed), Jsonb(failures)],
+        )

@@ -1,0 +1,69 @@
+"""Running workers: forever, or until the pipeline is idle (scripts, the demo, benchmarks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import procrastinate
+from procrastinate.periodic import PeriodicRegistry
+
+from worker.tasks import STALLED_WORKER_SECONDS, retry_stalled
+
+log = logging.getLogger(__name__)
+
+# A job scheduled further ahead than this (a paused mailbox, a long retry back-off) does
+# not keep --until-idle waiting.
+IDLE_HORIZON_SECONDS = 120
+
+
+async def pending_jobs(worker_app: procrastinate.App) -> tuple[int, int]:
+    """(jobs waiting to run soon, jobs running) across every queue."""
+    async with worker_app.connector.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 'todo' AND (scheduled_at IS NULL "
+            "    OR scheduled_at <= now() + make_interval(secs => %s))),"
+            "       count(*) FILTER (WHERE status = 'doing')"
+            " FROM procrastinate_jobs WHERE status IN ('todo', 'doing')",
+            [IDLE_HORIZON_SECONDS],
+        )
+        todo, doing = await cursor.fetchone()
+    return todo, doing
+
+
+@contextlib.contextmanager
+def _without_periodic_tasks(worker_app: procrastinate.App) -> Iterator[None]:
+    # A run until idle does only the work already queued: periodic deferrals would keep
+    # adding jobs at minute boundaries (and make scripted runs non-deterministic).
+    registry = worker_app.periodic_registry
+    worker_app.periodic_registry = PeriodicRegistry()
+    try:
+        yield
+    finally:
+        worker_app.periodic_registry = registry
+
+
+async def run_until_idle(
+    worker_app: procrastinate.App,
+    *,
+    concurrency: int = 4,
+    stalled_after: float = STALLED_WORKER_SECONDS,
+    poll_seconds: float = 0.5,
+) -> None:
+    """Process jobs until none is waiting or running, recovering jobs of dead workers.
+
+    Periodic tasks are not deferred meanwhile; the caller queues what it wants done.
+    """
+    with _without_periodic_tasks(worker_app):
+        while True:
+            await retry_stalled(worker_app, stalled_after)
+            await worker_app.run_worker_async(
+                wait=False, concurrency=concurrency, install_signal_handlers=False
+            )
+            todo, doing = await pending_jobs(worker_app)
+            if todo == 0 and doing == 0:
+                return
+            log.info("waiting for %d queued and %d running jobs", todo, doing)
+            await asyncio.sleep(poll_seconds)
