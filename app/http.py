@@ -10,22 +10,36 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
+from app.blobstore import BlobStore
 from app.errors import ApiError
 from app.security import RateLimiter, session_token_hash
 from app.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+
+@dataclass(frozen=True)
+class Route:
+    """One operation of the API. `min_role` None means no session is needed."""
+
+    method: str
+    path: str
+    handler: Handler
+    min_role: str | None
+
+
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", AsyncConnectionPool)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 EXPECTED_SCHEMA = web.AppKey("expected_schema", dict)
+BLOBS = web.AppKey("blobs", BlobStore)  # attachment downloads
 
 REQUEST_ID = web.RequestKey("request_id", str)
 DB = web.RequestKey("db", psycopg.AsyncConnection)  # the authenticated request's connection

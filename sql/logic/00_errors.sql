@@ -21,15 +21,17 @@ GRANT EXECUTE ON FUNCTION logic.fail(integer, text, text) TO ticketing_api;
 -- Text argument checks shared by api functions.
 CREATE FUNCTION logic.require_text(p_value text, p_field text, p_max integer) RETURNS text
     LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v_trimmed text := btrim(p_value, E' \t\r\n\f');
 BEGIN
-    IF p_value IS NULL OR length(btrim(p_value)) = 0 THEN
+    IF v_trimmed IS NULL OR v_trimmed = '' THEN
         PERFORM logic.fail(422, 'invalid_' || p_field, p_field || ' is required');
     END IF;
     IF length(p_value) > p_max THEN
         PERFORM logic.fail(422, 'invalid_' || p_field,
             format('%s must be at most %s characters', p_field, p_max));
     END IF;
-    RETURN btrim(p_value);
+    RETURN v_trimmed;
 END
 $$;
 COMMENT ON FUNCTION logic.require_text(text, text, integer) IS

@@ -33,6 +33,8 @@ async def test_each_role_lists_and_only_admins_create(login, role, list_status, 
 async def test_created_queue_is_listed_with_its_fields(login):
     admin = await login("admin@example.com", "Acme")
     created = await admin.post("/queues", json={"name": " Billing ", "description": "Invoices"})
+    edge = await admin.post("/queues", json={"name": "\tvivid v\n"})
+    assert (await edge.json())["name"] == "vivid v"  # whitespace trimmed, letters kept
     assert created.status == 201
     queue = await created.json()
     assert queue["name"] == "Billing"  # trimmed
@@ -40,7 +42,8 @@ async def test_created_queue_is_listed_with_its_fields(login):
     assert set(queue) == {"id", "name", "description", "created_at"}
 
     listed = await (await admin.get("/queues")).json()
-    assert listed == {"items": [queue]}
+    assert [q["name"] for q in listed["items"]] == ["Billing", "vivid v"]
+    assert listed["items"][0] == queue
 
 
 async def test_queue_names_are_unique_per_organisation_case_insensitively(login):
@@ -62,6 +65,7 @@ async def test_queue_names_are_unique_per_organisation_case_insensitively(login)
         ({}, "invalid_name"),
         ({"name": ""}, "invalid_name"),
         ({"name": "   "}, "invalid_name"),
+        ({"name": "\n\t\r\n"}, "invalid_name"),
         ({"name": "x" * 101}, "invalid_name"),
         ({"name": 42}, "invalid_name"),
         ({"name": "Ok", "description": "d" * 2001}, "invalid_description"),

@@ -1,0 +1,520 @@
+-- occurrence_stitch (SPEC 2.5): link each parsed message to a ticket, with the reason.
+--
+-- Cascade, first hit wins: already linked → signed product marker → In-Reply-To, then
+-- References newest first, naming a message the product has seen → any id of the message
+-- meeting a ticket's thread ids (order independence) → [T-1234] in the subject from the
+-- requester or a participant → a new ticket. When a message's ids meet several tickets the
+-- tickets are one thread and are merged into the oldest.
+--
+-- Search: core.tickets.search uses the 'simple' text search configuration. Mail arrives in
+-- any language, and stemming with one language's rules would mangle the others; 'simple'
+-- also keeps e-mail addresses and ticket codes as they are. Weights: A code and subject,
+-- B requester, C later subjects and senders, D bodies (first 10,000 characters each).
+
+-- References one message may contribute (the parser also keeps only the newest 50 per
+-- header): a runaway References header cannot glue unrelated threads together.
+CREATE FUNCTION worker.max_thread_refs() RETURNS integer
+    LANGUAGE sql IMMUTABLE AS 'SELECT 50';
+COMMENT ON FUNCTION worker.max_thread_refs() IS
+    'How many In-Reply-To/References ids one message may contribute to its thread.';
+
+CREATE FUNCTION worker.search_body_chars() RETURNS integer
+    LANGUAGE sql IMMUTABLE AS 'SELECT 10000';
+COMMENT ON FUNCTION worker.search_body_chars() IS
+    'Characters of each message''s text body indexed into its ticket''s search vector.';
+
+CREATE FUNCTION worker.message_addresses(p_message core.messages) RETURNS text[]
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(array_agg(DISTINCT lower(a)) FILTER (WHERE a IS NOT NULL AND a <> ''), '{}')
+    FROM (
+        SELECT p_message.from_address AS a
+        UNION ALL
+        SELECT e->>'address'
+        FROM jsonb_array_elements(coalesce(p_message.reply_to, '[]')
+                                  || coalesce(p_message.to_addresses, '[]')
+                                  || coalesce(p_message.cc_addresses, '[]')) AS e
+        WHERE jsonb_typeof(e) = 'object'
+    ) addresses
+$$;
+COMMENT ON FUNCTION worker.message_addresses(core.messages) IS
+    'Every e-mail address of a message (from, reply-to, to, cc), lower-cased.';
+
+CREATE FUNCTION worker.message_thread_ids(p_message_id bigint)
+    RETURNS TABLE (ref text, kind text, rank integer)
+    LANGUAGE sql STABLE AS $$
+    WITH m AS (
+        SELECT msg.*, worker.message_addresses(msg) AS addresses
+        FROM core.messages msg WHERE msg.id = p_message_id
+    ),
+    candidates AS (
+        -- The order the cascade tries them: own id, In-Reply-To, References newest first.
+        SELECT r.ref, r.kind,
+               CASE r.kind WHEN 'self' THEN 0 WHEN 'in_reply_to' THEN 1 ELSE 2 END AS kind_order,
+               CASE WHEN r.kind = 'references' THEN -r.position ELSE r.position END AS ord
+        FROM core.message_thread_refs r, m
+        WHERE r.message_id = p_message_id
+          AND (r.kind = 'self'
+               OR (strpos(r.ref, '@') > 0
+                   -- <user@host> copied from an address header is not a Message-ID, unless
+                   -- a message of the organisation really has that id.
+                   AND (lower(r.ref) <> ALL (m.addresses)
+                        OR EXISTS (SELECT 1 FROM core.messages s
+                                   WHERE s.organization_id = m.organization_id
+                                     AND s.rfc_message_id = r.ref))))
+    ),
+    distinct_ids AS (
+        SELECT DISTINCT ON (c.ref) c.ref, c.kind, c.kind_order, c.ord
+        FROM candidates c
+        ORDER BY c.ref, c.kind_order, c.ord
+    ),
+    ranked AS (
+        SELECT d.ref, d.kind, d.kind_order,
+               (row_number() OVER (ORDER BY d.kind_order, d.ord) - 1)::integer AS rank,
+               (row_number() OVER (PARTITION BY d.kind = 'self' ORDER BY d.kind_order, d.ord))::integer
+                   AS n_of_kind
+        FROM distinct_ids d
+    )
+    SELECT ranked.ref, ranked.kind, ranked.rank
+    FROM ranked
+    WHERE ranked.kind = 'self' OR ranked.n_of_kind <= worker.max_thread_refs()
+    ORDER BY ranked.rank
+$$;
+COMMENT ON FUNCTION worker.message_thread_ids(bigint) IS
+    'The ids a message contributes to its thread, in cascade order (rank 0 = its own id when '
+    'it has one, then In-Reply-To, then References newest first): no token without @, no '
+    'token equal to one of its own addresses unless a message has that Message-ID, at most '
+    'worker.max_thread_refs() references.';
+
+CREATE FUNCTION worker.live_ticket(p_ticket_id bigint) RETURNS bigint
+    LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE chain (id, merged_into, depth) AS (
+        SELECT t.id, t.merged_into_ticket_id, 0 FROM core.tickets t WHERE t.id = p_ticket_id
+        UNION ALL
+        SELECT t.id, t.merged_into_ticket_id, chain.depth + 1
+        FROM chain JOIN core.tickets t ON t.id = chain.merged_into
+        WHERE chain.depth < 100
+    )
+    SELECT id FROM chain WHERE merged_into IS NULL ORDER BY depth LIMIT 1
+$$;
+COMMENT ON FUNCTION worker.live_ticket(bigint) IS
+    'The ticket a (possibly merged) ticket now lives in: follows merged_into_ticket_id.';
+
+CREATE FUNCTION worker.ticket_search_vector(p_code text, p_subject text, p_email text, p_name text)
+    RETURNS tsvector
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT setweight(to_tsvector('simple', p_code || ' ' || replace(p_code, 'T-', '') || ' '
+                                           || lower(replace(p_code, '-', ''))), 'A')
+        || setweight(to_tsvector('simple', coalesce(p_subject, '')), 'A')
+        || setweight(to_tsvector('simple', coalesce(p_email, '') || ' ' || coalesce(p_name, '')), 'B')
+$$;
+COMMENT ON FUNCTION worker.ticket_search_vector(text, text, text, text) IS
+    'Search lexemes of a ticket''s own fields: code (T-1234, 1234, t1234), subject, requester.';
+
+CREATE FUNCTION worker.message_search_vector(p_message core.messages, p_text_body text)
+    RETURNS tsvector
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT setweight(to_tsvector('simple', coalesce(p_message.subject, '') || ' '
+                                           || coalesce(p_message.from_address, '') || ' '
+                                           || coalesce(p_message.from_name, '')), 'C')
+        || setweight(to_tsvector('simple', left(coalesce(p_text_body, ''),
+                                                worker.search_body_chars())), 'D')
+$$;
+COMMENT ON FUNCTION worker.message_search_vector(core.messages, text) IS
+    'Search lexemes one message adds to its ticket: subject and sender (C), body start (D).';
+
+CREATE FUNCTION worker.append_search(p_search tsvector, p_more tsvector) RETURNS tsvector
+    LANGUAGE sql IMMUTABLE AS $$
+    -- tsvector values are capped at 1 MB: a huge ticket stops growing its index instead of
+    -- failing the stitch (its first messages stay searchable).
+    SELECT CASE WHEN pg_column_size(p_search) + pg_column_size(p_more) < 900000
+                THEN p_search || p_more ELSE p_search END
+$$;
+COMMENT ON FUNCTION worker.append_search(tsvector, tsvector) IS
+    'Append lexemes to a ticket''s search vector while it stays well below the 1 MB limit.';
+
+CREATE FUNCTION worker.merge_tickets(p_survivor bigint, p_merged bigint, p_evidence jsonb)
+    RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    s core.tickets;
+    m core.tickets;
+    v_moved integer;
+BEGIN
+    SELECT * INTO s FROM core.tickets WHERE id = p_survivor;
+    SELECT * INTO m FROM core.tickets WHERE id = p_merged;
+    IF m.id IS NULL OR s.id IS NULL OR m.id = s.id OR m.merged_into_ticket_id IS NOT NULL THEN
+        RETURN;
+    END IF;
+
+    -- Messages keep the reason they were linked with; the move is the merge event.
+    UPDATE core.ticket_messages SET ticket_id = s.id WHERE ticket_id = m.id;
+    GET DIAGNOSTICS v_moved = ROW_COUNT;
+    UPDATE core.ticket_thread_ids SET ticket_id = s.id WHERE ticket_id = m.id;
+    UPDATE core.ticket_notes SET ticket_id = s.id WHERE ticket_id = m.id;
+    UPDATE core.ticket_events SET ticket_id = s.id WHERE ticket_id = m.id;
+    UPDATE core.message_occurrences SET ticket_id = s.id WHERE ticket_id = m.id;
+    -- Tickets merged into the merged one earlier now point at the survivor directly.
+    UPDATE core.tickets SET merged_into_ticket_id = s.id WHERE merged_into_ticket_id = m.id;
+
+    UPDATE core.tickets t
+    SET last_message_at = CASE WHEN m.last_message_at IS NULL THEN t.last_message_at
+                               ELSE greatest(t.last_message_at, m.last_message_at) END,
+        last_activity_at = greatest(t.last_activity_at, m.last_activity_at),
+        tags = ARRAY(SELECT DISTINCT tag FROM unnest(t.tags || m.tags) AS tag ORDER BY 1),
+        search = worker.append_search(t.search, m.search),
+        updated_at = now()
+    WHERE t.id = s.id;
+    UPDATE core.tickets SET merged_into_ticket_id = s.id, updated_at = now() WHERE id = m.id;
+
+    INSERT INTO core.ticket_events (organization_id, ticket_id, type, data)
+    VALUES (s.organization_id, s.id, 'merged',
+            jsonb_build_object('role', 'survivor', 'merged_ticket_id', m.id,
+                               'messages_moved', v_moved, 'evidence', p_evidence)),
+           (m.organization_id, m.id, 'merged',
+            jsonb_build_object('role', 'merged', 'into_ticket_id', s.id,
+                               'messages_moved', v_moved, 'evidence', p_evidence));
+END
+$$;
+COMMENT ON FUNCTION worker.merge_tickets(bigint, bigint, jsonb) IS
+    'Merge ticket p_merged into p_survivor: messages (reasons kept), thread ids, notes, events '
+    'and occurrences move; the merged ticket points at the survivor; both get a merged event.';
+
+CREATE FUNCTION worker.subject_code_ticket(p_message core.messages) RETURNS bigint
+    LANGUAGE sql STABLE AS $$
+    SELECT t.id
+    FROM regexp_matches(p_message.subject, '\[T-(\d{1,15})\]', 'gi') AS code(parts)
+    JOIN core.tickets named ON named.organization_id = p_message.organization_id
+                           AND named.number = code.parts[1]::bigint
+    JOIN core.tickets t ON t.id = worker.live_ticket(named.id)
+    WHERE p_message.from_address IS NOT NULL
+      AND (lower(t.requester_email) = lower(p_message.from_address)
+           OR EXISTS (SELECT 1 FROM core.ticket_messages tm
+                      JOIN core.messages x ON x.id = tm.message_id
+                      WHERE tm.ticket_id = t.id
+                        AND lower(p_message.from_address) = ANY (worker.message_addresses(x))))
+    LIMIT 1
+$$;
+COMMENT ON FUNCTION worker.subject_code_ticket(core.messages) IS
+    'The ticket named by [T-1234] in the subject, only when the sender is its requester or '
+    'already on one of its messages (from/reply-to/to/cc); NULL otherwise.';
+
+CREATE FUNCTION worker.stitch_message(p_occurrence core.message_occurrences, p_mailbox_email text)
+    RETURNS TABLE (ticket_id bigint, reason text, created boolean, merged integer)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    m core.messages;
+    v_body text;
+    v_ticket bigint;
+    v_reason text;
+    v_confidence text;
+    v_evidence jsonb := '{}';
+    v_hit record;
+    v_met bigint[];
+    v_locked bigint[];
+    v_merged integer := 0;
+    v_created boolean := false;
+    v_time timestamptz;
+    v_inbound boolean;
+    t core.tickets;
+    v_other bigint;
+BEGIN
+    SELECT * INTO m FROM core.messages WHERE id = p_occurrence.message_id;
+
+    -- 1. Already linked: another occurrence (another mailbox's copy) of the same message.
+    SELECT worker.live_ticket(tm.ticket_id) INTO v_ticket
+    FROM core.ticket_messages tm WHERE tm.message_id = m.id;
+    IF v_ticket IS NOT NULL THEN
+        RETURN QUERY SELECT v_ticket, 'already_linked'::text, false, 0;
+        RETURN;
+    END IF;
+
+    -- Every live ticket the message's ids meet: its own id or references registered as a
+    -- thread id, or a linked message referencing its own id (that covers <id> tokens that
+    -- looked like an address until this message, which has that id, arrived).
+    SELECT coalesce(array_agg(DISTINCT worker.live_ticket(met.ticket_id)), '{}') INTO v_met
+    FROM (
+        SELECT ti.ticket_id
+        FROM worker.message_thread_ids(m.id) ids
+        JOIN core.ticket_thread_ids ti ON ti.organization_id = m.organization_id
+                                      AND ti.rfc_message_id = ids.ref
+        UNION ALL
+        SELECT tm.ticket_id
+        FROM core.message_thread_refs r
+        JOIN core.ticket_messages tm ON tm.message_id = r.message_id
+        WHERE m.rfc_message_id IS NOT NULL AND r.organization_id = m.organization_id
+          AND r.ref = m.rfc_message_id AND r.kind <> 'self' AND r.message_id <> m.id
+    ) met;
+
+    -- 2. A verified product marker naming a ticket of this organisation.
+    IF m.marker_ticket_number IS NOT NULL THEN
+        SELECT worker.live_ticket(t0.id) INTO v_ticket
+        FROM core.tickets t0
+        WHERE t0.organization_id = m.organization_id AND t0.number = m.marker_ticket_number;
+        IF v_ticket IS NOT NULL THEN
+            v_reason := 'signed_marker';
+            v_confidence := 'high';
+            v_evidence := jsonb_build_object('marker_ticket_number', m.marker_ticket_number,
+                                             'marker', m.marker_evidence);
+        END IF;
+    END IF;
+
+    IF v_reason IS NULL AND cardinality(v_met) > 0 THEN
+        -- 3. In-Reply-To, then References newest first, naming a message in a ticket.
+        SELECT ids.ref, ids.kind, s.id AS message_id INTO v_hit
+        FROM worker.message_thread_ids(m.id) ids
+        JOIN core.messages s ON s.organization_id = m.organization_id AND s.rfc_message_id = ids.ref
+        JOIN core.ticket_messages tm ON tm.message_id = s.id
+        WHERE ids.kind <> 'self' AND s.id <> m.id
+        ORDER BY ids.rank, s.id
+        LIMIT 1;
+        IF FOUND THEN
+            v_reason := v_hit.kind;
+            v_evidence := jsonb_build_object('matched_id', v_hit.ref, 'header', v_hit.kind,
+                                             'matched_message_id', v_hit.message_id);
+        ELSE
+            -- 4. Thread membership: the ids meet a ticket's thread ids (order independence).
+            SELECT ids.ref, ids.kind INTO v_hit
+            FROM worker.message_thread_ids(m.id) ids
+            JOIN core.ticket_thread_ids ti ON ti.organization_id = m.organization_id
+                                          AND ti.rfc_message_id = ids.ref
+            ORDER BY ids.rank LIMIT 1;
+            v_reason := 'thread_member';
+            v_evidence := CASE WHEN FOUND
+                THEN jsonb_build_object('matched_id', v_hit.ref, 'header', v_hit.kind)
+                ELSE jsonb_build_object('referenced_by_ticket_message', m.rfc_message_id) END;
+        END IF;
+        v_confidence := 'medium';
+        v_ticket := (SELECT min(x) FROM unnest(v_met) AS x);
+    END IF;
+
+    -- 5. [T-1234] in the subject, from the requester or a participant.
+    IF v_reason IS NULL THEN
+        v_ticket := worker.subject_code_ticket(m);
+        IF v_ticket IS NOT NULL THEN
+            v_reason := 'subject_code';
+            v_confidence := 'medium';
+            v_evidence := jsonb_build_object('subject', m.subject, 'sender', m.from_address);
+        END IF;
+    END IF;
+
+    IF v_reason IS NOT NULL THEN
+        -- Lock the tickets in id order and re-resolve: a concurrent stitch may have merged
+        -- one of them meanwhile (it then holds the row until it commits).
+        v_met := ARRAY(SELECT DISTINCT x FROM unnest(v_met || v_ticket) AS x ORDER BY x);
+        LOOP
+            PERFORM 1 FROM core.tickets t1 WHERE t1.id = ANY (v_met) ORDER BY t1.id FOR UPDATE;
+            v_locked := v_met;
+            v_met := ARRAY(SELECT DISTINCT worker.live_ticket(x) FROM unnest(v_locked) AS x
+                           ORDER BY 1);
+            EXIT WHEN v_met = v_locked;
+        END LOOP;
+        v_ticket := worker.live_ticket(v_ticket);
+        -- Several tickets met: one thread. The oldest survives.
+        IF cardinality(v_met) > 1 THEN
+            v_ticket := v_met[1];
+            FOREACH v_other IN ARRAY v_met[2:] LOOP
+                PERFORM worker.merge_tickets(v_ticket, v_other, jsonb_build_object(
+                    'bridging_message_id', m.id, 'rfc_message_id', m.rfc_message_id,
+                    'occurrence_id', p_occurrence.id, 'reason', v_reason, 'match', v_evidence));
+                v_merged := v_merged + 1;
+            END LOOP;
+            v_evidence := v_evidence || jsonb_build_object('merged_ticket_ids', to_jsonb(v_met[2:]));
+        END IF;
+    END IF;
+
+    v_inbound := m.direction = 'inbound'
+                 AND lower(coalesce(m.from_address, '')) IS DISTINCT FROM lower(p_mailbox_email);
+    -- Gmail's receipt time first (a Date header can lie); never in the future.
+    v_time := least(coalesce(p_occurrence.internal_date, m.sent_at, now()), now());
+    SELECT c.text_body INTO v_body FROM core.message_contents c WHERE c.message_id = m.id;
+
+    IF v_reason IS NULL THEN
+        -- 6. A new ticket. Its number is allocated when the batch ends (worker.number_tickets):
+        -- the counter row is then the last lock the transaction takes, so it can never be
+        -- part of a deadlock. Until then the number is the negated id (invisible to others).
+        v_ticket := nextval(pg_get_serial_sequence('core.tickets', 'id'));
+        INSERT INTO core.tickets (id, organization_id, number, subject, status, priority,
+                                  requester_email, requester_name, original_recipient, mailbox_id,
+                                  last_message_at, last_activity_at, created_at, search)
+        OVERRIDING SYSTEM VALUE
+        VALUES (v_ticket, m.organization_id, -v_ticket, left(coalesce(m.subject, ''), 1000),
+                'new', 'normal',
+                CASE WHEN v_inbound THEN m.from_address
+                     ELSE coalesce(m.to_addresses->0->>'address', m.from_address) END,
+                CASE WHEN v_inbound THEN coalesce(m.from_name, '')
+                     ELSE coalesce(m.to_addresses->0->>'name', '') END,
+                p_occurrence.original_recipient, p_occurrence.mailbox_id,
+                CASE WHEN v_inbound THEN v_time END, v_time, now(), ''::tsvector);
+        v_reason := 'new_ticket';
+        v_confidence := 'low';
+        v_evidence := jsonb_build_object('thread_ids_checked',
+                                         (SELECT count(*) FROM worker.message_thread_ids(m.id)));
+        IF m.marker_evidence <> '{}' THEN
+            v_evidence := v_evidence || jsonb_build_object('marker', m.marker_evidence);
+        END IF;
+        v_created := true;
+    ELSIF m.marker_evidence <> '{}' AND v_reason <> 'signed_marker' THEN
+        v_evidence := v_evidence || jsonb_build_object('marker', m.marker_evidence);
+    END IF;
+
+    INSERT INTO core.ticket_messages (message_id, organization_id, ticket_id, stitch_reason,
+                                      stitch_confidence, evidence)
+    VALUES (m.id, m.organization_id, v_ticket, v_reason, v_confidence, v_evidence);
+
+    -- The primary key makes a thread id belong to one ticket; all tickets holding any of
+    -- these ids were merged above, so a conflict can only be with this ticket.
+    INSERT INTO core.ticket_thread_ids (organization_id, rfc_message_id, ticket_id)
+    SELECT m.organization_id, ids.ref, v_ticket FROM worker.message_thread_ids(m.id) ids
+    ON CONFLICT (organization_id, rfc_message_id) DO NOTHING;
+
+    SELECT * INTO t FROM core.tickets WHERE id = v_ticket;
+    UPDATE core.tickets tk
+    SET last_message_at = CASE WHEN v_inbound THEN greatest(tk.last_message_at, v_time)
+                               ELSE tk.last_message_at END,
+        last_activity_at = CASE WHEN v_inbound THEN greatest(tk.last_activity_at, v_time)
+                                ELSE tk.last_activity_at END,
+        status = CASE WHEN v_inbound AND NOT v_created AND tk.status IN ('resolved', 'closed')
+                           AND v_time >= coalesce(t.last_message_at, '-infinity')
+                      THEN 'open'::core.ticket_status ELSE tk.status END,
+        search = worker.append_search(tk.search, worker.message_search_vector(m, v_body)),
+        updated_at = now()
+    WHERE tk.id = v_ticket;
+
+    IF v_inbound AND NOT v_created AND t.status IN ('resolved', 'closed')
+       AND v_time >= coalesce(t.last_message_at, '-infinity') THEN
+        -- Only a reply newer than everything on the ticket reopens it: a backfill that
+        -- meets an old message late must not reopen a ticket resolved since.
+        INSERT INTO core.ticket_events (organization_id, ticket_id, type, data)
+        VALUES (t.organization_id, t.id, 'reopened',
+                jsonb_build_object('from_status', t.status, 'to_status', 'open',
+                                   'message_id', m.id, 'occurrence_id', p_occurrence.id,
+                                   'sender', m.from_address));
+    END IF;
+
+    RETURN QUERY SELECT v_ticket, v_reason, v_created, v_merged;
+END
+$$;
+COMMENT ON FUNCTION worker.stitch_message(core.message_occurrences, text) IS
+    'Link one parsed occurrence''s canonical message to a ticket (SPEC 2.5 cascade), merging '
+    'tickets its ids bridge; returns the ticket, the reason, whether it was created, merges. '
+    'The caller holds the advisory locks of the message''s ids.';
+
+CREATE FUNCTION worker.number_tickets(p_ticket_ids bigint[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_org uuid;
+    v_count integer;
+    v_next bigint;
+BEGIN
+    FOR v_org, v_count IN
+        SELECT t.organization_id, count(*)::integer FROM core.tickets t
+        WHERE t.id = ANY (p_ticket_ids) AND t.number < 0
+        GROUP BY t.organization_id ORDER BY t.organization_id
+    LOOP
+        INSERT INTO core.ticket_counters (organization_id) VALUES (v_org)
+        ON CONFLICT (organization_id) DO NOTHING;
+        UPDATE core.ticket_counters SET next_number = next_number + v_count
+        WHERE organization_id = v_org
+        RETURNING next_number - v_count INTO v_next;
+
+        WITH numbered AS (
+            SELECT t.id, v_next + row_number() OVER (ORDER BY t.id) - 1 AS number
+            FROM core.tickets t
+            WHERE t.id = ANY (p_ticket_ids) AND t.organization_id = v_org AND t.number < 0
+        ),
+        updated AS (
+            UPDATE core.tickets t
+            SET number = n.number,
+                search = worker.append_search(
+                    worker.ticket_search_vector('T-' || n.number, t.subject, t.requester_email,
+                                                t.requester_name),
+                    t.search)
+            FROM numbered n WHERE t.id = n.id
+            RETURNING t.id, t.organization_id, t.number, t.created_at
+        )
+        -- The created event stays with the ticket even if it was merged in this batch.
+        INSERT INTO core.ticket_events (organization_id, ticket_id, type, data, created_at)
+        SELECT u.organization_id, u.id, 'created',
+               jsonb_build_object('code', 'T-' || u.number, 'by', 'stitching'), u.created_at
+        FROM updated u;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION worker.number_tickets(bigint[]) IS
+    'Give tickets created by this stitch batch their per-organisation number (code T-<n>) '
+    'from core.ticket_counters under its row lock, index the code, record created events.';
+
+CREATE FUNCTION worker.stitch_occurrences(p_occurrence_ids bigint[]) RETURNS jsonb
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_lock bigint;
+    o core.message_occurrences;
+    v_mailbox_email text;
+    r record;
+    v_stitched bigint[] := '{}';
+    v_new_tickets bigint[] := '{}';
+    v_reasons jsonb := '{}';
+    v_merged integer := 0;
+    b record;
+BEGIN
+    -- Advisory locks on every id of every message of the batch (and on the messages
+    -- themselves), all taken up front in one sorted order: two jobs holding messages of one
+    -- thread serialise here and can never deadlock on these locks.
+    FOR v_lock IN
+        SELECT DISTINCT k FROM (
+            SELECT hashtextextended(r0.organization_id::text || ' ' || r0.ref, 0) AS k
+            FROM core.message_occurrences o0
+            JOIN core.message_thread_refs r0 ON r0.message_id = o0.message_id
+            WHERE o0.id = ANY (p_occurrence_ids) AND o0.state = 'parsed'
+            UNION ALL
+            SELECT hashtextextended('message ' || o0.message_id::text, 0)
+            FROM core.message_occurrences o0
+            WHERE o0.id = ANY (p_occurrence_ids) AND o0.state = 'parsed'
+        ) keys
+        ORDER BY k
+    LOOP
+        PERFORM pg_advisory_xact_lock(v_lock);
+    END LOOP;
+
+    FOR o IN
+        SELECT * FROM core.message_occurrences oc
+        WHERE oc.id = ANY (p_occurrence_ids) AND oc.state = 'parsed'
+        ORDER BY oc.id
+        FOR UPDATE
+    LOOP
+        -- Re-check after the row lock: a duplicate delivery may have stitched it meanwhile.
+        CONTINUE WHEN o.state <> 'parsed' OR o.message_id IS NULL;
+        SELECT mb.email INTO v_mailbox_email FROM core.mailboxes mb WHERE mb.id = o.mailbox_id;
+        SELECT * INTO r FROM worker.stitch_message(o, v_mailbox_email);
+
+        UPDATE core.message_occurrences
+        SET state = 'stitched', ticket_id = r.ticket_id, stitched_at = now(), updated_at = now()
+        WHERE id = o.id;
+        v_stitched := v_stitched || o.id;
+        IF r.created THEN
+            v_new_tickets := v_new_tickets || r.ticket_id;
+        END IF;
+        v_merged := v_merged + r.merged;
+        v_reasons := jsonb_set(v_reasons, ARRAY[r.reason],
+                               to_jsonb(coalesce((v_reasons->>r.reason)::integer, 0) + 1));
+    END LOOP;
+
+    PERFORM worker.number_tickets(v_new_tickets);
+
+    FOR b IN
+        SELECT oc.mailbox_id, array_agg(oc.id ORDER BY oc.id) AS ids
+        FROM core.message_occurrences oc WHERE oc.id = ANY (v_stitched)
+        GROUP BY oc.mailbox_id
+    LOOP
+        PERFORM worker.enqueue_occurrence_batches('ticket_apply_routing', b.mailbox_id, b.ids);
+    END LOOP;
+
+    RETURN jsonb_build_object('stitched', cardinality(v_stitched),
+                              'new_tickets', cardinality(v_new_tickets),
+                              'merged', v_merged, 'reasons', v_reasons);
+END
+$$;
+COMMENT ON FUNCTION worker.stitch_occurrences(bigint[]) IS
+    'occurrence_stitch: link each parsed occurrence (id order; others are skipped, so a '
+    're-delivered job changes nothing) to a ticket with reason, confidence and evidence, '
+    'merge tickets a message bridges, number new tickets, queue ticket_apply_routing.';
