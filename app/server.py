@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 from aiohttp import web
 
 from app import db, migrate
+from app.blobstore import blob_store_from_settings
 from app.errors import ApiError, error_middleware
-from app.handlers import auth, health, queues
+from app.handlers import auth, health, mailboxes, queues, routing, tickets
 from app.http import (
+    BLOBS,
     EXPECTED_SCHEMA,
     POOL,
     RATE_LIMITER,
     REQUEST_ID,
     SETTINGS,
-    Handler,
+    Route,
     authenticated,
 )
+from app.metrics import HTTP_METRICS, HttpMetrics, http_metrics_middleware, metrics
 from app.security import (
     REQUEST_ID_HEADER,
     SECURITY_HEADERS,
@@ -28,17 +30,6 @@ from app.security import (
     require_csrf,
 )
 from app.settings import Settings
-
-
-@dataclass(frozen=True)
-class Route:
-    """One operation of the API. `min_role` None means no session is needed."""
-
-    method: str
-    path: str
-    handler: Handler
-    min_role: str | None
-
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", health.healthz, None),
@@ -50,6 +41,19 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/me", auth.me, "viewer"),
     Route("GET", "/queues", queues.list_queues, "viewer"),
     Route("POST", "/queues", queues.create_queue, "admin"),
+    # Mailboxes are admin-only, reading included: addresses, grants and sync errors are
+    # configuration that viewers and agents have no use for (least privilege).
+    Route("GET", "/mailboxes", mailboxes.list_mailboxes, "admin"),
+    Route("POST", "/mailboxes/gmail/journal/oauth/start", mailboxes.oauth_start, "admin"),
+    Route("GET", "/mailboxes/gmail/oauth/callback", mailboxes.oauth_callback, "admin"),
+    Route("GET", "/mailboxes/{mailbox_id}/connectivity", mailboxes.connectivity, "admin"),
+    Route("POST", "/mailboxes/{mailbox_id}/sync/backfill", mailboxes.sync_backfill, "admin"),
+    Route("POST", "/mailboxes/{mailbox_id}/sync/history", mailboxes.sync_history, "admin"),
+    Route("GET", "/mailboxes/{mailbox_id}/sync/status", mailboxes.sync_status, "admin"),
+    Route("POST", "/mailboxes/{mailbox_id}/sync/pause", mailboxes.sync_pause, "admin"),
+    Route("POST", "/mailboxes/{mailbox_id}/sync/resume", mailboxes.sync_resume, "admin"),
+    *routing.ROUTES,
+    *tickets.ROUTES,
 )
 
 # Probes must answer even when a client is throttled.
@@ -111,6 +115,7 @@ def create_app(settings: Settings, database_url: str | None = None) -> web.Appli
     app = web.Application(
         middlewares=[
             request_context_middleware,
+            http_metrics_middleware,
             error_middleware,
             rate_limit_middleware,
             csrf_middleware,
@@ -118,15 +123,26 @@ def create_app(settings: Settings, database_url: str | None = None) -> web.Appli
         client_max_size=1024 * 1024,
     )
     app[SETTINGS] = settings
+    app[HTTP_METRICS] = HttpMetrics()
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit_requests_per_minute)
     app[EXPECTED_SCHEMA] = {
         "migrations": migrate.migration_ids(),
         "code_hash": migrate.code_hash(),
     }
     app.cleanup_ctx.append(_database(settings, database_url))
+    blobs = blob_store_from_settings(settings)
+    app[BLOBS] = blobs
+
+    async def close_blobs(_app: web.Application) -> None:
+        blobs.close()
+
+    app.on_cleanup.append(close_blobs)
     for route in ROUTES:
         handler = route.handler
         if route.min_role is not None:
             handler = authenticated(handler, route.min_role)
         app.router.add_route(route.method, route.path, handler)
+    if settings.enable_prometheus_metrics:
+        # For scrapers, not sessions: expose it only on networks that may read it.
+        app.router.add_route("GET", "/metrics", metrics)
     return app

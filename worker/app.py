@@ -10,6 +10,7 @@ import procrastinate
 
 from app.db import database_url
 from app.settings import load_settings
+from worker.failures import record_failed_attempts
 
 
 def _conninfo() -> str:
@@ -26,4 +27,8 @@ def make_connector(conninfo=_conninfo, max_size: int = 10) -> procrastinate.Psyc
     )
 
 
-app = procrastinate.App(connector=make_connector(), import_paths=["worker.tasks"])
+app = procrastinate.App(
+    connector=make_connector(),
+    import_paths=["worker.tasks"],
+    worker_defaults={"worker_middleware": [record_failed_attempts]},
+)
