@@ -82,14 +82,19 @@ async def occurrence_parse(
     )
 
 
+async def _sql_stage(context: JobContext, function: str, occurrence_ids: list[int]) -> Any:
+    # Stitching and routing are SQL functions; their tasks only call them.
+    async with _pool(context).connection() as conn:
+        cursor = await conn.execute(f"SELECT worker.{function}(%s)", [occurrence_ids])
+        return (await cursor.fetchone())[0]
+
+
 @app.task(name="occurrence_stitch", pass_context=True, queue="ingest", retry=OCCURRENCE_RETRY)
 async def occurrence_stitch(
     context: JobContext, mailbox_id: str, occurrence_ids: list[int]
 ) -> dict[str, Any]:
     """Message → ticket (new or existing) with the reason; the SQL function does it all."""
-    async with _pool(context).connection() as conn:
-        cursor = await conn.execute("SELECT worker.stitch_occurrences(%s)", [occurrence_ids])
-        return (await cursor.fetchone())[0]
+    return await _sql_stage(context, "stitch_occurrences", occurrence_ids)
 
 
 @app.task(name="ticket_apply_routing", pass_context=True, queue="ingest", retry=OCCURRENCE_RETRY)
@@ -97,9 +102,7 @@ async def ticket_apply_routing(
     context: JobContext, mailbox_id: str, occurrence_ids: list[int]
 ) -> dict[str, Any]:
     """Allowlist and rules → status and assignee of new tickets; follow-ups are only marked."""
-    async with _pool(context).connection() as conn:
-        cursor = await conn.execute("SELECT worker.route_occurrences(%s)", [occurrence_ids])
-        return (await cursor.fetchone())[0]
+    return await _sql_stage(context, "route_occurrences", occurrence_ids)
 
 
 @app.periodic(cron="* * * * *")

@@ -14,6 +14,22 @@ COMMENT ON FUNCTION logic.sync_blocked_reason(core.mailboxes) IS
     'Why a mailbox may not sync now (disabled, needs_reconnect, paused), or NULL.';
 GRANT EXECUTE ON FUNCTION logic.sync_blocked_reason(core.mailboxes) TO ticketing_api;
 
+CREATE FUNCTION logic.require_mailbox(p_mailbox_id uuid) RETURNS void
+    LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    -- Callers are SECURITY DEFINER: the tenant check is explicit. The worker (no tenant
+    -- context) may reach every mailbox.
+    PERFORM 1 FROM core.mailboxes
+    WHERE id = p_mailbox_id
+      AND (core.current_org_id() IS NULL OR organization_id = core.current_org_id());
+    IF NOT FOUND THEN
+        PERFORM logic.fail(404, 'mailbox_not_found', 'No such mailbox.');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION logic.require_mailbox(uuid) IS
+    'Raise 404 mailbox_not_found unless the mailbox exists in the request''s organisation.';
+
 -- Sync jobs are queued by admins (API role) and by the worker. SECURITY DEFINER because only
 -- logic.enqueue may touch procrastinate; the tenant check keeps the API to its organisation.
 CREATE FUNCTION logic.mailbox_lag_seconds(m core.mailboxes) RETURNS double precision
@@ -31,12 +47,7 @@ GRANT EXECUTE ON FUNCTION logic.mailbox_lag_seconds(core.mailboxes) TO ticketing
 CREATE FUNCTION logic.enqueue_history_sync(p_mailbox_id uuid) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM 1 FROM core.mailboxes
-    WHERE id = p_mailbox_id
-      AND (core.current_org_id() IS NULL OR organization_id = core.current_org_id());
-    IF NOT FOUND THEN
-        PERFORM logic.fail(404, 'mailbox_not_found', 'No such mailbox.');
-    END IF;
+    PERFORM logic.require_mailbox(p_mailbox_id);
     RETURN logic.enqueue(
         'mailbox_history_sync', jsonb_build_object('mailbox_id', p_mailbox_id),
         p_queue => 'sync', p_lock => 'mailbox:' || p_mailbox_id,
@@ -50,12 +61,7 @@ GRANT EXECUTE ON FUNCTION logic.enqueue_history_sync(uuid) TO ticketing_api;
 CREATE FUNCTION logic.enqueue_backfill_step(p_mailbox_id uuid) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM 1 FROM core.mailboxes
-    WHERE id = p_mailbox_id
-      AND (core.current_org_id() IS NULL OR organization_id = core.current_org_id());
-    IF NOT FOUND THEN
-        PERFORM logic.fail(404, 'mailbox_not_found', 'No such mailbox.');
-    END IF;
+    PERFORM logic.require_mailbox(p_mailbox_id);
     RETURN logic.enqueue(
         'mailbox_backfill', jsonb_build_object('mailbox_id', p_mailbox_id),
         p_queue => 'sync', p_lock => 'mailbox:' || p_mailbox_id,

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from app.crypto import TokenDecryptionError, decrypt_token, token_key
 from app.handlers.mailboxes import oauth_state_hash
@@ -62,21 +62,6 @@ async def gmail() -> AsyncIterator[FakeGmailServer]:
 
 async def _serve(api_factory, gmail: FakeGmailServer, **extra) -> TestServer:
     return await api_factory(**{**_gmail_overrides(gmail), **extra})
-
-
-@pytest.fixture
-async def client_factory() -> AsyncIterator[Callable[[TestServer], Awaitable[TestClient]]]:
-    clients: list[TestClient] = []
-
-    async def make(server: TestServer) -> TestClient:
-        client = TestClient(server)
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.session.close()
 
 
 @pytest.fixture
