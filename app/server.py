@@ -6,10 +6,10 @@ import asyncio
 
 from aiohttp import web
 
-from app import db, migrate
+from app import db, migrate, openapi
 from app.blobstore import blob_store_from_settings
 from app.errors import ApiError, error_middleware
-from app.handlers import auth, health, mailboxes, queues, routing, tickets
+from app.handlers import auth, health, mailboxes, ops, queues, routing, tickets
 from app.http import (
     BLOBS,
     EXPECTED_SCHEMA,
@@ -54,6 +54,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/mailboxes/{mailbox_id}/sync/resume", mailboxes.sync_resume, "admin"),
     *routing.ROUTES,
     *tickets.ROUTES,
+    *ops.ROUTES,
+    Route("GET", "/openapi.json", openapi.openapi_json, None),
 )
 
 # Probes must answer even when a client is throttled.
