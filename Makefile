@@ -1,11 +1,12 @@
-# Two commands a new machine needs: `make run` (the product on embedded PostgreSQL) and
-# `make test`. Both create .venv and install the pinned dependencies on first use.
+# Two commands a new machine needs: `make run` (the demo: the product on embedded PostgreSQL
+# with a sample mailbox) and `make test`. Both create .venv and install the pinned
+# dependencies on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format
+.PHONY: install run demo test lint format
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +15,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-run: $(STAMP)
-	ALLOW_DEV_LOGIN=$${ALLOW_DEV_LOGIN:-true} $(BIN)/ticketing serve
+run: demo
+
+# Embedded PostgreSQL under var/demo, fake Gmail with demo/mailbox, pipeline, then the API
+# on 127.0.0.1:8000 with development login. DEMO_ARGS="--port 8001", "--no-serve", "--reset".
+demo: $(STAMP)
+	$(BIN)/ticketing demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -1,10 +1,14 @@
-"""`ticketing`: the one command-line entry point (migrate, serve, worker, parse, import-mbox, mailbox-register)."""
+"""`ticketing`: the one command-line entry point (demo, migrate, serve, worker, parse, import-mbox,
+mailbox-register)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -66,8 +70,6 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_import_mbox(settings: Settings, args: argparse.Namespace) -> int:
-    import json
-
     from app.blobstore import blob_store_from_settings
     from app.importer import import_mbox
 
@@ -92,10 +94,6 @@ def cmd_parse(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_mailbox_register(settings: Settings, args: argparse.Namespace) -> int:
     """Register a Gmail journal mailbox from an existing refresh token (encrypted at rest)."""
-    import json
-    import os
-    from pathlib import Path
-
     from app.mailbox_admin import RegistrationError, register_gmail_mailbox
 
     if args.refresh_token_file is not None:
@@ -118,6 +116,22 @@ def cmd_mailbox_register(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """The product end to end on a sample mailbox: embedded database, fake Gmail, pipeline, API."""
+    from app.demo import run_demo
+
+    logging.getLogger().setLevel(logging.WARNING)  # the progress bar tells what happens
+    result = run_demo(
+        settings,
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        serve=not args.no_serve,
+        reset=args.reset,
+    )
+    return 0 if result.tickets > 0 else 1
+
+
 def _describe(settings: Settings) -> str:
     return (
         "embedded, " + str(settings.embedded_pg_dir)
@@ -129,6 +143,27 @@ def _describe(settings: Settings) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ticketing", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    from app.demo import DEFAULT_DATA_DIR
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the product on a bundled sample mailbox (embedded PostgreSQL, fake Gmail), "
+        "then serve the API",
+    )
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="database and blobs of the demo (default: var/demo)",
+    )
+    demo.add_argument(
+        "--no-serve", action="store_true", help="stop after the pipeline and the summary"
+    )
+    demo.add_argument("--reset", action="store_true", help="delete the data directory first")
+    demo.set_defaults(func=cmd_demo)
 
     sub.add_parser("migrate", help="apply migrations and reload the SQL code").set_defaults(
         func=cmd_migrate
@@ -206,7 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    return args.func(settings, args)
+    try:
+        return args.func(settings, args)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"{args.command}: the address is already in use ({exc})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -139,3 +139,22 @@ def test_parse_command_prints_one_json_line_per_file_and_goes_on(tmp_path):
     assert "error" in lines[1] and lines[1]["error"]
     assert "error" not in lines[0] and "recipient_evidence" in lines[0]
     assert done.returncode == 1  # some file could not be parsed
+
+
+def test_serve_on_a_taken_port_says_so(db_url):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*TICKETING, "serve", "--port", str(port)],
+            env=_env(DATABASE_URL=db_url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert "already in use" in done.stderr
+    assert "Traceback" not in done.stderr

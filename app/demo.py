@@ -1,0 +1,376 @@
+"""`ticketing demo`: the whole product on one machine, with nothing installed or configured.
+
+1. Embedded PostgreSQL with its data under `var/demo/pgdata` (apart from `ticketing serve`'s
+   `var/pgdata`), migrated.
+2. The repository's fake Gmail server, in a background thread, holding the bundled sample
+   mailbox `demo/mailbox/*.eml` (real messages from the test corpus; see its SOURCES.md).
+3. Organisation "Demo" with its admin, two queues, an allowlist and two routing rules, and
+   the fake mailbox registered as its Gmail journal mailbox (refresh token issued by the
+   fake, encrypted like any other); registration queues the backfill.
+4. Workers in this process until the pipeline is idle, with a progress bar on stderr.
+5. A summary, then the API (development login on) and a curl walkthrough.
+
+Running it again reuses the data directory: what exists is kept (nothing is created twice),
+the backfill finds the same messages and adds nothing. `--reset` starts from scratch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from app import db
+from app.blobstore import LocalBlobStore
+from app.mailbox_admin import register_gmail_mailbox
+from app.migrate import migrate
+from app.settings import REPO_ROOT, Settings
+
+DEFAULT_DATA_DIR = REPO_ROOT / "var" / "demo"
+MAILBOX_DIR = REPO_ROOT / "demo" / "mailbox"
+ORGANIZATION = "Demo"
+ADMIN_EMAIL = "admin@demo.example"
+JOURNAL_EMAIL = "journal@demo.example"
+WORKER_CONCURRENCY = 4
+PROGRESS_INTERVAL = 0.25  # seconds between progress bar refreshes
+PROGRESS_WIDTH = 30
+
+# Corpus mail is addressed to its real recipients: the demo's "support addresses" are the
+# notmuch mailing list and the Redmine fixtures' mail handler. Anything else (the GTUBE spam
+# sample, a bounce, two stray messages) is not allowlisted and becomes spam.
+ALLOWLIST = ("notmuch@notmuchmail.org", "redmine@somenet.foo")
+QUEUES = (
+    ("Mailing list", "Threads of the notmuch mailing list."),
+    ("Customer support", "Requests from the customer somenet.foo."),
+)
+# (name, priority, conditions, queue name, other actions)
+RULES = (
+    (
+        "Mailing list",
+        10,
+        {"recipient_pattern": "notmuch@notmuchmail.org"},
+        "Mailing list",
+        {"set_status": "open", "add_tags": ["list"]},
+    ),
+    (
+        "Customer somenet.foo",
+        20,
+        {"sender_domain_pattern": "somenet.foo"},
+        "Customer support",
+        {"set_status": "open", "add_tags": ["customer"]},
+    ),
+)
+SIMULATE_EXAMPLE = {"recipient": "redmine@somenet.foo", "sender": "jsmith@somenet.foo"}
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What the pipeline produced for the demo organisation."""
+
+    database_url: str
+    messages: int
+    occurrences: int
+    routed: int
+    failed: int
+    tickets: int
+    spam: int
+    per_queue: dict[str, int]
+    example_ticket_id: int | None
+
+    def summary(self) -> str:
+        queues = ", ".join(f"{name} {count}" for name, count in self.per_queue.items())
+        return (
+            f"Summary: {self.tickets} tickets created ({self.spam} spam; queues: {queues}), "
+            f"{self.routed} of {self.messages} occurrences routed, {self.failed} failed."
+        )
+
+
+def demo_settings(base: Settings, data_dir: Path) -> Settings:
+    """`base` with the demo's database, blob store and development login.
+
+    The demo always runs on its own embedded PostgreSQL, whatever DATABASE_URL says.
+    """
+    return base.with_overrides(
+        database_url=None,
+        embedded_pg_dir=data_dir / "pgdata",
+        blob_store="local",
+        local_blob_dir=data_dir / "blobs",
+        allow_dev_login=True,
+    )
+
+
+def with_fake_gmail(settings: Settings, base_url: str, token_uri: str) -> Settings:
+    """`settings` pointing the Gmail client and OAuth token exchange at the fake server."""
+    from worker.fake_gmail import FAKE_CLIENT_ID, FAKE_CLIENT_SECRET
+
+    return settings.with_overrides(
+        gmail_api_base_url=base_url,
+        google_token_uri=token_uri,
+        google_client_id=FAKE_CLIENT_ID,
+        google_client_secret=FAKE_CLIENT_SECRET,
+    )
+
+
+def seed_organization(database_url: str) -> dict[str, Any]:
+    """Organisation "Demo", its admin, queues, allowlist and rules (each only if missing).
+
+    Runs as the database owner in one transaction, through the same api.* functions the
+    HTTP layer calls (tenant context set as a request would), so everything is validated
+    and audited as if the admin had done it.
+    """
+    with db.connect(database_url, "demo") as conn, conn.transaction():
+        org_id = conn.execute(
+            "INSERT INTO core.organizations (name) VALUES (%s) ON CONFLICT ((lower(name))) "
+            "DO UPDATE SET name = core.organizations.name RETURNING id",
+            [ORGANIZATION],
+        ).fetchone()["id"]
+        user_id = conn.execute(
+            "INSERT INTO core.users (email) VALUES (%s) ON CONFLICT (email) "
+            "DO UPDATE SET email = excluded.email RETURNING id",
+            [ADMIN_EMAIL],
+        ).fetchone()["id"]
+        conn.execute(
+            "INSERT INTO core.memberships (organization_id, user_id, role) "
+            "VALUES (%s, %s, 'admin') ON CONFLICT DO NOTHING",
+            [org_id, user_id],
+        )
+        conn.execute(
+            "SELECT set_config('app.org_id', %s, true), set_config('app.user_id', %s, true), "
+            "set_config('app.request_id', 'ticketing-demo', true)",
+            [str(org_id), str(user_id)],
+        )
+        queue_ids: dict[str, str] = {}
+        for name, description in QUEUES:
+            row = conn.execute(
+                "SELECT id FROM core.queues WHERE organization_id = %s AND lower(name) = lower(%s)",
+                [org_id, name],
+            ).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "SELECT (api.queue_create(%s, %s))->>'id' AS id", [name, description]
+                ).fetchone()
+            queue_ids[name] = str(row["id"])
+        for pattern in ALLOWLIST:
+            conn.execute(
+                "SELECT api.routing_allowlist_create(%s) WHERE NOT EXISTS (SELECT 1 FROM "
+                "core.routing_allowlist WHERE organization_id = %s AND lower(pattern) = %s)",
+                [Jsonb({"pattern": pattern}), org_id, pattern.lower()],
+            )
+        for name, priority, conditions, queue, actions in RULES:
+            body = {
+                "name": name,
+                "priority": priority,
+                "conditions": conditions,
+                "actions": {"assign_queue_id": queue_ids[queue], **actions},
+            }
+            conn.execute(
+                "SELECT api.routing_rule_create(%s) WHERE NOT EXISTS (SELECT 1 FROM "
+                "core.routing_rules WHERE organization_id = %s AND lower(name) = lower(%s))",
+                [Jsonb(body), org_id, name],
+            )
+    return {"organization_id": str(org_id), "admin_user_id": str(user_id), "queues": queue_ids}
+
+
+def pipeline_counts(conn: psycopg.Connection, mailbox_id: str) -> tuple[int, int, int]:
+    """(occurrences, routed, failed) of the demo mailbox."""
+    row = conn.execute(
+        "SELECT count(*) AS total, count(*) FILTER (WHERE state = 'routed') AS routed, "
+        "count(*) FILTER (WHERE state = 'failed') AS failed "
+        "FROM core.message_occurrences WHERE mailbox_id = %s",
+        [mailbox_id],
+    ).fetchone()
+    return row["total"], row["routed"], row["failed"]
+
+
+def progress_line(done: int, failed: int, total: int, elapsed: float) -> str:
+    """`[#####.....]  42/60 occurrences routed, 0 failed  3.1s` (failed count as done)."""
+    filled = PROGRESS_WIDTH * (done + failed) // total if total else 0
+    bar = "#" * filled + "." * (PROGRESS_WIDTH - filled)
+    return f"[{bar}] {done:>{len(str(total))}}/{total} occurrences routed, {failed} failed  {elapsed:.1f}s"
+
+
+async def run_pipeline(database_url: str, mailbox_id: str, expected: int, err: TextIO) -> None:
+    """Run workers until the pipeline is idle, drawing a progress bar on `err` meanwhile.
+
+    The bar redraws in place (carriage return) on a terminal, else prints a line whenever
+    the counts change.
+    """
+    from worker.app import app, make_connector
+    from worker.runner import run_until_idle
+
+    started = time.monotonic()
+    tty = err.isatty()
+    shown: tuple[int, int, int] | None = None
+
+    def draw(counts: tuple[int, int, int], final: bool = False) -> None:
+        nonlocal shown
+        total, routed, failed = counts
+        line = progress_line(routed, failed, max(total, expected), time.monotonic() - started)
+        if tty:
+            err.write("\r" + line + ("\n" if final else ""))
+        elif counts != shown:
+            err.write(line + "\n")
+        shown = counts
+        err.flush()
+
+    connector = make_connector(database_url, max_size=WORKER_CONCURRENCY + 2)
+    with (
+        app.replace_connector(connector) as worker_app,
+        db.connect(database_url, "demo", autocommit=True) as conn,
+    ):
+        async with worker_app.open_async():
+            worker = asyncio.create_task(run_until_idle(worker_app, concurrency=WORKER_CONCURRENCY))
+            while not worker.done():
+                draw(await asyncio.to_thread(pipeline_counts, conn, mailbox_id))
+                await asyncio.wait({worker}, timeout=PROGRESS_INTERVAL)
+            await worker
+            draw(pipeline_counts(conn, mailbox_id), final=True)
+
+
+def collect_result(database_url: str, mailbox_id: str, messages: int) -> DemoResult:
+    """Counts for the summary, and a ticket a rule routed (for the walkthrough)."""
+    with db.connect(database_url, "demo") as conn:
+        total, routed, failed = pipeline_counts(conn, mailbox_id)
+        tickets = conn.execute(
+            "SELECT count(*) AS tickets, count(*) FILTER (WHERE t.status = 'spam') AS spam "
+            "FROM core.tickets t JOIN core.organizations o ON o.id = t.organization_id "
+            "WHERE lower(o.name) = lower(%s)",
+            [ORGANIZATION],
+        ).fetchone()
+        per_queue = {
+            row["name"]: row["tickets"]
+            for row in conn.execute(
+                "SELECT q.name, count(t.id) AS tickets FROM core.queues q "
+                "JOIN core.organizations o ON o.id = q.organization_id "
+                "LEFT JOIN core.tickets t ON t.assignee_queue_id = q.id "
+                "WHERE lower(o.name) = lower(%s) GROUP BY q.name ORDER BY q.name",
+                [ORGANIZATION],
+            )
+        }
+        example = conn.execute(
+            "SELECT t.id FROM core.tickets t JOIN core.queues q ON q.id = t.assignee_queue_id "
+            "JOIN core.organizations o ON o.id = t.organization_id "
+            "WHERE lower(o.name) = lower(%s) ORDER BY (q.name = %s) DESC, t.id LIMIT 1",
+            [ORGANIZATION, QUEUES[1][0]],
+        ).fetchone()
+    return DemoResult(
+        database_url=database_url,
+        messages=max(messages, total),
+        occurrences=total,
+        routed=routed,
+        failed=failed,
+        tickets=tickets["tickets"],
+        spam=tickets["spam"],
+        per_queue=per_queue,
+        example_ticket_id=example["id"] if example else None,
+    )
+
+
+def walkthrough(host: str, port: int, ticket_id: int | None) -> str:
+    """The curl session printed once the API listens (kept in step with the README)."""
+    api = f"http://{host}:{port}"
+    pick = "python3 -c 'import sys, json; print(json.load(sys.stdin)[\"csrf_token\"])'"
+    events = (
+        "python3 -c 'import sys, json; "
+        'print(json.dumps(json.load(sys.stdin)["events"], indent=1))\''
+    )
+    login = json.dumps({"email": ADMIN_EMAIL, "organization_name": ORGANIZATION})
+    simulate = json.dumps(SIMULATE_EXAMPLE)
+    ticket = ticket_id if ticket_id is not None else 1
+    return "\n".join(
+        [
+            f"API on {api} (development login on; Ctrl-C stops). Try:",
+            "",
+            f"  api={api}; jar=$(mktemp)",
+            f"  csrf=$(curl -s -c $jar -b $jar $api/auth/csrf | {pick})",
+            '  csrf=$(curl -s -c $jar -b $jar -X POST $api/auth/dev/login -H "x-csrf-token: $csrf" \\',
+            f"    -H 'content-type: application/json' -d '{login}' | {pick})",
+            '  curl -s -b $jar "$api/tickets?limit=5"',
+            f"  curl -s -b $jar $api/tickets/{ticket} | {events}   # how it was routed",
+            '  curl -s -b $jar -X POST $api/tickets/routing/simulate -H "x-csrf-token: $csrf" \\',
+            f"    -H 'content-type: application/json' -d '{simulate}'",
+            "",
+        ]
+    )
+
+
+def run_demo(
+    base: Settings,
+    *,
+    data_dir: Path = DEFAULT_DATA_DIR,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    serve: bool = True,
+    reset: bool = False,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> DemoResult:
+    """Steps 1-5 of the module docstring; returns after the pipeline if not `serve`."""
+    from worker.fake_gmail import FakeGmail, fake_gmail_in_thread
+    from worker.pipeline import Runtime, configure_runtime
+
+    t0 = time.monotonic()
+    data_dir = data_dir.resolve()
+    if reset and data_dir.exists():
+        shutil.rmtree(data_dir)
+    settings = demo_settings(base, data_dir)
+    print(f"Starting embedded PostgreSQL in {settings.embedded_pg_dir} ...", file=err, flush=True)
+    database_url = db.database_url(settings)
+    migrate(database_url)
+
+    gmail = FakeGmail()
+    message_ids = gmail.add_eml_dir(JOURNAL_EMAIL, MAILBOX_DIR)
+    with fake_gmail_in_thread(gmail) as server:
+        settings = with_fake_gmail(settings, server.base_url, server.token_uri)
+        configure_runtime(Runtime(settings=settings, blobs=LocalBlobStore(settings.local_blob_dir)))
+        try:
+            seed_organization(database_url)
+            mailbox = register_gmail_mailbox(
+                settings,
+                database_url,
+                organization=ORGANIZATION,
+                email=JOURNAL_EMAIL,
+                refresh_token=gmail.issue_refresh_token(JOURNAL_EMAIL),
+            )
+            print(
+                f"Fake Gmail at {server.base_url}: {len(message_ids)} messages in "
+                f"{JOURNAL_EMAIL}, registered for organisation {ORGANIZATION!r}; "
+                "running the pipeline ...",
+                file=err,
+                flush=True,
+            )
+            asyncio.run(run_pipeline(database_url, mailbox["mailbox_id"], len(message_ids), err))
+            result = collect_result(database_url, mailbox["mailbox_id"], len(message_ids))
+            print(result.summary(), file=out, flush=True)
+            print(f"Ready in {time.monotonic() - t0:.1f}s.", file=err, flush=True)
+            if serve:
+                serve_api(settings, database_url, host, port, result, out)
+            return result
+        finally:
+            configure_runtime(None)
+
+
+def serve_api(
+    settings: Settings, database_url: str, host: str, port: int, result: DemoResult, out: TextIO
+) -> None:
+    """`ticketing serve` on the demo database; prints the walkthrough once listening."""
+    from aiohttp import web
+
+    from app.server import create_app
+
+    def announce(_: str) -> None:
+        print(walkthrough(host, port, result.example_ticket_id), file=out, flush=True)
+
+    logging.getLogger().setLevel(logging.INFO)
+    with contextlib.suppress(KeyboardInterrupt):
+        web.run_app(create_app(settings, database_url), host=host, port=port, print=announce)
