@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -22,6 +23,19 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _ticketing(*args: str, env: dict[str, str] | None = None, timeout: int = 120):
+    """Run `ticketing ARGS...` to completion; the CompletedProcess, output as text."""
+    return subprocess.run(
+        [*TICKETING, *args],
+        env=env if env is not None else _env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -38,44 +52,20 @@ def _get(url: str) -> tuple[int, bytes]:
 
 def test_migrate_command_twice(db_url):
     for expected in ("applied: none pending", "applied: none pending"):
-        done = subprocess.run(
-            [*TICKETING, "migrate"],
-            env=_env(DATABASE_URL=db_url),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=REPO,
-            check=False,
-        )
+        done = _ticketing("migrate", env=_env(DATABASE_URL=db_url), timeout=120)
         assert done.returncode == 0, done.stderr
         assert expected in done.stdout
 
 
 def test_production_refuses_the_default_secret(db_url):
-    done = subprocess.run(
-        [*TICKETING, "migrate"],
-        env=_env(DATABASE_URL=db_url, APP_ENV="production"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        check=False,
-    )
+    done = _ticketing("migrate", env=_env(DATABASE_URL=db_url, APP_ENV="production"), timeout=60)
     assert done.returncode == 2
     assert "SECRET_KEY" in done.stderr
 
 
 def test_worker_until_idle_drains_and_exits(db, db_url):
     ping_id = db.execute("SELECT ops.request_worker_ping() AS id").fetchone()["id"]
-    done = subprocess.run(
-        [*TICKETING, "worker", "--until-idle"],
-        env=_env(DATABASE_URL=db_url),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        check=False,
-    )
+    done = _ticketing("worker", "--until-idle", env=_env(DATABASE_URL=db_url), timeout=120)
     assert done.returncode == 0, done.stderr
     ping = db.execute("SELECT completed_by FROM core.worker_pings WHERE id = %s", [ping_id])
     assert ping.fetchone()["completed_by"] == "worker"
@@ -120,20 +110,11 @@ def test_serve_on_embedded_postgres_with_no_configuration(tmp_path):
 
 
 def test_parse_command_prints_one_json_line_per_file_and_goes_on(tmp_path):
-    import json
-
     corpus = REPO.parent / "shared" / "corpus" / "messages"
     good = sorted((corpus / "redmine").glob("*.eml"))[:2]
     garbage = tmp_path / "garbage.eml"
     garbage.write_bytes(b"\x00\x01 not an email at all\n")
-    done = subprocess.run(
-        [*TICKETING, "parse", str(good[0]), str(garbage), str(good[1])],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        check=False,
-    )
+    done = _ticketing("parse", str(good[0]), str(garbage), str(good[1]), timeout=60)
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [line["file"] for line in lines] == [str(good[0]), str(garbage), str(good[1])]
     assert "error" in lines[1] and lines[1]["error"]
@@ -146,15 +127,7 @@ def test_serve_on_a_taken_port_says_so(db_url):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            [*TICKETING, "serve", "--port", str(port)],
-            env=_env(DATABASE_URL=db_url),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=REPO,
-            check=False,
-        )
+        done = _ticketing("serve", "--port", str(port), env=_env(DATABASE_URL=db_url), timeout=60)
     assert done.returncode == 2
     assert "already in use" in done.stderr
     assert "Traceback" not in done.stderr
