@@ -1,0 +1,475 @@
+"""API benchmark: tickets seeded straight in SQL, then GET /tickets and GET /tickets/{id}.
+
+    .venv/bin/python -m bench.api --tickets 100000 [--database-url URL] [--duration 10]
+        [--concurrency 1,16]
+
+Seeding (one SQL session, generate_series): organisation, queues and rules of
+app.demo.seed_organization; N tickets with 1-3 messages each (messages, contents,
+ticket_messages), bodies and subjects drawn Zipf-like from the 5,000 most frequent words of
+the corpus' text bodies, tickets.search built the way stitching builds it (code and subject
+A, requester B, message subjects and senders C, bodies D; config 'simple'); VACUUM ANALYZE.
+
+Then `ticketing serve` runs as a subprocess on an ephemeral loopback port (its defaults:
+pool of 10, rate limit off), one development login, and an aiohttp client measures each
+request kind for --duration seconds at each concurrency: list (limit=50), status=open,
+q=<common body word>, q=<rare body word>, page 20 reached by cursor (each walk fetches
+pages 1..20; latencies of page 1 and page 20 are reported) and GET /tickets/{id}. Prints
+EXPLAIN (ANALYZE, BUFFERS) of each list variant's keyset query run as ticketing_api with
+app.org_id set, a human table on stderr and one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import psutil
+
+from app import db
+from app.demo import ADMIN_EMAIL, ORGANIZATION, seed_organization
+from app.migrate import migrate
+from app.settings import REPO_ROOT
+from bench.common import BENCH_SECRET, bench_database, corpus_words, summary
+
+PAGES_DEEP = 20
+PAGE_LIMIT = 50
+
+SEED_SQL = """
+-- Zipf-like pick: word rank floor(n * random()^3). The word array is a bound constant (a
+-- column value would be detoasted again for every word picked).
+CREATE TEMP TABLE stage_ticket AS
+SELECT g.i,
+       (SELECT string_agg((%(words)s::text[])[1 + floor(%(nwords)s * random() ^ 3)::int], ' ')
+        FROM generate_series(1, 3 + (g.i * 7) %% 7)) AS subject,
+       'customer' || (g.i * 7919) %% 20000 || '@' ||
+           (ARRAY['example.com', 'example.org', 'somenet.foo', 'mail.example.net'])[1 + g.i %% 4]
+           AS email,
+       'Customer ' || (g.i * 7919) %% 20000 AS name,
+       random() AS r_status,
+       now() - random() * interval '730 days' AS activity
+FROM generate_series(1, %(tickets)s) AS g(i);
+
+CREATE TEMP TABLE stage_msg AS
+SELECT row_number() OVER (ORDER BY t.i, k.k) AS mid, t.i AS ticket_id, k.k,
+       t.activity - (3 - k.k) * interval '5 hours' AS sent_at,
+       (SELECT string_agg((%(words)s::text[])[1 + floor(%(nwords)s * random() ^ 3)::int], ' ')
+        FROM generate_series(1, 40 + (t.i * 13 + k.k * 31) %% 160)) AS body
+FROM stage_ticket t, generate_series(1, 1 + (t.i * 2654435761) %% 3) AS k(k);
+
+INSERT INTO core.tickets (id, organization_id, number, subject, status, priority,
+                          requester_email, requester_name, original_recipient,
+                          assignee_queue_id, tags, created_at, updated_at, last_message_at,
+                          last_activity_at, routed_at, search)
+OVERRIDING SYSTEM VALUE
+SELECT t.i, %(org)s, 1000 + t.i, t.subject,
+       (CASE WHEN t.r_status < 0.10 THEN 'new' WHEN t.r_status < 0.45 THEN 'open'
+             WHEN t.r_status < 0.60 THEN 'pending' WHEN t.r_status < 0.85 THEN 'resolved'
+             WHEN t.r_status < 0.97 THEN 'closed' ELSE 'spam' END)::core.ticket_status,
+       (ARRAY['low', 'normal', 'normal', 'normal', 'high', 'urgent'])[1 + t.i %% 6]
+           ::core.ticket_priority,
+       t.email, t.name, 'notmuch@notmuchmail.org',
+       (%(queues)s::uuid[])[1 + t.i %% cardinality(%(queues)s::uuid[])],
+       CASE WHEN t.i %% 5 = 0 THEN ARRAY['list'] ELSE '{}' END,
+       t.activity - interval '10 hours', t.activity, t.activity, t.activity, t.activity,
+       worker.ticket_search_vector('T-' || (1000 + t.i), t.subject, t.email, t.name)
+       || setweight(to_tsvector('simple', m.subjects || ' ' || t.subject || ' ' || t.email
+                                || ' ' || t.name), 'C')
+       || setweight(to_tsvector('simple', m.bodies), 'D')
+FROM stage_ticket t
+JOIN (SELECT ticket_id,
+             string_agg(CASE WHEN k = 1 THEN '' ELSE 're' END, ' ') AS subjects,
+             string_agg(left(body, 10000), ' ' ORDER BY k) AS bodies
+      FROM stage_msg GROUP BY ticket_id) m ON m.ticket_id = t.i;
+INSERT INTO core.messages (id, organization_id, strict_signature, loose_fingerprint,
+                           rfc_message_id, subject, normalized_subject, from_name, from_address,
+                           to_addresses, sent_at, snippet, created_at)
+OVERRIDING SYSTEM VALUE
+SELECT m.mid, %(org)s, 'bench:' || m.mid, 'bench:' || m.mid,
+       '<bench.' || m.mid || '@bench.example>',
+       CASE WHEN m.k = 1 THEN t.subject ELSE 'Re: ' || t.subject END, t.subject,
+       t.name, t.email,
+       jsonb_build_array(jsonb_build_object('name', '', 'address', 'notmuch@notmuchmail.org')),
+       m.sent_at, left(m.body, 200), m.sent_at
+FROM stage_msg m JOIN stage_ticket t ON t.i = m.ticket_id;
+
+INSERT INTO core.message_contents (message_id, organization_id, text_body, body_sha256)
+SELECT m.mid, %(org)s, m.body, md5(m.body) FROM stage_msg m;
+
+INSERT INTO core.ticket_messages (message_id, organization_id, ticket_id, stitch_reason,
+                                  stitch_confidence, linked_at)
+SELECT m.mid, %(org)s, m.ticket_id,
+       CASE WHEN m.k = 1 THEN 'new_ticket' ELSE 'in_reply_to' END, 'high', m.sent_at
+FROM stage_msg m;
+
+SELECT setval(pg_get_serial_sequence('core.tickets', 'id'), %(tickets)s);
+SELECT setval(pg_get_serial_sequence('core.messages', 'id'), (SELECT max(mid) FROM stage_msg));
+INSERT INTO core.ticket_counters (organization_id, next_number)
+VALUES (%(org)s, 1001 + %(tickets)s)
+ON CONFLICT (organization_id) DO UPDATE SET next_number = excluded.next_number;
+"""
+
+
+def seed(database_url: str, tickets: int, words: list[str]) -> dict[str, Any]:
+    """Seed `tickets` tickets into the demo organisation; seconds and sizes."""
+    t0 = time.monotonic()
+    org = seed_organization(database_url)
+    params = {
+        "words": words,
+        "nwords": len(words),
+        "tickets": tickets,
+        "org": org["organization_id"],
+        "queues": list(org["queues"].values()),
+    }
+    with db.connect(database_url, "bench-api-seed") as conn:
+        for statement in SEED_SQL.split(";\n"):
+            if statement.strip():
+                conn.execute(statement, params)
+        conn.commit()
+        messages = conn.execute("SELECT count(*) AS n FROM core.messages").fetchone()["n"]
+    seed_s = time.monotonic() - t0
+    with db.connect(database_url, "bench-api-seed", autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) core.tickets, core.messages, core.message_contents, "
+                     "core.ticket_messages")  # fmt: skip
+        sizes = {
+            r["relname"]: r["size"]
+            for r in conn.execute(
+                "SELECT c.relname, pg_size_pretty(pg_total_relation_size(c.oid)) AS size "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'core' AND c.relname IN ('tickets', 'messages', "
+                "'message_contents', 'ticket_messages')"
+            )
+        }
+    return {
+        "organization_id": org["organization_id"],
+        "tickets": tickets,
+        "messages": messages,
+        "seed_s": round(seed_s, 1),
+        "vacuum_analyze_s": round(time.monotonic() - t0 - seed_s, 1),
+        "sizes": sizes,
+    }
+
+
+def pick_query_words(database_url: str, words: list[str]) -> dict[str, dict[str, Any]]:
+    """A common and a rare body word, with how many tickets each matches."""
+    picked = {
+        "q_common": words[min(50, len(words) - 1)],
+        "q_rare": words[min(2000, len(words) - 1)],
+    }
+    out = {}
+    with db.connect(database_url, "bench-api") as conn:
+        for kind, word in picked.items():
+            matches = conn.execute(
+                "SELECT count(*) AS n FROM core.tickets WHERE search @@ to_tsquery('simple', %s)",
+                [word],
+            ).fetchone()["n"]
+            out[kind] = {"word": word, "matching_tickets": matches}
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def api_server(database_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`ticketing serve` on a free loopback port; stopped (SIGTERM, then SIGKILL) afterwards."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "APP_ENV": "test",
+        "SECRET_KEY": BENCH_SECRET,
+        "ALLOW_DEV_LOGIN": "true",
+        "RATE_LIMIT_REQUESTS_PER_MINUTE": "0",
+    }
+    cmd = [str(REPO_ROOT / ".venv" / "bin" / "ticketing"), "serve", "--host", "127.0.0.1",
+           "--port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ticketing serve exited with {proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("ticketing serve did not listen within 30 s") from None
+                time.sleep(0.1)
+        yield base, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def login(session: aiohttp.ClientSession, base: str) -> None:
+    async with session.get(f"{base}/auth/csrf") as response:
+        csrf = (await response.json())["csrf_token"]
+    body = {"email": ADMIN_EMAIL, "organization_name": ORGANIZATION}
+    async with session.post(
+        f"{base}/auth/dev/login", json=body, headers={"x-csrf-token": csrf}
+    ) as response:
+        if response.status != 200:
+            raise RuntimeError(f"dev login failed: {response.status} {await response.text()}")
+
+
+async def _get(session: aiohttp.ClientSession, url: str) -> tuple[float, int, bytes]:
+    t0 = time.perf_counter()
+    async with session.get(url) as response:
+        body = await response.read()
+        return (time.perf_counter() - t0) * 1000, response.status, body
+
+
+async def measure(
+    session: aiohttp.ClientSession,
+    base: str,
+    kind: str,
+    path_params: dict[str, str],
+    concurrency: int,
+    duration: float,
+    max_ticket_id: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Run `kind` for `duration` seconds with `concurrency` client tasks."""
+    latencies: dict[str, list[float]] = defaultdict(list)
+    statuses: dict[int, int] = defaultdict(int)
+    deadline = time.monotonic() + duration
+    cursors_seen: list[str] = []
+
+    async def one(task: int) -> None:
+        rng = random.Random(seed * 1000 + task)
+        while time.monotonic() < deadline:
+            if kind == "detail":
+                ms, status, _ = await _get(
+                    session, f"{base}/tickets/{rng.randint(1, max_ticket_id)}"
+                )
+                latencies["request"].append(ms)
+                statuses[status] += 1
+            elif kind == "deep":
+                cursor = None
+                for page in range(1, PAGES_DEEP + 1):
+                    url = f"{base}/tickets?limit={PAGE_LIMIT}"
+                    if cursor:
+                        url += f"&cursor={cursor}"
+                    ms, status, body = await _get(session, url)
+                    statuses[status] += 1
+                    latencies["all_pages"].append(ms)
+                    if page == 1:
+                        latencies["page_1"].append(ms)
+                    if page == PAGES_DEEP:
+                        latencies["request"].append(ms)
+                    cursor = json.loads(body).get("next_cursor") if status == 200 else None
+                    if page == PAGES_DEEP - 1 and cursor and not cursors_seen:
+                        cursors_seen.append(cursor)
+                    if not cursor:
+                        break  # a walk always ends by page 20, even past the deadline
+            else:
+                query = "&".join(f"{k}={v}" for k, v in path_params.items())
+                ms, status, _ = await _get(session, f"{base}/tickets?limit={PAGE_LIMIT}&{query}")
+                latencies["request"].append(ms)
+                statuses[status] += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    requests = sum(statuses.values())
+    result = {
+        "kind": kind,
+        "concurrency": concurrency,
+        "seconds": round(elapsed, 2),
+        "requests": requests,
+        "rps": round(requests / elapsed, 1),
+        "statuses": dict(statuses),
+        "latency_ms": {k: round(v, 2) for k, v in summary(latencies["request"]).items()},
+    }
+    if kind == "deep":
+        result["page_1_latency_ms"] = {
+            k: round(v, 2) for k, v in summary(latencies["page_1"]).items()
+        }
+        result["cursor_page_20"] = cursors_seen[0] if cursors_seen else None
+    return result
+
+
+def explain(
+    database_url: str, org_id: str, words: dict[str, dict[str, Any]], cursor: str | None
+) -> dict[str, str]:
+    """EXPLAIN (ANALYZE, BUFFERS) of each list variant's keyset query, as the API role."""
+    after = ("infinity", 9223372036854775807)
+    if cursor:
+        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        after = (decoded["t"], decoded["id"])
+    n = PAGE_LIMIT + 1
+    variants = {
+        "list": ("api.ticket_page_all(NULL, NULL, NULL, NULL, %s, %s, %s)", ["infinity", 9223372036854775807, n]),
+        "status_open": ("api.ticket_page_status('open', NULL, NULL, NULL, %s, %s, %s)", ["infinity", 9223372036854775807, n]),
+        "q_common": ("api.ticket_page_search(NULL, websearch_to_tsquery('simple', %s), NULL, NULL, %s, %s, %s)",
+                     [words["q_common"]["word"], "infinity", 9223372036854775807, n]),
+        "q_rare": ("api.ticket_page_search(NULL, websearch_to_tsquery('simple', %s), NULL, NULL, %s, %s, %s)",
+                   [words["q_rare"]["word"], "infinity", 9223372036854775807, n]),
+        "page_20": ("api.ticket_page_all(NULL, NULL, NULL, NULL, %s, %s, %s)", [after[0], after[1], n]),
+    }  # fmt: skip
+    plans = {}
+    with db.connect(database_url, "bench-api-explain") as conn:
+        for name, (call, params) in variants.items():
+            with conn.transaction(force_rollback=True):
+                conn.execute("SET LOCAL ROLE ticketing_api")
+                conn.execute("SELECT set_config('app.org_id', %s, true)", [org_id])
+                rows = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM {call}", params)
+                plans[name] = "\n".join(r["QUERY PLAN"] for r in rows)
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET LOCAL ROLE ticketing_api")
+            conn.execute("SELECT set_config('app.org_id', %s, true)", [org_id])
+            rows = conn.execute(
+                "EXPLAIN (ANALYZE, BUFFERS) SELECT api.ticket_list(NULL, NULL, NULL, NULL, 50, NULL)"
+            )
+            plans["ticket_list_call"] = "\n".join(r["QUERY PLAN"] for r in rows)
+    return plans
+
+
+def _cpu(pid: int) -> float:
+    try:
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+def _postgres_cpu() -> float:
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        if (proc.info["name"] or "").startswith("postgres") and proc.info["cpu_times"]:
+            total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return total
+
+
+async def load(
+    base: str, server_pid: int, args: argparse.Namespace, words: dict[str, Any]
+) -> list[dict[str, Any]]:
+    kinds: list[tuple[str, dict[str, str]]] = [
+        ("list", {}),
+        ("status_open", {"status": "open"}),
+        ("q_common", {"q": words["q_common"]["word"]}),
+        ("q_rare", {"q": words["q_rare"]["word"]}),
+        ("deep", {}),
+        ("detail", {}),
+    ]
+    connector = aiohttp.TCPConnector(limit=max(args.concurrency) + 4)
+    results = []
+    async with aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True)
+    ) as session:
+        args_base = base
+        await login(session, args_base)
+        for concurrency in args.concurrency:
+            for kind, params in kinds:
+                # A short warm-up so that pool connections and caches exist.
+                await measure(
+                    session,
+                    args_base,
+                    kind,
+                    params,
+                    concurrency,
+                    min(1.0, args.duration / 5),
+                    args.tickets,
+                    0,
+                )
+                server_cpu, pg_cpu = _cpu(server_pid), _postgres_cpu()
+                result = await measure(
+                    session,
+                    args_base,
+                    kind,
+                    params,
+                    concurrency,
+                    args.duration,
+                    args.tickets,
+                    args.seed,
+                )
+                result["cpu_seconds"] = {
+                    "api_server": round(_cpu(server_pid) - server_cpu, 2),
+                    "postgres": round(_postgres_cpu() - pg_cpu, 2),
+                }
+                results.append(result)
+                print(_row(result), file=sys.stderr, flush=True)
+    return results
+
+
+def _row(r: dict[str, Any]) -> str:
+    lat = r["latency_ms"]
+    extra = ""
+    if "page_1_latency_ms" in r:
+        extra = f"  (page 1 p50 {r['page_1_latency_ms']['p50']:.1f} ms; page 20 above)"
+    return (
+        f"  c={r['concurrency']:<3} {r['kind']:<12} n={r['requests']:<6} rps {r['rps']:>7.1f}  "
+        f"p50 {lat['p50']:>7.1f}  p95 {lat['p95']:>7.1f}  p99 {lat['p99']:>7.1f} ms  "
+        f"cpu api {r['cpu_seconds']['api_server']:.1f}s pg {r['cpu_seconds']['postgres']:.1f}s"
+        f"  statuses {r['statuses']}{extra}"
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    words = corpus_words()
+    with bench_database(args.database_url, "api", keep=args.keep) as database_url:
+        migrate(database_url)
+        print(f"seeding {args.tickets} tickets ...", file=sys.stderr, flush=True)
+        seeded = seed(database_url, args.tickets, words)
+        print(f"  seeded in {seeded['seed_s']} s (+ VACUUM ANALYZE {seeded['vacuum_analyze_s']} s): "
+              f"{seeded['messages']} messages; sizes {seeded['sizes']}", file=sys.stderr, flush=True)  # fmt: skip
+        query_words = pick_query_words(database_url, words)
+        with api_server(database_url) as (base, proc):
+            results = asyncio.run(load(base, proc.pid, args, query_words))
+        cursor = next((r.get("cursor_page_20") for r in results if r.get("cursor_page_20")), None)
+        plans = explain(database_url, seeded["organization_id"], query_words, cursor)
+    for name, plan in plans.items():
+        print(f"\n-- EXPLAIN (ANALYZE, BUFFERS) {name}\n{plan}", file=sys.stderr)
+    return {
+        "benchmark": "api",
+        "database": "embedded" if args.database_url is None else "server",
+        "duration_s": args.duration,
+        **seeded,
+        "query_words": query_words,
+        "results": results,
+        "explain": plans,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__.split("\n")[0])
+    parser.add_argument("--tickets", type=int, default=100_000)
+    parser.add_argument("--database-url", help="server URL; a bench_api_* database is created")
+    parser.add_argument(
+        "--duration", type=float, default=10, help="seconds per kind and concurrency"
+    )
+    parser.add_argument("--concurrency", default="1,16", help="comma-separated, e.g. 1,16")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    args = parser.parse_args(argv)
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    result = run(args)
+    print(json.dumps(result, default=str), flush=True)
+    bad = [r for r in result["results"] if set(r["statuses"]) - {200, 404}]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
