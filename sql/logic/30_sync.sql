@@ -44,14 +44,24 @@ COMMENT ON FUNCTION logic.mailbox_lag_seconds(core.mailboxes) IS
     'Seconds between now and the newest occurrence of the mailbox not yet routed (0 if none).';
 GRANT EXECUTE ON FUNCTION logic.mailbox_lag_seconds(core.mailboxes) TO ticketing_api;
 
+CREATE FUNCTION logic.enqueue_sync_job(p_mailbox_id uuid, p_task text) RETURNS bigint
+    LANGUAGE sql AS $$
+    -- Sync jobs of a mailbox run one at a time (lock) on the sync queue, and a request never
+    -- doubles a waiting job of the same task (queueing lock).
+    SELECT logic.enqueue(
+        p_task, jsonb_build_object('mailbox_id', p_mailbox_id),
+        p_queue => 'sync', p_lock => 'mailbox:' || p_mailbox_id,
+        p_queueing_lock => p_task || ':' || p_mailbox_id)
+$$;
+COMMENT ON FUNCTION logic.enqueue_sync_job(uuid, text) IS
+    'Queue mailbox_backfill or mailbox_history_sync for a mailbox with the sync conventions '
+    '(queue sync, lock mailbox:<id>, one waiting job per task); NULL when one already waits.';
+
 CREATE FUNCTION logic.enqueue_history_sync(p_mailbox_id uuid) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM logic.require_mailbox(p_mailbox_id);
-    RETURN logic.enqueue(
-        'mailbox_history_sync', jsonb_build_object('mailbox_id', p_mailbox_id),
-        p_queue => 'sync', p_lock => 'mailbox:' || p_mailbox_id,
-        p_queueing_lock => 'history:' || p_mailbox_id);
+    RETURN logic.enqueue_sync_job(p_mailbox_id, 'mailbox_history_sync');
 END
 $$;
 COMMENT ON FUNCTION logic.enqueue_history_sync(uuid) IS
@@ -62,10 +72,7 @@ CREATE FUNCTION logic.enqueue_backfill_step(p_mailbox_id uuid) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM logic.require_mailbox(p_mailbox_id);
-    RETURN logic.enqueue(
-        'mailbox_backfill', jsonb_build_object('mailbox_id', p_mailbox_id),
-        p_queue => 'sync', p_lock => 'mailbox:' || p_mailbox_id,
-        p_queueing_lock => 'backfill:' || p_mailbox_id);
+    RETURN logic.enqueue_sync_job(p_mailbox_id, 'mailbox_backfill');
 END
 $$;
 COMMENT ON FUNCTION logic.enqueue_backfill_step(uuid) IS
@@ -172,15 +179,16 @@ COMMENT ON FUNCTION logic.mark_needs_reconnect(uuid, text) IS
 
 CREATE FUNCTION logic.enqueue_due_syncs() RETURNS integer
     LANGUAGE sql AS $$
-    -- A backfill whose chain stopped (a failed step, a pause that has expired) continues
-    -- from its checkpoint; a mailbox past its backfill gets a history sync.
-    SELECT count(CASE WHEN m.backfill_state = 'running' THEN logic.enqueue_backfill_step(m.id)
-                      ELSE logic.enqueue_history_sync(m.id) END)::integer
+    -- Every mailbox that may sync and has something to do gets what it needs next: a
+    -- backfill whose chain stopped (a failed step, an expired pause) goes on from its
+    -- checkpoint, any other mailbox past its backfill gets a history sync.
+    SELECT count(*) FILTER (WHERE (next->>'queued')::boolean)::integer
     FROM core.mailboxes m
+    CROSS JOIN LATERAL logic.enqueue_next_sync(m) AS next
     WHERE m.provider = 'gmail'
       AND (m.backfill_state = 'running' OR m.history_id IS NOT NULL)
       AND logic.sync_blocked_reason(m) IS NULL
 $$;
 COMMENT ON FUNCTION logic.enqueue_due_syncs() IS
-    'Periodic: continue running backfills and queue a history sync for every other enabled, '
-    'connected, unpaused Gmail mailbox; returns the number of jobs queued.';
+    'Periodic: logic.enqueue_next_sync for every enabled, connected, unpaused Gmail mailbox '
+    'with a running backfill or a cursor; returns the number of jobs queued.';
