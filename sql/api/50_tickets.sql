@@ -5,43 +5,24 @@
 -- One exception, for the list's index use. Under RLS a query predicate may only become an
 -- index condition when its operator is LEAKPROOF, and neither enum equality (status) nor
 -- `@@` (full text) is: with RLS on core.tickets, the status filter runs as a filter over the
--- whole activity index and `q` falls back to a sequential scan. So the keyset page (ids
--- only) is read through api.listable_tickets, a view that states the tenant predicate
--- itself; the items are then built from core.tickets under RLS as usual.
+-- whole activity index and `q` falls back to a sequential scan. So a list page is read
+-- through api.listable_tickets, a view that states the tenant predicate itself; what
+-- leaves it is the sort keys and each ticket's stored list item.
 
 CREATE VIEW api.listable_tickets AS
 SELECT t.id, t.organization_id, t.status, t.assignee_user_id, t.assignee_queue_id,
-       t.last_activity_at, t.search
+       t.last_activity_at, t.search, t.list_item
 FROM core.tickets t
 WHERE t.organization_id = core.current_org_id()
   AND t.merged_into_ticket_id IS NULL AND NOT t.hidden;
 COMMENT ON VIEW api.listable_tickets IS
     'The current organisation''s tickets that lists show (not merged, not hidden). The view '
     'owner reads core.tickets, so row-level security does not hide the predicates from the '
-    'indexes; the WHERE clause is the tenant filter. Only ids and sort keys leave it.';
+    'indexes; the WHERE clause is the tenant filter. The page functions take sort keys and '
+    'the stored list item (core.tickets.list_item) from it.';
 
-CREATE FUNCTION api.ticket_json(t core.tickets) RETURNS jsonb
-    LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
-        'id', t.id,
-        'code', 'T-' || t.number,
-        'subject', t.subject,
-        'status', t.status,
-        'priority', t.priority,
-        'requester', jsonb_build_object('email', t.requester_email, 'name', t.requester_name),
-        'assignee', jsonb_build_object('user_id', t.assignee_user_id,
-                                       'queue_id', t.assignee_queue_id),
-        'tags', to_jsonb(t.tags),
-        'original_recipient', t.original_recipient,
-        'created_at', t.created_at,
-        'updated_at', t.updated_at,
-        'last_message_at', t.last_message_at,
-        'last_activity_at', t.last_activity_at,
-        'message_count', (SELECT count(*) FROM core.ticket_messages tm WHERE tm.ticket_id = t.id))
-$$;
-COMMENT ON FUNCTION api.ticket_json(core.tickets) IS
-    'The list item shape of a ticket: id, code, subject, status, priority, requester, '
-    'assignee {user_id, queue_id}, tags, original_recipient, timestamps, message_count.';
+-- A row of a list page: the keyset position and the item to send.
+CREATE TYPE api.ticket_page_row AS (id bigint, last_activity_at timestamptz, list_item json);
 
 -- The keyset pages, one static query per index. Each is a plain SQL function so that the
 -- planner inlines it (EXPLAIN shows the real plan) and, with parameters, still matches
@@ -53,9 +34,9 @@ COMMENT ON FUNCTION api.ticket_json(core.tickets) IS
 CREATE FUNCTION api.ticket_page_all(
     p_status core.ticket_status, p_query tsquery, p_assignee_user_id uuid,
     p_assignee_queue_id uuid, p_after_activity timestamptz, p_after_id bigint, p_limit integer
-) RETURNS TABLE (id bigint, last_activity_at timestamptz)
+) RETURNS SETOF api.ticket_page_row
     LANGUAGE sql STABLE AS $$
-    SELECT t.id, t.last_activity_at
+    SELECT t.id, t.last_activity_at, t.list_item
     FROM api.listable_tickets t
     WHERE t.organization_id = core.current_org_id()
       AND (t.last_activity_at, t.id) < (p_after_activity, p_after_id)
@@ -70,9 +51,9 @@ COMMENT ON FUNCTION api.ticket_page_all(core.ticket_status, tsquery, uuid, uuid,
 CREATE FUNCTION api.ticket_page_status(
     p_status core.ticket_status, p_query tsquery, p_assignee_user_id uuid,
     p_assignee_queue_id uuid, p_after_activity timestamptz, p_after_id bigint, p_limit integer
-) RETURNS TABLE (id bigint, last_activity_at timestamptz)
+) RETURNS SETOF api.ticket_page_row
     LANGUAGE sql STABLE AS $$
-    SELECT t.id, t.last_activity_at
+    SELECT t.id, t.last_activity_at, t.list_item
     FROM api.listable_tickets t
     WHERE t.organization_id = core.current_org_id()
       AND t.status = p_status
@@ -87,9 +68,9 @@ COMMENT ON FUNCTION api.ticket_page_status(core.ticket_status, tsquery, uuid, uu
 CREATE FUNCTION api.ticket_page_assignee_user(
     p_status core.ticket_status, p_query tsquery, p_assignee_user_id uuid,
     p_assignee_queue_id uuid, p_after_activity timestamptz, p_after_id bigint, p_limit integer
-) RETURNS TABLE (id bigint, last_activity_at timestamptz)
+) RETURNS SETOF api.ticket_page_row
     LANGUAGE sql STABLE AS $$
-    SELECT t.id, t.last_activity_at
+    SELECT t.id, t.last_activity_at, t.list_item
     FROM api.listable_tickets t
     WHERE t.organization_id = core.current_org_id()
       AND t.assignee_user_id = p_assignee_user_id
@@ -107,9 +88,9 @@ COMMENT ON FUNCTION api.ticket_page_assignee_user(core.ticket_status, tsquery, u
 CREATE FUNCTION api.ticket_page_assignee_queue(
     p_status core.ticket_status, p_query tsquery, p_assignee_user_id uuid,
     p_assignee_queue_id uuid, p_after_activity timestamptz, p_after_id bigint, p_limit integer
-) RETURNS TABLE (id bigint, last_activity_at timestamptz)
+) RETURNS SETOF api.ticket_page_row
     LANGUAGE sql STABLE AS $$
-    SELECT t.id, t.last_activity_at
+    SELECT t.id, t.last_activity_at, t.list_item
     FROM api.listable_tickets t
     WHERE t.organization_id = core.current_org_id()
       AND t.assignee_queue_id = p_assignee_queue_id
@@ -125,10 +106,11 @@ COMMENT ON FUNCTION api.ticket_page_assignee_queue(core.ticket_status, tsquery, 
 
 CREATE FUNCTION api.ticket_page_search(
     p_status core.ticket_status, p_query tsquery, p_assignee_user_id uuid,
-    p_assignee_queue_id uuid, p_after_activity timestamptz, p_after_id bigint, p_limit integer
-) RETURNS TABLE (id bigint, last_activity_at timestamptz)
+    p_assignee_queue_id uuid, p_after_activity timestamptz, p_after_id bigint, p_limit integer,
+    p_not_before timestamptz
+) RETURNS SETOF api.ticket_page_row
     LANGUAGE sql STABLE AS $$
-    SELECT t.id, t.last_activity_at
+    SELECT t.id, t.last_activity_at, t.list_item
     FROM api.listable_tickets t
     WHERE t.organization_id = core.current_org_id()
       AND t.search @@ p_query
@@ -136,13 +118,16 @@ CREATE FUNCTION api.ticket_page_search(
       AND (p_assignee_user_id IS NULL OR t.assignee_user_id = p_assignee_user_id)
       AND (p_assignee_queue_id IS NULL OR t.assignee_queue_id = p_assignee_queue_id)
       AND (t.last_activity_at, t.id) < (p_after_activity, p_after_id)
+      AND t.last_activity_at >= p_not_before
     ORDER BY t.last_activity_at DESC, t.id DESC
     LIMIT p_limit
 $$;
 COMMENT ON FUNCTION api.ticket_page_search(core.ticket_status, tsquery, uuid, uuid,
-                                           timestamptz, bigint, integer) IS
-    'Keyset page of listable tickets whose search vector matches p_query (tickets_search_idx, '
-    'GIN), optionally also filtered by status, user and queue.';
+                                           timestamptz, bigint, integer, timestamptz) IS
+    'Keyset page of listable tickets whose search vector matches p_query, optionally also '
+    'filtered by status, user and queue, among those active since p_not_before (a window; '
+    '-infinity for all). Planned per call: tickets_search_idx (GIN), tickets_activity_idx, '
+    'or both combined.';
 
 -- Cursor: base64url (no padding) of {"t": last_activity_at, "id": id, "f": filter hash}.
 CREATE FUNCTION api.ticket_cursor_encode(p_activity timestamptz, p_id bigint, p_filters text)
@@ -157,10 +142,11 @@ COMMENT ON FUNCTION api.ticket_cursor_encode(timestamptz, bigint, text) IS
 CREATE FUNCTION api.ticket_list(
     p_status text, p_q text, p_assignee_user_id uuid, p_assignee_queue_id uuid,
     p_limit integer, p_cursor text
-) RETURNS jsonb
-    -- Plans per call: how selective a status or a search term is depends on its value, and
-    -- a cached generic plan for `q` would walk the activity index instead of the GIN index.
-    LANGUAGE plpgsql STABLE SET plan_cache_mode = force_custom_plan AS $$
+) RETURNS json
+    -- Generic plans for the static queries: a custom plan per call costs more than the
+    -- whole page, and the keyset walk of an index is the right plan whatever the values.
+    -- The search is an EXECUTE below, planned for its term on each call.
+    LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_limit integer := coalesce(p_limit, 50);
     v_q text := nullif(btrim(p_q), '');
@@ -170,8 +156,8 @@ DECLARE
     v_cursor jsonb;
     v_after_activity timestamptz := 'infinity';
     v_after_id bigint := 9223372036854775807;
-    v_ids bigint[];
-    v_activities timestamptz[];
+    v_page api.ticket_page_row[];
+    v_window interval;
     v_next_cursor text;
 BEGIN
     IF v_limit NOT BETWEEN 1 AND 100 THEN
@@ -218,52 +204,55 @@ BEGIN
 
     -- One more row than asked tells whether another page exists.
     IF v_q IS NOT NULL AND numnode(v_query) = 0 THEN
-        v_ids := '{}';  -- only stop words or punctuation: nothing can match
+        v_page := '{}';  -- only stop words or punctuation: nothing can match
     ELSIF v_q IS NOT NULL THEN
-        SELECT array_agg(p.id ORDER BY p.last_activity_at DESC, p.id DESC),
-               array_agg(p.last_activity_at ORDER BY p.last_activity_at DESC, p.id DESC)
-        INTO v_ids, v_activities
-        FROM api.ticket_page_search(v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
-                                    v_after_activity, v_after_id, v_limit + 1) p;
+        -- Newest matches first, looked for in growing windows of activity before the
+        -- cursor (a week, 8 weeks, 64 weeks, then everything): a term that matches many
+        -- tickets is answered from the recent ones instead of fetching and sorting all its
+        -- matches. Each window is an EXECUTE, planned for its term and bounds: how many
+        -- tickets a term matches decides between the GIN index, the activity index or both,
+        -- which a cached generic plan cannot know.
+        v_window := interval '7 days';
+        LOOP
+            EXECUTE 'SELECT array_agg(p ORDER BY p.last_activity_at DESC, p.id DESC)
+                     FROM api.ticket_page_search($1, $2, $3, $4, $5, $6, $7, $8) p'
+            INTO v_page
+            USING v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
+                  v_after_activity, v_after_id, v_limit + 1,
+                  coalesce(least(v_after_activity, now()) - v_window, '-infinity');
+            EXIT WHEN v_window IS NULL OR cardinality(v_page) > v_limit;
+            v_window := CASE WHEN v_window < interval '400 days' THEN v_window * 8 END;
+        END LOOP;
     ELSIF p_assignee_user_id IS NOT NULL THEN
-        SELECT array_agg(p.id ORDER BY p.last_activity_at DESC, p.id DESC),
-               array_agg(p.last_activity_at ORDER BY p.last_activity_at DESC, p.id DESC)
-        INTO v_ids, v_activities
+        SELECT array_agg(p ORDER BY p.last_activity_at DESC, p.id DESC) INTO v_page
         FROM api.ticket_page_assignee_user(v_status, v_query, p_assignee_user_id,
                                            p_assignee_queue_id, v_after_activity, v_after_id,
                                            v_limit + 1) p;
     ELSIF p_assignee_queue_id IS NOT NULL THEN
-        SELECT array_agg(p.id ORDER BY p.last_activity_at DESC, p.id DESC),
-               array_agg(p.last_activity_at ORDER BY p.last_activity_at DESC, p.id DESC)
-        INTO v_ids, v_activities
+        SELECT array_agg(p ORDER BY p.last_activity_at DESC, p.id DESC) INTO v_page
         FROM api.ticket_page_assignee_queue(v_status, v_query, p_assignee_user_id,
                                             p_assignee_queue_id, v_after_activity, v_after_id,
                                             v_limit + 1) p;
     ELSIF v_status IS NOT NULL THEN
-        SELECT array_agg(p.id ORDER BY p.last_activity_at DESC, p.id DESC),
-               array_agg(p.last_activity_at ORDER BY p.last_activity_at DESC, p.id DESC)
-        INTO v_ids, v_activities
+        SELECT array_agg(p ORDER BY p.last_activity_at DESC, p.id DESC) INTO v_page
         FROM api.ticket_page_status(v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
                                     v_after_activity, v_after_id, v_limit + 1) p;
     ELSE
-        SELECT array_agg(p.id ORDER BY p.last_activity_at DESC, p.id DESC),
-               array_agg(p.last_activity_at ORDER BY p.last_activity_at DESC, p.id DESC)
-        INTO v_ids, v_activities
+        SELECT array_agg(p ORDER BY p.last_activity_at DESC, p.id DESC) INTO v_page
         FROM api.ticket_page_all(v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
                                  v_after_activity, v_after_id, v_limit + 1) p;
     END IF;
-    v_ids := coalesce(v_ids, '{}');
+    v_page := coalesce(v_page, '{}');
 
-    IF cardinality(v_ids) > v_limit THEN
-        v_next_cursor := api.ticket_cursor_encode(v_activities[v_limit], v_ids[v_limit], v_filters);
-        v_ids := v_ids[1:v_limit];
+    IF cardinality(v_page) > v_limit THEN
+        v_next_cursor := api.ticket_cursor_encode((v_page[v_limit]).last_activity_at,
+                                                  (v_page[v_limit]).id, v_filters);
+        v_page := v_page[1:v_limit];
     END IF;
 
-    -- The items themselves are read under row-level security, in page order.
-    RETURN jsonb_build_object(
-        'items', (SELECT coalesce(jsonb_agg(api.ticket_json(t) ORDER BY p.ord), '[]')
-                  FROM unnest(v_ids) WITH ORDINALITY AS p(id, ord)
-                  JOIN core.tickets t ON t.id = p.id),
+    RETURN json_build_object(
+        'items', (SELECT coalesce(json_agg(p.list_item ORDER BY p.ord), '[]')
+                  FROM unnest(v_page) WITH ORDINALITY AS p(id, last_activity_at, list_item, ord)),
         'next_cursor', v_next_cursor);
 END
 $$;
@@ -379,7 +368,7 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM logic.fail(404, 'ticket_not_found', 'No ticket with that id in this organization.');
     END IF;
-    RETURN api.ticket_json(v_ticket) || jsonb_build_object(
+    RETURN v_ticket.list_item::jsonb || jsonb_build_object(
         'hidden', v_ticket.hidden,
         'merged_into_ticket_id', v_ticket.merged_into_ticket_id,
         'mailbox_id', v_ticket.mailbox_id,
@@ -539,7 +528,7 @@ BEGIN
              'assignee_queue_id', v_after.assignee_queue_id)) a ON a.key = b.key
     WHERE a.value <> b.value;
     IF v_new = '{}' THEN
-        RETURN api.ticket_json(v_before);  -- nothing changes: no event, no touch
+        RETURN v_before.list_item::jsonb;  -- nothing changes: no event, no touch
     END IF;
 
     UPDATE core.tickets
@@ -556,7 +545,7 @@ BEGIN
     INSERT INTO core.ticket_events (organization_id, ticket_id, type, actor_user_id, data)
     VALUES (v_before.organization_id, v_before.id, 'updated', core.current_user_id(),
             jsonb_build_object('before', v_old, 'after', v_new));
-    RETURN api.ticket_json(v_after);
+    RETURN v_after.list_item::jsonb;
 END
 $$;
 COMMENT ON FUNCTION api.ticket_update(bigint, jsonb) IS

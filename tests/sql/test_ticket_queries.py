@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -121,12 +122,15 @@ def _variants(org: dict[str, Any]) -> list[tuple[str, list[Any], str]]:
 def _call(function: str, filters: list[Any], after: tuple[str, int], limit: int) -> sql.Composed:
     """`SELECT * FROM api.<function>(...)` with the values as literals, as plans see them."""
     status, q, user_id, queue_id = filters
+    # The search also takes the lower end of its activity window: here all of it.
+    window = sql.SQL(", '-infinity'") if function == "ticket_page_search" else sql.SQL("")
     return sql.SQL(
         "SELECT * FROM api.{}({}::core.ticket_status, websearch_to_tsquery('simple', {}), "
-        "{}::uuid, {}::uuid, {}::timestamptz, {}, {})"
+        "{}::uuid, {}::uuid, {}::timestamptz, {}, {}{})"
     ).format(
         sql.Identifier(function),
         *(sql.Literal(value) for value in (status, q, user_id, queue_id, *after, limit)),
+        window,
     )
 
 
@@ -164,26 +168,90 @@ def test_generic_plans_do_not_scan_the_table_either(db, seeded, variant):
     function, filters, _index = _variants(org)[variant]
     _as_api_role(db, org["id"])
     db.execute("SET plan_cache_mode = force_generic_plan")
+    window = ", $8" if function == "ticket_page_search" else ""
     db.execute(
         sql.SQL(
-            "PREPARE page(core.ticket_status, tsquery, uuid, uuid, timestamptz, bigint, integer) "
-            "AS SELECT * FROM api.{}($1, $2, $3, $4, $5, $6, $7)"
+            "PREPARE page(core.ticket_status, tsquery, uuid, uuid, timestamptz, bigint, integer, "
+            "timestamptz) AS SELECT * FROM api.{}($1, $2, $3, $4, $5, $6, $7" + window + ")"
         ).format(sql.Identifier(function))
     )
     status, q, user_id, queue_id = filters
-    execute = sql.SQL("EXECUTE page({}, websearch_to_tsquery('simple', {}), {}, {}, {}, {}, 51)")
+    execute = sql.SQL(
+        "EXECUTE page({}, websearch_to_tsquery('simple', {}), {}, {}, {}, {}, 51, '-infinity')"
+    )
     values = (status, q, user_id, queue_id, *FIRST_PAGE)
     plan = _explain(db, execute.format(*(sql.Literal(value) for value in values)))
     assert _ticket_scans(plan), plan
     assert not [n for n in _nodes(plan) if n["Node Type"] == "Seq Scan"], plan
 
 
-def test_the_list_function_plans_each_call_with_its_values(db):
-    # The search variant's generic plan walks the activity index; custom plans use GIN.
-    config = db.execute(
-        "SELECT proconfig FROM pg_proc WHERE oid = 'api.ticket_list'::regproc"
-    ).fetchone()["proconfig"]
-    assert config == ["plan_cache_mode=force_custom_plan"]
+def _nested_plans(db, query: str, params: list[Any]) -> list[str]:
+    """The plans auto_explain reports for the statements run inside `query`."""
+    plans: list[str] = []
+
+    def collect(diagnostic: psycopg.errors.Diagnostic) -> None:
+        if "plan:" in (diagnostic.message_primary or ""):
+            plans.append(diagnostic.message_primary)
+
+    db.add_notice_handler(collect)
+    try:
+        db.execute(query, params)
+    finally:
+        db.remove_notice_handler(collect)
+    return plans
+
+
+def test_the_list_plans_a_search_for_its_term_on_every_call(db, seeded):
+    """A rare term goes through the GIN index and a common one walks the activity index,
+    even after the function has run often enough to cache generic plans."""
+    org = seeded["Acme"]
+    db.execute("LOAD 'auto_explain'")
+    db.execute("SET auto_explain.log_min_duration = 0")
+    db.execute("SET auto_explain.log_nested_statements = on")
+    _as_api_role(db, org["id"])
+    call = "SELECT api.ticket_list(NULL, %s, NULL, NULL, 50, NULL)"
+    for _ in range(8):  # past plpgsql's five custom plans
+        db.execute(call, ["word1234"])
+        db.execute(call, ["printer"])
+        db.execute(call, [None])
+    db.execute("SET client_min_messages = log")
+
+    def page_plan(q: str | None) -> str:
+        """The plan of the page query that answered (a search's widest window)."""
+        plans = [p for p in _nested_plans(db, call, [q]) if "ticket_page_" in p]
+        assert plans
+        return plans[-1]
+
+    assert "tickets_search_idx" in page_plan("word1234")
+    common = page_plan("printer")
+    assert "tickets_activity_idx" in common and "tickets_search_idx" not in common
+    assert "tickets_activity_idx" in page_plan(None)
+
+
+def test_a_search_widens_its_activity_window_until_the_page_is_full(db, seeded):
+    """Matches are looked for a week back first, then 8 weeks, 64 weeks, then all time;
+    the page is the same as one query over all time would give."""
+    org = seeded["Acme"]
+    _as_api_role(db, org["id"])
+    # Ticket activity in the seed is early 2024: move 60 matches into the last few days.
+    db.execute("RESET ROLE")
+    db.execute(
+        "UPDATE core.tickets SET last_activity_at = now() - number * interval '1 minute' "
+        "WHERE organization_id = %s AND number BETWEEN 1100 AND 1159",
+        [org["id"]],
+    )
+    _as_api_role(db, org["id"])
+    call = "SELECT api.ticket_list(NULL, %s, NULL, NULL, 50, %s) AS page"
+    first = db.execute(call, ["printer", None]).fetchone()["page"]
+    expected = [
+        row["id"]
+        for row in db.execute(
+            "SELECT id FROM api.listable_tickets WHERE search @@ to_tsquery('simple', 'printer') "
+            "ORDER BY last_activity_at DESC, id DESC LIMIT 100"
+        )
+    ]
+    second = db.execute(call, ["printer", first["next_cursor"]]).fetchone()["page"]
+    assert [i["id"] for i in first["items"] + second["items"]] == expected
 
 
 def test_listable_tickets_view_is_scoped_to_the_request_organisation(db, seeded):
