@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.log import access_logger
 
 from app import db
 from app.migrate import migrate
@@ -40,7 +41,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     url = db.database_url(settings)
     _migrate_if_embedded(settings, url, args.migrate)
     print(f"API on http://{args.host}:{args.port} (database: {_describe(settings)})", flush=True)
-    web.run_app(create_app(settings, url), host=args.host, port=args.port, print=None)
+    web.run_app(
+        create_app(settings, url),
+        host=args.host,
+        port=args.port,
+        print=None,
+        access_log=access_logger if settings.access_log else None,
+    )
     return 0
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -60,21 +62,41 @@ def connect(url: str, application_name: str, autocommit: bool = False) -> psycop
     )
 
 
+# A pooled connection idle for longer than this is pinged before it is handed out (the
+# server may have restarted meanwhile). Busy connections are not: under load that ping
+# would be one more round trip per request. A connection that broke anyway fails its one
+# request with 503 and the pool replaces it.
+IDLE_CHECK_SECONDS = 5.0
+
+
 async def _as_api_role(conn: psycopg.AsyncConnection) -> None:
     # Runs once per pooled connection: every later query of the API is subject to RLS.
     await conn.execute(f"SET ROLE {API_ROLE}")
-    await conn.commit()
 
 
 def api_pool(settings: Settings, url: str) -> AsyncConnectionPool:
     """The API's pool: connections switched to the RLS-bound role, dict rows."""
+    returned_at: weakref.WeakKeyDictionary[psycopg.AsyncConnection, float] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    async def check_if_idle(conn: psycopg.AsyncConnection) -> None:
+        if time.monotonic() - returned_at.get(conn, 0.0) > IDLE_CHECK_SECONDS:
+            await AsyncConnectionPool.check_connection(conn)
+
+    async def stamp_returned(conn: psycopg.AsyncConnection) -> None:
+        returned_at[conn] = time.monotonic()
+
     return AsyncConnectionPool(
         url,
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
-        kwargs={"application_name": "api", "row_factory": dict_row},
+        # Autocommit: a handler's SQL call is one statement, its own transaction (see
+        # app.http.sql_json); no BEGIN/COMMIT round trips around it.
+        kwargs={"application_name": "api", "row_factory": dict_row, "autocommit": True},
         configure=_as_api_role,
-        check=AsyncConnectionPool.check_connection,
+        check=check_if_idle,
+        reset=stamp_returned,
         open=False,
         name="api",
     )

@@ -1,15 +1,17 @@
 """Request plumbing shared by handlers: app keys, JSON input, and the one way to call SQL.
 
-A handler is: parse → one SQL call → respond. Authenticated handlers get a connection whose
-transaction was opened by `api.begin_request` (session proven, role checked, tenant set), so
-row-level security scopes everything they run.
+A handler is: parse → one SQL call → respond. An authenticated handler's SQL call is one
+statement that first runs `api.begin_request` (session proven, role checked, tenant set for
+that transaction), so row-level security scopes it and a request costs one round trip.
+Handlers that need several statements in one transaction use `transaction(request)`.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +45,7 @@ BLOBS = web.AppKey("blobs", BlobStore)  # attachment downloads
 
 REQUEST_ID = web.RequestKey("request_id", str)
 DB = web.RequestKey("db", psycopg.AsyncConnection)  # the authenticated request's connection
-SESSION = web.RequestKey("session", dict)  # what api.begin_request returned
+MIN_ROLE = web.RequestKey("min_role", str)  # the route's minimum role
 
 
 def json_text(body: str, status: int = 200) -> web.Response:
@@ -51,18 +53,55 @@ def json_text(body: str, status: int = 200) -> web.Response:
     return web.Response(text=body, status=status, content_type="application/json")
 
 
-async def sql_json(conn: psycopg.AsyncConnection, query: str, params: list[Any] | None = None):
-    """Run `query` (one jsonb-returning SQL function call) and return its result as text."""
-    cursor = await conn.execute(f"SELECT ({query})::text AS body", params or [])
+async def _body(cursor: psycopg.AsyncCursor) -> str:
     row = await cursor.fetchone()
     if row is None or row["body"] is None:
         raise ApiError(404, "not_found", "Nothing found.")
     return row["body"]
 
 
+async def anonymous_sql_json(
+    conn: psycopg.AsyncConnection, query: str, params: list[Any] | None = None
+) -> str:
+    """Run `query` (one json-returning SQL function call) without a session; its text."""
+    return await _body(await conn.execute(f"SELECT ({query})::text AS body", params or []))
+
+
+def _session_params(request: web.Request) -> list[Any]:
+    settings = request.app[SETTINGS]
+    token = request.cookies.get(settings.session_cookie_name)
+    token_hash = session_token_hash(settings, token) if token else None
+    return [token_hash, request[MIN_ROLE], request[REQUEST_ID]]
+
+
+async def sql_json(request: web.Request, query: str, params: list[Any] | None = None) -> str:
+    """Run `query` (one json-returning SQL function call) as the request's session; its text.
+
+    One statement: api.begin_request in FROM runs first (a 401/403 stops the statement
+    before `query` is evaluated) and sets the tenant for the statement's transaction.
+    """
+    cursor = await request[DB].execute(
+        f"SELECT ({query})::text AS body FROM api.begin_request(%s, %s, %s) AS session",
+        [*(params or []), *_session_params(request)],
+    )
+    return await _body(cursor)
+
+
 async def respond_sql(request: web.Request, query: str, params: list[Any] | None = None):
-    """The common authenticated handler body: one SQL call, its jsonb as the response."""
-    return json_text(await sql_json(request[DB], query, params))
+    """The common authenticated handler body: one SQL call, its json as the response."""
+    return json_text(await sql_json(request, query, params))
+
+
+@asynccontextmanager
+async def transaction(request: web.Request) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A transaction on the request's connection, opened by api.begin_request.
+
+    For handlers that run several statements atomically or read rows rather than json.
+    """
+    conn = request[DB]
+    async with conn.transaction():
+        await conn.execute("SELECT api.begin_request(%s, %s, %s)", _session_params(request))
+        yield conn
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -102,23 +141,17 @@ def required_uuid(body: dict[str, Any], field: str) -> str:
 
 
 def authenticated(handler: Handler, min_role: str) -> Handler:
-    """Wrap `handler` so it runs in a transaction opened by api.begin_request.
+    """Wrap `handler` so that its SQL runs as the request's session with `min_role`.
 
     The only place where roles are enforced: the route table names `min_role`, and the
-    database refuses the session (401) or the role (403) before the handler runs.
+    database refuses the session (401) or the role (403) in every statement the handler
+    runs through `sql_json` or `transaction` (the connection is in autocommit mode).
     """
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        settings = request.app[SETTINGS]
-        token = request.cookies.get(settings.session_cookie_name)
-        token_hash = session_token_hash(settings, token) if token else None
         async with request.app[POOL].connection() as conn:
-            cursor = await conn.execute(
-                "SELECT api.begin_request(%s, %s, %s) AS session",
-                [token_hash, min_role, request[REQUEST_ID]],
-            )
-            request[SESSION] = (await cursor.fetchone())["session"]
             request[DB] = conn
+            request[MIN_ROLE] = min_role
             return await handler(request)
 
     wrapped.__name__ = handler.__name__

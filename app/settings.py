@@ -96,6 +96,9 @@ class Settings:
     enable_prometheus_metrics: bool = False
     rate_limit_requests_per_minute: int = 600
     trust_forwarded_for: bool = False
+    # One log line per request costs about a tenth of a list request's CPU; the request id
+    # header, /metrics and the proxy in front usually cover it.
+    access_log: bool = False
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (tests and CLI flags use this)."""
@@ -197,4 +200,5 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
             1_000_000,
         ),
         trust_forwarded_for=_bool(get("TRUST_FORWARDED_FOR"), False),
+        access_log=_bool(get("ACCESS_LOG"), False),
     )

@@ -8,10 +8,10 @@ from aiohttp import web
 
 from app.errors import ApiError
 from app.http import (
-    DB,
     POOL,
     REQUEST_ID,
     SETTINGS,
+    anonymous_sql_json,
     json_text,
     optional_str,
     read_json_object,
@@ -51,7 +51,7 @@ async def dev_login(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     token = new_session_token()
     async with request.app[POOL].connection() as conn:
-        text = await sql_json(
+        text = await anonymous_sql_json(
             conn,
             "api.dev_login(%s, %s, %s, %s, %s, %s, %s, %s)",
             [
@@ -81,7 +81,7 @@ async def dev_login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     """Revoke the current session and clear its cookie."""
     settings = request.app[SETTINGS]
-    response = json_text(await sql_json(request[DB], "api.logout()"))
+    response = json_text(await sql_json(request, "api.logout()"))
     clear_cookie(response, settings, settings.session_cookie_name)
     return response
 

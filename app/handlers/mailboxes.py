@@ -22,8 +22,8 @@ from aiohttp import web
 
 from app.crypto import TokenDecryptionError, decrypt_token, encrypt_token, token_key
 from app.errors import ApiError
-from app.http import DB, REQUEST_ID, SETTINGS, json_text, respond_sql, sql_json
-from app.security import keyed_hash, session_token_hash
+from app.http import SETTINGS, json_text, respond_sql, sql_json, transaction
+from app.security import keyed_hash
 from app.settings import Settings
 from worker.gmail import (
     GMAIL_READONLY_SCOPE,
@@ -90,21 +90,6 @@ def _fetch_profile(
         return client.get_profile()
 
 
-async def _reopen_request(request: web.Request) -> None:
-    """Start a new transaction on the request's connection with the session's context.
-
-    Used after a handler committed part of its work (the consumed OAuth state): the
-    tenant settings of api.begin_request are transaction-local, so they are set again,
-    which also re-proves the session and the admin role.
-    """
-    settings = request.app[SETTINGS]
-    token = request.cookies.get(settings.session_cookie_name)
-    token_hash = session_token_hash(settings, token) if token else None
-    await request[DB].execute(
-        "SELECT api.begin_request(%s, %s, %s)", [token_hash, "admin", request[REQUEST_ID]]
-    )
-
-
 # ---------------------------------------------------------------- list
 
 
@@ -123,7 +108,7 @@ async def oauth_start(request: web.Request) -> web.Response:
     state = secrets.token_urlsafe(32)
     stored = json.loads(
         await sql_json(
-            request[DB],
+            request,
             "api.mailbox_oauth_start(%s, %s)",
             [oauth_state_hash(settings, state), OAUTH_STATE_TTL_SECONDS],
         )
@@ -203,7 +188,6 @@ async def oauth_callback(request: web.Request) -> web.Response:
     organisation was reconnected.
     """
     settings = request.app[SETTINGS]
-    conn = request[DB]
     state = request.query.get("state", "")
     if not state:
         raise ApiError(
@@ -211,13 +195,13 @@ async def oauth_callback(request: web.Request) -> web.Response:
             "invalid_oauth_state",
             "The callback carries no OAuth state: start the connection again.",
         )
+    # Its own transaction, committed now: the state is spent whatever happens next
+    # (refusal, Google error).
     verdict = json.loads(
         await sql_json(
-            conn, "api.mailbox_oauth_consume_state(%s)", [oauth_state_hash(settings, state)]
+            request, "api.mailbox_oauth_consume_state(%s)", [oauth_state_hash(settings, state)]
         )
     )
-    # Committed now: the state is spent whatever happens next (refusal, Google error).
-    await conn.commit()
     if not verdict["valid"]:
         raise ApiError(400, verdict["code"], verdict["detail"])
     if error := request.query.get("error"):
@@ -259,23 +243,24 @@ async def oauth_callback(request: web.Request) -> web.Response:
     except GmailError as exc:
         raise ApiError(503, "gmail_unavailable", f"Gmail could not be reached: {exc}") from exc
 
-    await _reopen_request(request)
-    target = json.loads(
-        await sql_json(conn, "api.mailbox_gmail_connect_target(%s)", [profile.email])
-    )
-    ciphertext = encrypt_token(
-        token_key(settings),
-        refresh_token,
-        organization_id=target["organization_id"],
-        mailbox_id=target["mailbox_id"],
-    )
-    result = json.loads(
-        await sql_json(
-            conn,
-            "api.mailbox_gmail_connect(%s, %s, %s, %s)",
-            [target["mailbox_id"], profile.email, ciphertext, scopes],
+    # The target and the grant stored for it in one transaction.
+    async with transaction(request):
+        target = json.loads(
+            await sql_json(request, "api.mailbox_gmail_connect_target(%s)", [profile.email])
         )
-    )
+        ciphertext = encrypt_token(
+            token_key(settings),
+            refresh_token,
+            organization_id=target["organization_id"],
+            mailbox_id=target["mailbox_id"],
+        )
+        result = json.loads(
+            await sql_json(
+                request,
+                "api.mailbox_gmail_connect(%s, %s, %s, %s)",
+                [target["mailbox_id"], profile.email, ciphertext, scopes],
+            )
+        )
     return web.json_response(result["mailbox"], status=201 if result["created"] else 200)
 
 
@@ -290,11 +275,10 @@ async def connectivity(request: web.Request) -> web.Response:
     """Check the stored grant against Gmail (users.getProfile); moves no sync state."""
     settings = request.app[SETTINGS]
     mailbox_id = _mailbox_id(request)
-    conn = request[DB]
-    cursor = await conn.execute("SELECT * FROM api.mailbox_credentials(%s)", [mailbox_id])
-    mailbox = await cursor.fetchone()
-    # Only reading was needed: end the transaction before waiting on Gmail.
-    await conn.commit()
+    # Only reading is needed: the transaction ends before waiting on Gmail.
+    async with transaction(request) as conn:
+        cursor = await conn.execute("SELECT * FROM api.mailbox_credentials(%s)", [mailbox_id])
+        mailbox = await cursor.fetchone()
     if mailbox["provider"] != "gmail":
         return _not_ok("not_gmail", "This mailbox is not a Gmail mailbox.")
     if mailbox["encrypted_refresh_token"] is None:
@@ -366,7 +350,7 @@ async def sync_pause(request: web.Request) -> web.Response:
             422, "invalid_minutes", "minutes must be a whole number from 1 to 10080 (one week)."
         )
     return json_text(
-        await sql_json(request[DB], "api.mailbox_sync_pause(%s, %s)", [mailbox_id, int(raw)])
+        await sql_json(request, "api.mailbox_sync_pause(%s, %s)", [mailbox_id, int(raw)])
     )
 
 

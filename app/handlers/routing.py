@@ -12,7 +12,7 @@ from aiohttp import web
 from psycopg.types.json import Jsonb
 
 from app.errors import ApiError
-from app.http import DB, Route, read_json_object, respond_sql, sql_json
+from app.http import Route, read_json_object, respond_sql, sql_json
 
 
 def _path_uuid(request: web.Request, name: str, code: str, what: str) -> str:
@@ -38,7 +38,7 @@ async def _created(request: web.Request, query: str, params: list) -> web.Respon
 
 
 async def _deleted(request: web.Request, query: str, params: list) -> web.Response:
-    await sql_json(request[DB], query, params)
+    await sql_json(request, query, params)
     return web.Response(status=204)
 
 

@@ -20,7 +20,6 @@ from app.blobstore import BlobNotFound, BlobStream, content_disposition
 from app.errors import ApiError
 from app.http import (
     BLOBS,
-    DB,
     SETTINGS,
     Route,
     read_json_object,
@@ -127,7 +126,7 @@ async def download_attachment(request: web.Request) -> web.StreamResponse:
     )
     # One of the few handlers that reads the SQL answer: it needs the blob key.
     attachment = json.loads(
-        await sql_json(request[DB], "api.ticket_attachment(%s, %s)", [ticket_id, attachment_id])
+        await sql_json(request, "api.ticket_attachment(%s, %s)", [ticket_id, attachment_id])
     )
     store = request.app[BLOBS]
     content_type = attachment["content_type"]

@@ -5,12 +5,17 @@ CREATE FUNCTION logic.session_lookup(p_token_hash bytea)
         session_id uuid, user_id uuid, organization_id uuid, role core.member_role,
         expires_at timestamptz, revoked_at timestamptz
     )
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    -- plpgsql, not sql: it runs on every request, and a SECURITY DEFINER sql function is
+    -- planned again at each call while plpgsql keeps its plan for the session.
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
     SELECT s.id, s.user_id, s.organization_id, m.role, s.expires_at, s.revoked_at
     FROM core.sessions s
     LEFT JOIN core.memberships m
         ON m.organization_id = s.organization_id AND m.user_id = s.user_id
-    WHERE s.token_hash = p_token_hash
+    WHERE s.token_hash = p_token_hash;
+END
 $$;
 COMMENT ON FUNCTION logic.session_lookup(bytea) IS
     'The session whose token HMAC is p_token_hash, with the member role it currently grants.';
