@@ -5,12 +5,15 @@
 
 Seeding (one SQL session, generate_series): organisation, queues and rules of
 app.demo.seed_organization; N tickets with 1-3 messages each (messages, contents,
-ticket_messages), bodies and subjects drawn Zipf-like from the 5,000 most frequent words of
-the corpus' text bodies, tickets.search built the way stitching builds it (code and subject
-A, requester B, message subjects and senders C, bodies D; config 'simple'); VACUUM ANALYZE.
+ticket_messages), subjects and bodies drawn Zipf-like from the 5,000 most frequent words of
+the corpus' text bodies (bodies from a pool of tickets/5 distinct ones, at most 50,000, so
+that each body is parsed once), tickets.search built the way stitching builds it (code and
+subject A, requester B, message subjects and senders C, bodies D; config 'simple'), the
+search index built after the load; VACUUM ANALYZE.
 
 Then `ticketing serve` runs as a subprocess on an ephemeral loopback port (its defaults:
-pool of 10, rate limit off), one development login, and an aiohttp client measures each
+pool of 10, rate limit off), one development login, and a lean keep-alive HTTP/1.1 client
+(one connection per concurrent task; it shares the 2 cores with the server) measures each
 request kind for --duration seconds at each concurrency: list (limit=50), status=open,
 q=<common body word>, q=<rare body word>, page 20 reached by cursor (each walk fetches
 pages 1..20; latencies of page 1 and page 20 are reported) and GET /tickets/{id}. Prints
@@ -37,6 +40,7 @@ from typing import Any
 
 import aiohttp
 import psutil
+from psycopg.conninfo import conninfo_to_dict
 
 from app import db
 from app.demo import ADMIN_EMAIL, ORGANIZATION, seed_organization
@@ -50,6 +54,18 @@ PAGE_LIMIT = 50
 SEED_SQL = """
 -- Zipf-like pick: word rank floor(n * random()^3). The word array is a bound constant (a
 -- column value would be detoasted again for every word picked).
+-- Message bodies come from a pool of distinct generated bodies whose search vectors are
+-- computed once: parsing every body of a million tickets would be most of the seeding.
+CREATE TEMP TABLE body_pool AS
+SELECT g.k,
+       b.body,
+       setweight(to_tsvector('simple', left(b.body, 10000)), 'D') AS tsv
+FROM generate_series(0, %(pool)s - 1) AS g(k),
+     LATERAL (SELECT string_agg((%(words)s::text[])[1 + floor(%(nwords)s * random() ^ 3)::int],
+                                ' ') AS body
+              FROM generate_series(1, 40 + (g.k * 13) %% 160)) b;
+CREATE UNIQUE INDEX ON body_pool (k);
+
 CREATE TEMP TABLE stage_ticket AS
 SELECT g.i,
        (SELECT string_agg((%(words)s::text[])[1 + floor(%(nwords)s * random() ^ 3)::int], ' ')
@@ -58,6 +74,7 @@ SELECT g.i,
            (ARRAY['example.com', 'example.org', 'somenet.foo', 'mail.example.net'])[1 + g.i %% 4]
            AS email,
        'Customer ' || (g.i * 7919) %% 20000 AS name,
+       (1 + (g.i * 2654435761) %% 3)::int AS messages,
        random() AS r_status,
        now() - random() * interval '730 days' AS activity
 FROM generate_series(1, %(tickets)s) AS g(i);
@@ -65,14 +82,20 @@ FROM generate_series(1, %(tickets)s) AS g(i);
 CREATE TEMP TABLE stage_msg AS
 SELECT row_number() OVER (ORDER BY t.i, k.k) AS mid, t.i AS ticket_id, k.k,
        t.activity - (3 - k.k) * interval '5 hours' AS sent_at,
-       (SELECT string_agg((%(words)s::text[])[1 + floor(%(nwords)s * random() ^ 3)::int], ' ')
-        FROM generate_series(1, 40 + (t.i * 13 + k.k * 31) %% 160)) AS body
-FROM stage_ticket t, generate_series(1, 1 + (t.i * 2654435761) %% 3) AS k(k);
+       (t.i * 7919 + k.k * 104729) %% %(pool)s AS body_k
+FROM stage_ticket t, generate_series(1, t.messages) AS k(k);
+ANALYZE body_pool;
+ANALYZE stage_ticket;
+ANALYZE stage_msg;
+
+-- The search index is built once after the load rather than maintained row by row.
+SELECT pg_get_indexdef('core.tickets_search_idx'::regclass) AS search_index;
+DROP INDEX core.tickets_search_idx;
 
 INSERT INTO core.tickets (id, organization_id, number, subject, status, priority,
                           requester_email, requester_name, original_recipient,
                           assignee_queue_id, tags, created_at, updated_at, last_message_at,
-                          last_activity_at, routed_at, search)
+                          last_activity_at, routed_at, message_count, search)
 OVERRIDING SYSTEM VALUE
 SELECT t.i, %(org)s, 1000 + t.i, t.subject,
        (CASE WHEN t.r_status < 0.10 THEN 'new' WHEN t.r_status < 0.45 THEN 'open'
@@ -84,15 +107,20 @@ SELECT t.i, %(org)s, 1000 + t.i, t.subject,
        (%(queues)s::uuid[])[1 + t.i %% cardinality(%(queues)s::uuid[])],
        CASE WHEN t.i %% 5 = 0 THEN ARRAY['list'] ELSE '{}' END,
        t.activity - interval '10 hours', t.activity, t.activity, t.activity, t.activity,
+       t.messages,
        worker.ticket_search_vector('T-' || (1000 + t.i), t.subject, t.email, t.name)
-       || setweight(to_tsvector('simple', m.subjects || ' ' || t.subject || ' ' || t.email
-                                || ' ' || t.name), 'C')
-       || setweight(to_tsvector('simple', m.bodies), 'D')
+       || setweight(to_tsvector('simple', repeat('re ', t.messages - 1) || t.subject || ' '
+                                || t.email || ' ' || t.name), 'C')
+       || p1.tsv || coalesce(p2.tsv, '') || coalesce(p3.tsv, '')
 FROM stage_ticket t
-JOIN (SELECT ticket_id,
-             string_agg(CASE WHEN k = 1 THEN '' ELSE 're' END, ' ') AS subjects,
-             string_agg(left(body, 10000), ' ' ORDER BY k) AS bodies
-      FROM stage_msg GROUP BY ticket_id) m ON m.ticket_id = t.i;
+JOIN body_pool p1 ON p1.k = (t.i * 7919 + 1 * 104729) %% %(pool)s
+LEFT JOIN body_pool p2 ON t.messages >= 2 AND p2.k = (t.i * 7919 + 2 * 104729) %% %(pool)s
+LEFT JOIN body_pool p3 ON t.messages >= 3 AND p3.k = (t.i * 7919 + 3 * 104729) %% %(pool)s;
+
+-- Messages and their links are consistent by construction: no foreign key checks, and
+-- no message_count trigger (the tickets above carry their counts).
+SET session_replication_role = replica;
+
 INSERT INTO core.messages (id, organization_id, strict_signature, loose_fingerprint,
                            rfc_message_id, subject, normalized_subject, from_name, from_address,
                            to_addresses, sent_at, snippet, created_at)
@@ -102,17 +130,24 @@ SELECT m.mid, %(org)s, 'bench:' || m.mid, 'bench:' || m.mid,
        CASE WHEN m.k = 1 THEN t.subject ELSE 'Re: ' || t.subject END, t.subject,
        t.name, t.email,
        jsonb_build_array(jsonb_build_object('name', '', 'address', 'notmuch@notmuchmail.org')),
-       m.sent_at, left(m.body, 200), m.sent_at
-FROM stage_msg m JOIN stage_ticket t ON t.i = m.ticket_id;
+       m.sent_at, left(p.body, 200), m.sent_at
+FROM stage_msg m JOIN stage_ticket t ON t.i = m.ticket_id JOIN body_pool p ON p.k = m.body_k;
 
 INSERT INTO core.message_contents (message_id, organization_id, text_body, body_sha256)
-SELECT m.mid, %(org)s, m.body, md5(m.body) FROM stage_msg m;
+SELECT m.mid, %(org)s, p.body, md5(p.body)
+FROM stage_msg m JOIN body_pool p ON p.k = m.body_k;
 
 INSERT INTO core.ticket_messages (message_id, organization_id, ticket_id, stitch_reason,
                                   stitch_confidence, linked_at)
 SELECT m.mid, %(org)s, m.ticket_id,
        CASE WHEN m.k = 1 THEN 'new_ticket' ELSE 'in_reply_to' END, 'high', m.sent_at
 FROM stage_msg m;
+
+RESET session_replication_role;
+
+SET maintenance_work_mem = '1GB';
+%(search_index)s;
+RESET maintenance_work_mem;
 
 SELECT setval(pg_get_serial_sequence('core.tickets', 'id'), %(tickets)s);
 SELECT setval(pg_get_serial_sequence('core.messages', 'id'), (SELECT max(mid) FROM stage_msg));
@@ -132,13 +167,29 @@ def seed(database_url: str, tickets: int, words: list[str]) -> dict[str, Any]:
         "tickets": tickets,
         "org": org["organization_id"],
         "queues": list(org["queues"].values()),
+        # Distinct message bodies: enough that a rare word stays rare at every size.
+        "pool": min(max(tickets // 5, 1000), 50_000),
     }
+    search_index = None
     with db.connect(database_url, "bench-api-seed") as conn:
         for statement in SEED_SQL.split(";\n"):
-            if statement.strip():
-                conn.execute(statement, params)
+            statement = statement.strip()
+            if statement == "%(search_index)s":
+                conn.execute(search_index)  # the definition read before the load
+            elif statement:
+                cursor = conn.execute(statement, params)
+                if cursor.description and cursor.description[0].name == "search_index":
+                    search_index = cursor.fetchone()["search_index"]
         conn.commit()
         messages = conn.execute("SELECT count(*) AS n FROM core.messages").fetchone()["n"]
+        # The counts were written directly, not by the trigger: check them once.
+        wrong_counts = conn.execute(
+            "SELECT count(*) AS n FROM core.tickets t LEFT JOIN (SELECT ticket_id, count(*) AS n "
+            "FROM core.ticket_messages GROUP BY ticket_id) c ON c.ticket_id = t.id "
+            "WHERE t.message_count <> coalesce(c.n, 0)"
+        ).fetchone()["n"]
+        if wrong_counts:
+            raise RuntimeError(f"seeding left {wrong_counts} tickets with a wrong message_count")
     seed_s = time.monotonic() - t0
     with db.connect(database_url, "bench-api-seed", autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) core.tickets, core.messages, core.message_contents, "
@@ -223,27 +274,62 @@ def api_server(database_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]
             proc.wait()
 
 
-async def login(session: aiohttp.ClientSession, base: str) -> None:
-    async with session.get(f"{base}/auth/csrf") as response:
-        csrf = (await response.json())["csrf_token"]
-    body = {"email": ADMIN_EMAIL, "organization_name": ORGANIZATION}
-    async with session.post(
-        f"{base}/auth/dev/login", json=body, headers={"x-csrf-token": csrf}
-    ) as response:
-        if response.status != 200:
-            raise RuntimeError(f"dev login failed: {response.status} {await response.text()}")
+async def login(base: str) -> str:
+    """Development login as the demo admin; the session cookie as a Cookie header value."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.get(f"{base}/auth/csrf") as response:
+            csrf = (await response.json())["csrf_token"]
+        body = {"email": ADMIN_EMAIL, "organization_name": ORGANIZATION}
+        async with session.post(
+            f"{base}/auth/dev/login", json=body, headers={"x-csrf-token": csrf}
+        ) as response:
+            if response.status != 200:
+                raise RuntimeError(f"dev login failed: {response.status} {await response.text()}")
+        return "; ".join(f"{c.key}={c.value}" for c in session.cookie_jar)
 
 
-async def _get(session: aiohttp.ClientSession, url: str) -> tuple[float, int, bytes]:
-    t0 = time.perf_counter()
-    async with session.get(url) as response:
-        body = await response.read()
-        return (time.perf_counter() - t0) * 1000, response.status, body
+class KeepAliveClient:
+    """One persistent HTTP/1.1 connection issuing GETs one at a time.
+
+    A general-purpose client (aiohttp's) costs the load generator more CPU per request than
+    the server spends on a cached-plan list request; on a 2-core machine that CPU is taken
+    from the server. This one only writes a request and reads a Content-Length body.
+    """
+
+    def __init__(self, base: str, cookie: str) -> None:
+        parts = base.removeprefix("http://").split(":")
+        self.host, self.port = parts[0], int(parts[1])
+        self.headers = f"Host: {self.host}\r\nCookie: {cookie}\r\n\r\n".encode()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> tuple[float, int, bytes]:
+        """(milliseconds, status, body) of GET `path`."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        t0 = time.perf_counter()
+        self.writer.write(f"GET {path} HTTP/1.1\r\n".encode() + self.headers)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = None
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length is None:
+            raise RuntimeError(f"response without Content-Length: {head[:200]!r}")
+        body = await self.reader.readexactly(length)
+        return (time.perf_counter() - t0) * 1000, status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 async def measure(
-    session: aiohttp.ClientSession,
     base: str,
+    cookie: str,
     kind: str,
     path_params: dict[str, str],
     concurrency: int,
@@ -258,21 +344,26 @@ async def measure(
     cursors_seen: list[str] = []
 
     async def one(task: int) -> None:
+        client = KeepAliveClient(base, cookie)
+        try:
+            await requests_until_deadline(task, client)
+        finally:
+            client.close()
+
+    async def requests_until_deadline(task: int, client: KeepAliveClient) -> None:
         rng = random.Random(seed * 1000 + task)
         while time.monotonic() < deadline:
             if kind == "detail":
-                ms, status, _ = await _get(
-                    session, f"{base}/tickets/{rng.randint(1, max_ticket_id)}"
-                )
+                ms, status, _ = await client.get(f"/tickets/{rng.randint(1, max_ticket_id)}")
                 latencies["request"].append(ms)
                 statuses[status] += 1
             elif kind == "deep":
                 cursor = None
                 for page in range(1, PAGES_DEEP + 1):
-                    url = f"{base}/tickets?limit={PAGE_LIMIT}"
+                    url = f"/tickets?limit={PAGE_LIMIT}"
                     if cursor:
                         url += f"&cursor={cursor}"
-                    ms, status, body = await _get(session, url)
+                    ms, status, body = await client.get(url)
                     statuses[status] += 1
                     latencies["all_pages"].append(ms)
                     if page == 1:
@@ -286,7 +377,7 @@ async def measure(
                         break  # a walk always ends by page 20, even past the deadline
             else:
                 query = "&".join(f"{k}={v}" for k, v in path_params.items())
-                ms, status, _ = await _get(session, f"{base}/tickets?limit={PAGE_LIMIT}&{query}")
+                ms, status, _ = await client.get(f"/tickets?limit={PAGE_LIMIT}&{query}")
                 latencies["request"].append(ms)
                 statuses[status] += 1
 
@@ -323,9 +414,10 @@ def explain(
     variants = {
         "list": ("api.ticket_page_all(NULL, NULL, NULL, NULL, %s, %s, %s)", ["infinity", 9223372036854775807, n]),
         "status_open": ("api.ticket_page_status('open', NULL, NULL, NULL, %s, %s, %s)", ["infinity", 9223372036854775807, n]),
-        "q_common": ("api.ticket_page_search(NULL, websearch_to_tsquery('simple', %s), NULL, NULL, %s, %s, %s)",
+        # The search's first window (api.ticket_list widens it when it holds too few).
+        "q_common": ("api.ticket_page_search(NULL, websearch_to_tsquery('simple', %s), NULL, NULL, %s, %s, %s, now() - interval '7 days')",
                      [words["q_common"]["word"], "infinity", 9223372036854775807, n]),
-        "q_rare": ("api.ticket_page_search(NULL, websearch_to_tsquery('simple', %s), NULL, NULL, %s, %s, %s)",
+        "q_rare": ("api.ticket_page_search(NULL, websearch_to_tsquery('simple', %s), NULL, NULL, %s, %s, %s, now() - interval '7 days')",
                    [words["q_rare"]["word"], "infinity", 9223372036854775807, n]),
         "page_20": ("api.ticket_page_all(NULL, NULL, NULL, NULL, %s, %s, %s)", [after[0], after[1], n]),
     }  # fmt: skip
@@ -348,23 +440,39 @@ def explain(
 
 
 def _cpu(pid: int) -> float:
+    """CPU seconds of process `pid` and its children (API worker processes)."""
     try:
-        times = psutil.Process(pid).cpu_times()
-        return times.user + times.system
+        proc = psutil.Process(pid)
+        total = 0.0
+        for p in (proc, *proc.children(recursive=True)):
+            times = p.cpu_times()
+            total += times.user + times.system
+        return total
     except psutil.NoSuchProcess:
         return 0.0
 
 
-def _postgres_cpu() -> float:
+def _cpu_now(server_pid: int, database: str) -> dict[str, float]:
+    return {
+        "api_server": _cpu(server_pid),
+        "postgres": _postgres_cpu(database),
+        "client": sum(psutil.Process().cpu_times()[:2]),  # this process only
+    }
+
+
+def _postgres_cpu(database: str) -> float:
+    """CPU seconds of the Postgres backends serving `database` (their process titles name
+    it), so that other work on the machine is not counted."""
     total = 0.0
-    for proc in psutil.process_iter(["name", "cpu_times"]):
-        if (proc.info["name"] or "").startswith("postgres") and proc.info["cpu_times"]:
+    for proc in psutil.process_iter(["cmdline", "cpu_times"]):
+        cmdline = proc.info["cmdline"] or []
+        if cmdline and cmdline[0].startswith("postgres:") and f" {database} " in cmdline[0]:
             total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
     return total
 
 
 async def load(
-    base: str, server_pid: int, args: argparse.Namespace, words: dict[str, Any]
+    base: str, server_pid: int, database: str, args: argparse.Namespace, words: dict[str, Any]
 ) -> list[dict[str, Any]]:
     kinds: list[tuple[str, dict[str, str]]] = [
         ("list", {}),
@@ -374,43 +482,23 @@ async def load(
         ("deep", {}),
         ("detail", {}),
     ]
-    connector = aiohttp.TCPConnector(limit=max(args.concurrency) + 4)
     results = []
-    async with aiohttp.ClientSession(
-        connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True)
-    ) as session:
-        args_base = base
-        await login(session, args_base)
-        for concurrency in args.concurrency:
-            for kind, params in kinds:
-                # A short warm-up so that pool connections and caches exist.
-                await measure(
-                    session,
-                    args_base,
-                    kind,
-                    params,
-                    concurrency,
-                    min(1.0, args.duration / 5),
-                    args.tickets,
-                    0,
-                )
-                server_cpu, pg_cpu = _cpu(server_pid), _postgres_cpu()
-                result = await measure(
-                    session,
-                    args_base,
-                    kind,
-                    params,
-                    concurrency,
-                    args.duration,
-                    args.tickets,
-                    args.seed,
-                )
-                result["cpu_seconds"] = {
-                    "api_server": round(_cpu(server_pid) - server_cpu, 2),
-                    "postgres": round(_postgres_cpu() - pg_cpu, 2),
-                }
-                results.append(result)
-                print(_row(result), file=sys.stderr, flush=True)
+    cookie = await login(base)
+    for concurrency in args.concurrency:
+        for kind, params in kinds:
+            # A short warm-up so that pool connections and caches exist.
+            await measure(
+                base, cookie, kind, params, concurrency, min(1.0, args.duration / 5),
+                args.tickets, 0,
+            )  # fmt: skip
+            cpu_before = _cpu_now(server_pid, database)
+            result = await measure(
+                base, cookie, kind, params, concurrency, args.duration, args.tickets, args.seed
+            )
+            cpu_after = _cpu_now(server_pid, database)
+            result["cpu_seconds"] = {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after}
+            results.append(result)
+            print(_row(result), file=sys.stderr, flush=True)
     return results
 
 
@@ -422,29 +510,53 @@ def _row(r: dict[str, Any]) -> str:
     return (
         f"  c={r['concurrency']:<3} {r['kind']:<12} n={r['requests']:<6} rps {r['rps']:>7.1f}  "
         f"p50 {lat['p50']:>7.1f}  p95 {lat['p95']:>7.1f}  p99 {lat['p99']:>7.1f} ms  "
-        f"cpu api {r['cpu_seconds']['api_server']:.1f}s pg {r['cpu_seconds']['postgres']:.1f}s"
+        f"cpu api {r['cpu_seconds']['api_server']:.1f}s pg {r['cpu_seconds']['postgres']:.1f}s "
+        f"client {r['cpu_seconds']['client']:.1f}s"
         f"  statuses {r['statuses']}{extra}"
     )
 
 
+def seeded_database(database_url: str) -> dict[str, Any]:
+    """What an earlier `--keep` run left in `database_url` (no new seeding)."""
+    with db.connect(database_url, "bench-api") as conn:
+        row = conn.execute(
+            "SELECT (SELECT id FROM core.organizations WHERE name = %s) AS organization_id, "
+            "(SELECT count(*) FROM core.tickets) AS tickets, "
+            "(SELECT count(*) FROM core.messages) AS messages",
+            [ORGANIZATION],
+        ).fetchone()
+    return {**row, "organization_id": str(row["organization_id"]), "seed_s": None}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     words = corpus_words()
-    with bench_database(args.database_url, "api", keep=args.keep) as database_url:
-        migrate(database_url)
-        print(f"seeding {args.tickets} tickets ...", file=sys.stderr, flush=True)
-        seeded = seed(database_url, args.tickets, words)
-        print(f"  seeded in {seeded['seed_s']} s (+ VACUUM ANALYZE {seeded['vacuum_analyze_s']} s): "
-              f"{seeded['messages']} messages; sizes {seeded['sizes']}", file=sys.stderr, flush=True)  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        if args.reuse_database:
+            database_url = args.reuse_database
+            migrate(database_url)
+            seeded = seeded_database(database_url)
+            print(f"reusing {seeded['tickets']} tickets", file=sys.stderr, flush=True)
+        else:
+            database_url = stack.enter_context(
+                bench_database(args.database_url, "api", keep=args.keep)
+            )
+            migrate(database_url)
+            print(f"seeding {args.tickets} tickets ...", file=sys.stderr, flush=True)
+            seeded = seed(database_url, args.tickets, words)
+            print(f"  seeded in {seeded['seed_s']} s (+ VACUUM ANALYZE {seeded['vacuum_analyze_s']} s): "
+                  f"{seeded['messages']} messages; sizes {seeded['sizes']}", file=sys.stderr, flush=True)  # fmt: skip
+        args.tickets = seeded["tickets"]
         query_words = pick_query_words(database_url, words)
         with api_server(database_url) as (base, proc):
-            results = asyncio.run(load(base, proc.pid, args, query_words))
+            database = conninfo_to_dict(database_url)["dbname"]
+            results = asyncio.run(load(base, proc.pid, database, args, query_words))
         cursor = next((r.get("cursor_page_20") for r in results if r.get("cursor_page_20")), None)
         plans = explain(database_url, seeded["organization_id"], query_words, cursor)
     for name, plan in plans.items():
         print(f"\n-- EXPLAIN (ANALYZE, BUFFERS) {name}\n{plan}", file=sys.stderr)
     return {
         "benchmark": "api",
-        "database": "embedded" if args.database_url is None else "server",
+        "database": "embedded" if not (args.database_url or args.reuse_database) else "server",
         "duration_s": args.duration,
         **seeded,
         "query_words": query_words,
@@ -463,6 +575,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,16", help="comma-separated, e.g. 1,16")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    parser.add_argument(
+        "--reuse-database", metavar="URL", help="measure a database kept by --keep (no seeding)"
+    )
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     result = run(args)
