@@ -143,9 +143,10 @@ CREATE FUNCTION api.ticket_list(
     p_status text, p_q text, p_assignee_user_id uuid, p_assignee_queue_id uuid,
     p_limit integer, p_cursor text
 ) RETURNS json
-    -- Generic plans for the static queries: a custom plan per call costs more than the
-    -- whole page, and the keyset walk of an index is the right plan whatever the values.
-    -- The search is an EXECUTE below, planned for its term on each call.
+    -- Generic plans for the static page queries: with the first page's 'infinity' keyset
+    -- bound a custom plan always looks cheaper, so plpgsql would plan every call, which
+    -- costs more than the page itself. The keyset walk of one index is the right plan
+    -- whatever the values; the search is an EXECUTE below, planned for its term.
     LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_limit integer := coalesce(p_limit, 50);
@@ -156,8 +157,11 @@ DECLARE
     v_cursor jsonb;
     v_after_activity timestamptz := 'infinity';
     v_after_id bigint := 9223372036854775807;
-    v_page api.ticket_page_row[];
     v_window interval;
+    v_items json;
+    v_rows bigint;
+    v_last_activity timestamptz;
+    v_last_id bigint;
     v_next_cursor text;
 BEGIN
     IF v_limit NOT BETWEEN 1 AND 100 THEN
@@ -202,9 +206,11 @@ BEGIN
         END IF;
     END IF;
 
-    -- One more row than asked tells whether another page exists.
+    -- One more row than asked tells whether another page exists. Each page query numbers
+    -- its rows and aggregates them in the same statement: the items to send, how many
+    -- rows there were, and the keyset position of the last item for the next cursor.
     IF v_q IS NOT NULL AND numnode(v_query) = 0 THEN
-        v_page := '{}';  -- only stop words or punctuation: nothing can match
+        v_rows := 0;  -- only stop words or punctuation: nothing can match
     ELSIF v_q IS NOT NULL THEN
         -- Newest matches first, looked for in growing windows of activity before the
         -- cursor (a week, 8 weeks, 64 weeks, then everything): a term that matches many
@@ -214,46 +220,56 @@ BEGIN
         -- which a cached generic plan cannot know.
         v_window := interval '7 days';
         LOOP
-            EXECUTE 'SELECT array_agg(p ORDER BY p.last_activity_at DESC, p.id DESC)
-                     FROM api.ticket_page_search($1, $2, $3, $4, $5, $6, $7, $8) p'
-            INTO v_page
+            EXECUTE 'SELECT json_agg(p.list_item ORDER BY p.n) FILTER (WHERE p.n <= $7 - 1),
+                            count(*),
+                            max(p.last_activity_at) FILTER (WHERE p.n = $7 - 1),
+                            max(p.id) FILTER (WHERE p.n = $7 - 1)
+                     FROM (SELECT x.*, row_number() OVER (ORDER BY x.last_activity_at DESC,
+                                                                   x.id DESC) AS n
+                           FROM api.ticket_page_search($1, $2, $3, $4, $5, $6, $7, $8) x) p'
+            INTO v_items, v_rows, v_last_activity, v_last_id
             USING v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
                   v_after_activity, v_after_id, v_limit + 1,
                   coalesce(least(v_after_activity, now()) - v_window, '-infinity');
-            EXIT WHEN v_window IS NULL OR cardinality(v_page) > v_limit;
+            EXIT WHEN v_window IS NULL OR v_rows > v_limit;
             v_window := CASE WHEN v_window < interval '400 days' THEN v_window * 8 END;
         END LOOP;
-    ELSIF p_assignee_user_id IS NOT NULL THEN
-        SELECT array_agg(p ORDER BY p.last_activity_at DESC, p.id DESC) INTO v_page
-        FROM api.ticket_page_assignee_user(v_status, v_query, p_assignee_user_id,
-                                           p_assignee_queue_id, v_after_activity, v_after_id,
-                                           v_limit + 1) p;
-    ELSIF p_assignee_queue_id IS NOT NULL THEN
-        SELECT array_agg(p ORDER BY p.last_activity_at DESC, p.id DESC) INTO v_page
-        FROM api.ticket_page_assignee_queue(v_status, v_query, p_assignee_user_id,
-                                            p_assignee_queue_id, v_after_activity, v_after_id,
-                                            v_limit + 1) p;
-    ELSIF v_status IS NOT NULL THEN
-        SELECT array_agg(p ORDER BY p.last_activity_at DESC, p.id DESC) INTO v_page
-        FROM api.ticket_page_status(v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
-                                    v_after_activity, v_after_id, v_limit + 1) p;
     ELSE
-        SELECT array_agg(p ORDER BY p.last_activity_at DESC, p.id DESC) INTO v_page
-        FROM api.ticket_page_all(v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
-                                 v_after_activity, v_after_id, v_limit + 1) p;
+        -- One static statement for the other variants, each reading its own index: with a
+        -- generic plan the conditions on the arguments are one-time filters, so only the
+        -- chosen variant runs.
+        SELECT json_agg(p.list_item ORDER BY p.n) FILTER (WHERE p.n <= v_limit), count(*),
+               max(p.last_activity_at) FILTER (WHERE p.n = v_limit),
+               max(p.id) FILTER (WHERE p.n = v_limit)
+        INTO v_items, v_rows, v_last_activity, v_last_id
+        FROM (SELECT x.*, row_number() OVER (ORDER BY x.last_activity_at DESC, x.id DESC) AS n
+              FROM (SELECT * FROM api.ticket_page_assignee_user(
+                        v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
+                        v_after_activity, v_after_id, v_limit + 1)
+                    WHERE p_assignee_user_id IS NOT NULL
+                    UNION ALL
+                    SELECT * FROM api.ticket_page_assignee_queue(
+                        v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
+                        v_after_activity, v_after_id, v_limit + 1)
+                    WHERE p_assignee_user_id IS NULL AND p_assignee_queue_id IS NOT NULL
+                    UNION ALL
+                    SELECT * FROM api.ticket_page_status(
+                        v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
+                        v_after_activity, v_after_id, v_limit + 1)
+                    WHERE p_assignee_user_id IS NULL AND p_assignee_queue_id IS NULL
+                      AND v_status IS NOT NULL
+                    UNION ALL
+                    SELECT * FROM api.ticket_page_all(
+                        v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
+                        v_after_activity, v_after_id, v_limit + 1)
+                    WHERE p_assignee_user_id IS NULL AND p_assignee_queue_id IS NULL
+                      AND v_status IS NULL) x) p;
     END IF;
-    v_page := coalesce(v_page, '{}');
 
-    IF cardinality(v_page) > v_limit THEN
-        v_next_cursor := api.ticket_cursor_encode((v_page[v_limit]).last_activity_at,
-                                                  (v_page[v_limit]).id, v_filters);
-        v_page := v_page[1:v_limit];
+    IF v_rows > v_limit THEN
+        v_next_cursor := api.ticket_cursor_encode(v_last_activity, v_last_id, v_filters);
     END IF;
-
-    RETURN json_build_object(
-        'items', (SELECT coalesce(json_agg(p.list_item ORDER BY p.ord), '[]')
-                  FROM unnest(v_page) WITH ORDINALITY AS p(id, last_activity_at, list_item, ord)),
-        'next_cursor', v_next_cursor);
+    RETURN json_build_object('items', coalesce(v_items, '[]'), 'next_cursor', v_next_cursor);
 END
 $$;
 COMMENT ON FUNCTION api.ticket_list(text, text, uuid, uuid, integer, text) IS
