@@ -77,7 +77,7 @@ SELECT g.i,
        (1 + (g.i * 2654435761) %% 3)::int AS messages,
        random() AS r_status,
        now() - random() * interval '730 days' AS activity
-FROM generate_series(1, %(tickets)s) AS g(i);
+FROM generate_series(1::bigint, %(tickets)s) AS g(i);
 
 CREATE TEMP TABLE stage_msg AS
 SELECT row_number() OVER (ORDER BY t.i, k.k) AS mid, t.i AS ticket_id, k.k,
