@@ -415,9 +415,9 @@ def explain(
         "list": ("api.ticket_page_all(NULL, NULL, NULL, NULL, %s, %s, %s)", ["infinity", 9223372036854775807, n]),
         "status_open": ("api.ticket_page_status('open', NULL, NULL, NULL, %s, %s, %s)", ["infinity", 9223372036854775807, n]),
         # The search's first window (api.ticket_list widens it when it holds too few).
-        "q_common": ("api.ticket_page_search(NULL, websearch_to_tsquery('simple', %s), NULL, NULL, %s, %s, %s, now() - interval '7 days')",
+        "q_common": ("api.ticket_page_search(NULL, websearch_to_tsquery('simple', %s), NULL, NULL, %s, %s, %s, now() - interval '2 days')",
                      [words["q_common"]["word"], "infinity", 9223372036854775807, n]),
-        "q_rare": ("api.ticket_page_search(NULL, websearch_to_tsquery('simple', %s), NULL, NULL, %s, %s, %s, now() - interval '7 days')",
+        "q_rare": ("api.ticket_page_search(NULL, websearch_to_tsquery('simple', %s), NULL, NULL, %s, %s, %s, now() - interval '2 days')",
                    [words["q_rare"]["word"], "infinity", 9223372036854775807, n]),
         "page_20": ("api.ticket_page_all(NULL, NULL, NULL, NULL, %s, %s, %s)", [after[0], after[1], n]),
     }  # fmt: skip

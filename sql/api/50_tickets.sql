@@ -213,12 +213,12 @@ BEGIN
         v_rows := 0;  -- only stop words or punctuation: nothing can match
     ELSIF v_q IS NOT NULL THEN
         -- Newest matches first, looked for in growing windows of activity before the
-        -- cursor (a week, 8 weeks, 64 weeks, then everything): a term that matches many
+        -- cursor (2 days, 16 days, 128 days, then everything): a term that matches many
         -- tickets is answered from the recent ones instead of fetching and sorting all its
         -- matches. Each window is an EXECUTE, planned for its term and bounds: how many
         -- tickets a term matches decides between the GIN index, the activity index or both,
         -- which a cached generic plan cannot know.
-        v_window := interval '7 days';
+        v_window := interval '2 days';
         LOOP
             EXECUTE 'SELECT json_agg(p.list_item ORDER BY p.n) FILTER (WHERE p.n <= $7 - 1),
                             count(*),
@@ -232,7 +232,7 @@ BEGIN
                   v_after_activity, v_after_id, v_limit + 1,
                   coalesce(least(v_after_activity, now()) - v_window, '-infinity');
             EXIT WHEN v_window IS NULL OR v_rows > v_limit;
-            v_window := CASE WHEN v_window < interval '400 days' THEN v_window * 8 END;
+            v_window := CASE WHEN v_window < interval '100 days' THEN v_window * 8 END;
         END LOOP;
     ELSE
         -- One static statement for the other variants, each reading its own index: with a

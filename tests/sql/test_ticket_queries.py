@@ -229,7 +229,7 @@ def test_the_list_plans_a_search_for_its_term_on_every_call(db, seeded):
 
 
 def test_a_search_widens_its_activity_window_until_the_page_is_full(db, seeded):
-    """Matches are looked for a week back first, then 8 weeks, 64 weeks, then all time;
+    """Matches are looked for 2 days back first, then 16 days, 128 days, then all time;
     the page is the same as one query over all time would give."""
     org = seeded["Acme"]
     _as_api_role(db, org["id"])
