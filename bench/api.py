@@ -49,6 +49,7 @@ from app.settings import REPO_ROOT
 from bench.common import BENCH_SECRET, bench_database, corpus_words, summary
 
 PAGES_DEEP = 20
+KINDS = ("list", "status_open", "q_common", "q_rare", "deep", "detail")
 PAGE_LIMIT = 50
 
 SEED_SQL = """
@@ -474,14 +475,15 @@ def _postgres_cpu(database: str) -> float:
 async def load(
     base: str, server_pid: int, database: str, args: argparse.Namespace, words: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    kinds: list[tuple[str, dict[str, str]]] = [
-        ("list", {}),
-        ("status_open", {"status": "open"}),
-        ("q_common", {"q": words["q_common"]["word"]}),
-        ("q_rare", {"q": words["q_rare"]["word"]}),
-        ("deep", {}),
-        ("detail", {}),
-    ]
+    query_params = {
+        "list": {},
+        "status_open": {"status": "open"},
+        "q_common": {"q": words["q_common"]["word"]},
+        "q_rare": {"q": words["q_rare"]["word"]},
+        "deep": {},
+        "detail": {},
+    }
+    kinds = [(kind, query_params[kind]) for kind in args.kinds]
     results = []
     cookie = await login(base)
     for concurrency in args.concurrency:
@@ -573,6 +575,11 @@ def main(argv: list[str] | None = None) -> int:
         "--duration", type=float, default=10, help="seconds per kind and concurrency"
     )
     parser.add_argument("--concurrency", default="1,16", help="comma-separated, e.g. 1,16")
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help=f"comma-separated subset of {','.join(KINDS)}",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument(
@@ -580,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.kinds = [k for k in args.kinds.split(",") if k]
+    if unknown := set(args.kinds) - set(KINDS):
+        parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
     result = run(args)
     print(json.dumps(result, default=str), flush=True)
     bad = [r for r in result["results"] if set(r["statuses"]) - {200, 404}]
