@@ -27,8 +27,18 @@ def make_connector(conninfo=_conninfo, max_size: int = 10) -> procrastinate.Psyc
     )
 
 
+# Workers learn of new jobs by notification; polling is the fallback, and the only way to
+# learn that a job held back by a procrastinate lock may start: the next backfill page of a
+# mailbox is queued (and announced) while the page before it still holds the mailbox's
+# lock. A short poll keeps a backfill from pausing between pages; it costs one small query
+# per worker every 0.1 s.
+FETCH_JOB_POLLING_SECONDS = 0.1
+
 app = procrastinate.App(
     connector=make_connector(),
     import_paths=["worker.tasks"],
-    worker_defaults={"worker_middleware": [record_failed_attempts]},
+    worker_defaults={
+        "worker_middleware": [record_failed_attempts],
+        "fetch_job_polling_interval": FETCH_JOB_POLLING_SECONDS,
+    },
 )

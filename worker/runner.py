@@ -54,16 +54,34 @@ async def run_until_idle(
 ) -> None:
     """Process jobs until none is waiting or running, recovering jobs of dead workers.
 
+    One long-lived worker runs meanwhile (a worker that stopped whenever the queue looked
+    empty for a moment would wait for all its running jobs and restart every time); every
+    `poll_seconds` this checks whether the pipeline is idle, and stops it when it is.
     Periodic tasks are not deferred meanwhile; the caller queues what it wants done.
     """
     with _without_periodic_tasks(worker_app):
-        while True:
-            await retry_stalled(worker_app, stalled_after)
-            await worker_app.run_worker_async(
-                wait=False, concurrency=concurrency, install_signal_handlers=False
-            )
-            todo, doing = await pending_jobs(worker_app)
-            if todo == 0 and doing == 0:
-                return
-            log.info("waiting for %d queued and %d running jobs", todo, doing)
-            await asyncio.sleep(poll_seconds)
+        await retry_stalled(worker_app, stalled_after)
+        worker = asyncio.create_task(
+            worker_app.run_worker_async(
+                wait=True,
+                concurrency=concurrency,
+                install_signal_handlers=False,
+            ),
+            name="worker until idle",
+        )
+        try:
+            while not worker.done():
+                await asyncio.wait({worker}, timeout=poll_seconds)
+                if worker.done():
+                    break
+                await retry_stalled(worker_app, stalled_after)
+                todo, doing = await pending_jobs(worker_app)
+                if todo == 0 and doing == 0:
+                    return
+                log.debug("waiting for %d queued and %d running jobs", todo, doing)
+        finally:
+            if not worker.done():
+                worker.cancel()  # a graceful stop: procrastinate finishes running jobs
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+        worker.result()  # a worker that died on its own raises here
