@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -355,18 +356,34 @@ def parsed_payload(
     }
 
 
+# A NUL character escaped by json.dumps (an even run of backslashes before it is literal).
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def payload_json(payload: dict[str, Any]) -> str:
+    """`payload` as JSON text, refusing here what PostgreSQL's jsonb would refuse later."""
+    text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    if _JSON_NUL.search(text):
+        raise ValueError("a NUL character, which PostgreSQL text cannot hold")
+    return text
+
+
 def parse_occurrences(
     waiting: list[dict[str, Any]], journal_address: str | None, blobs: BlobStore
-) -> tuple[list[dict], list[dict]]:
-    """Parse each occurrence's raw bytes; a message that fails fails alone, with its reason."""
-    parsed: list[dict] = []
+) -> tuple[list[str], list[dict]]:
+    """Parse each occurrence's raw bytes; a message that fails fails alone, with its reason.
+
+    Parsed payloads come back as JSON text (encoded once, and checked per message).
+    """
+    parsed: list[str] = []
     failures: list[dict] = []
     for row in waiting:
         try:
             raw = blobs.get(row["raw_blob_key"])
             message = parse_message(raw, journal_address=journal_address)
-            payload = parsed_payload(row["id"], message, blobs, row["organization_id"])
-            json.dumps(payload)  # refuse here, per message, what PostgreSQL would refuse later
+            payload = payload_json(
+                parsed_payload(row["id"], message, blobs, row["organization_id"])
+            )
         except UnparseableMessage as exc:
             failures.append({"occurrence_id": row["id"], "error": f"unparseable: {exc.reason}"})
         except Exception as exc:  # a poisoned message must never take the batch down
@@ -392,6 +409,6 @@ async def parse(pool, mailbox_id: str, occurrence_ids: list[int]) -> dict[str, A
     async with pool.connection() as conn:
         return await _call(
             conn,
-            "SELECT worker.record_parsed(%s, %s, %s)",
-            [mailbox_id, Jsonb(parsed), Jsonb(failures)],
+            "SELECT worker.record_parsed(%s, %s::jsonb, %s)",
+            [mailbox_id, "[" + ",".join(parsed) + "]", Jsonb(failures)],
         )

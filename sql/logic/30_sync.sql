@@ -47,11 +47,13 @@ GRANT EXECUTE ON FUNCTION logic.mailbox_lag_seconds(core.mailboxes) TO ticketing
 CREATE FUNCTION logic.enqueue_sync_job(p_mailbox_id uuid, p_task text) RETURNS bigint
     LANGUAGE sql AS $$
     -- Sync jobs of a mailbox run one at a time (lock) on the sync queue, and a request never
-    -- doubles a waiting job of the same task (queueing lock).
+    -- doubles a waiting job of the same task (queueing lock). They go before ingestion jobs
+    -- (priority; workers take jobs by priority, then age): a backfill page is cheap and feeds
+    -- the whole pipeline, and behind a backlog of fetch jobs it would starve it.
     SELECT logic.enqueue(
         p_task, jsonb_build_object('mailbox_id', p_mailbox_id),
         p_queue => 'sync', p_lock => 'mailbox:' || p_mailbox_id,
-        p_queueing_lock => p_task || ':' || p_mailbox_id)
+        p_queueing_lock => p_task || ':' || p_mailbox_id, p_priority => 30)
 $$;
 COMMENT ON FUNCTION logic.enqueue_sync_job(uuid, text) IS
     'Queue mailbox_backfill or mailbox_history_sync for a mailbox with the sync conventions '

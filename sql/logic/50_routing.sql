@@ -35,7 +35,9 @@ GRANT EXECUTE ON FUNCTION logic.routing_address(text) TO ticketing_api;
 CREATE FUNCTION logic.rule_condition_checks(
     r core.routing_rules, p_recipient text, p_sender text, p_direction text
 ) RETURNS jsonb
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
     SELECT coalesce(jsonb_object_agg(c.name, jsonb_build_object('pattern', c.pattern,
                                                                 'value', c.value,
                                                                 'matched', c.matched)),
@@ -53,6 +55,8 @@ CREATE FUNCTION logic.rule_condition_checks(
         ) AS v(name, pattern, value)
         WHERE v.pattern IS NOT NULL
     ) c
+    );
+END
 $$;
 COMMENT ON FUNCTION logic.rule_condition_checks(core.routing_rules, text, text, text) IS
     'The conditions rule r sets: {name: {pattern, value, matched}} for normalised recipient, '
@@ -63,7 +67,9 @@ GRANT EXECUTE ON FUNCTION logic.rule_condition_checks(core.routing_rules, text, 
 CREATE FUNCTION logic.route_decision(
     p_organization_id uuid, p_recipient text, p_sender text, p_direction text
 ) RETURNS jsonb
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
     WITH input AS (
         SELECT logic.routing_address(p_recipient) AS recipient,
                logic.routing_address(p_sender) AS sender,
@@ -136,6 +142,8 @@ CREATE FUNCTION logic.route_decision(
     LEFT JOIN allowed a ON true
     LEFT JOIN fired f ON true
     LEFT JOIN actions act ON true
+    );
+END
 $$;
 COMMENT ON FUNCTION logic.route_decision(uuid, text, text, text) IS
     'THE routing decision for a message of p_organization_id: {input, allowlisted, '
@@ -188,6 +196,33 @@ COMMENT ON FUNCTION logic.ticket_routing_state(core.tickets) IS
     'tags, hidden}.';
 GRANT EXECUTE ON FUNCTION logic.ticket_routing_state(core.tickets) TO ticketing_api;
 
+-- The events a routing decision leaves on its ticket: `routed` (decision, before, after and
+-- the caller's context) plus `auto_spam` or `dropped`. Used by logic.apply_routing and by
+-- stitching, which routes a new ticket as it inserts it.
+CREATE FUNCTION logic.record_routing(
+    p_organization_id uuid, p_ticket_id bigint, p_decision jsonb, p_before jsonb,
+    p_after jsonb, p_context jsonb
+) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO core.ticket_events (organization_id, ticket_id, type, actor_user_id, data)
+    VALUES (p_organization_id, p_ticket_id, 'routed', core.current_user_id(),
+            coalesce(p_context, '{}')
+            || jsonb_build_object('decision', p_decision, 'before', p_before, 'after', p_after));
+    IF p_decision->>'outcome' IN ('auto_spam', 'dropped') THEN
+        INSERT INTO core.ticket_events (organization_id, ticket_id, type, actor_user_id, data)
+        VALUES (p_organization_id, p_ticket_id, p_decision->>'outcome', core.current_user_id(),
+                jsonb_build_object('recipient', p_decision->'input'->'recipient',
+                                   'rule', p_decision->'rule'));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION logic.record_routing(uuid, bigint, jsonb, jsonb, jsonb, jsonb) IS
+    'Record a routing decision on its ticket: a `routed` event {context..., decision, before, '
+    'after} plus `auto_spam`/`dropped` for those outcomes.';
+GRANT EXECUTE ON FUNCTION logic.record_routing(uuid, bigint, jsonb, jsonb, jsonb, jsonb)
+    TO ticketing_api;
+
 -- Decide and apply, recording the decision as a `routed` event (plus `auto_spam` or
 -- `dropped`). The caller decides WHETHER to route (once per ticket, never over a human,
 -- unless explicitly asked); this function only does it.
@@ -201,7 +236,7 @@ DECLARE
     v_before jsonb;
     v_after jsonb;
 BEGIN
-    SELECT * INTO STRICT v_ticket FROM core.tickets WHERE id = p_ticket_id FOR UPDATE;
+    SELECT * INTO STRICT v_ticket FROM core.tickets WHERE id = p_ticket_id FOR NO KEY UPDATE;
     v_decision := logic.route_decision(v_ticket.organization_id, p_recipient, p_sender, p_direction);
     v_before := logic.ticket_routing_state(v_ticket);
     v_after := logic.routing_effect(v_decision, v_before);
@@ -216,17 +251,8 @@ BEGIN
         updated_at = CASE WHEN v_after = v_before THEN updated_at ELSE now() END
     WHERE id = p_ticket_id;
 
-    INSERT INTO core.ticket_events (organization_id, ticket_id, type, actor_user_id, data)
-    VALUES (v_ticket.organization_id, p_ticket_id, 'routed', core.current_user_id(),
-            coalesce(p_context, '{}')
-            || jsonb_build_object('decision', v_decision, 'before', v_before, 'after', v_after));
-    IF v_decision->>'outcome' IN ('auto_spam', 'dropped') THEN
-        INSERT INTO core.ticket_events (organization_id, ticket_id, type, actor_user_id, data)
-        VALUES (v_ticket.organization_id, p_ticket_id, v_decision->>'outcome',
-                core.current_user_id(),
-                jsonb_build_object('recipient', v_decision->'input'->'recipient',
-                                   'rule', v_decision->'rule'));
-    END IF;
+    PERFORM logic.record_routing(v_ticket.organization_id, p_ticket_id, v_decision, v_before,
+                                 v_after, p_context);
     RETURN jsonb_build_object('ticket_id', p_ticket_id, 'decision', v_decision,
                               'before', v_before, 'after', v_after);
 END

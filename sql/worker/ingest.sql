@@ -11,10 +11,17 @@ CREATE FUNCTION worker.enqueue_occurrence_batches(
     p_task text, p_mailbox_id uuid, p_occurrence_ids bigint[]
 ) RETURNS integer
     LANGUAGE sql AS $$
+    -- Later stages go first (priority; workers take jobs by priority, then age), so work in
+    -- progress stays small and occurrences finish early instead of every stage's backlog
+    -- growing at once. Routing (25) stays below sync steps (30, logic.enqueue_sync_job).
     SELECT count(logic.enqueue(p_task,
                                jsonb_build_object('mailbox_id', p_mailbox_id,
                                                   'occurrence_ids', to_jsonb(ids)),
-                               p_queue => 'ingest'))::integer
+                               p_queue => 'ingest',
+                               p_priority => CASE p_task WHEN 'ticket_apply_routing' THEN 25
+                                                         WHEN 'occurrence_stitch' THEN 20
+                                                         WHEN 'occurrence_parse' THEN 10
+                                                         ELSE 0 END))::integer
     FROM (
         SELECT array_agg(id ORDER BY id) AS ids
         FROM (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n
@@ -64,7 +71,9 @@ DECLARE
     m core.mailboxes;
     v_new bigint[];
 BEGIN
-    SELECT * INTO m FROM core.mailboxes WHERE id = p_mailbox_id FOR UPDATE;
+    -- NO KEY UPDATE: serialises sync steps of the mailbox without blocking the foreign-key
+    -- checks (FOR KEY SHARE) of stages inserting rows that reference it.
+    SELECT * INTO m FROM core.mailboxes WHERE id = p_mailbox_id FOR NO KEY UPDATE;
     IF NOT FOUND OR m.backfill_state <> 'running'
        OR m.backfill_page_token IS DISTINCT FROM p_page_token THEN
         -- A duplicate delivery of a page already recorded: the chain has moved on.
@@ -116,7 +125,9 @@ DECLARE
     m core.mailboxes;
     v_new bigint[];
 BEGIN
-    SELECT * INTO m FROM core.mailboxes WHERE id = p_mailbox_id FOR UPDATE;
+    -- NO KEY UPDATE: serialises sync steps of the mailbox without blocking the foreign-key
+    -- checks (FOR KEY SHARE) of stages inserting rows that reference it.
+    SELECT * INTO m FROM core.mailboxes WHERE id = p_mailbox_id FOR NO KEY UPDATE;
     IF NOT FOUND OR m.history_id IS DISTINCT FROM p_cursor THEN
         RETURN jsonb_build_object('recorded', false);
     END IF;
@@ -169,7 +180,10 @@ CREATE FUNCTION worker.fail_occurrences(p_stage text, p_failures jsonb) RETURNS 
         SET state = 'failed', failed_stage = p_stage, last_error = left(f.error, 2000),
             failure_count = o.failure_count + 1, updated_at = now()
         FROM jsonb_to_recordset(p_failures) AS f(occurrence_id bigint, error text)
-        WHERE o.id = f.occurrence_id AND o.state <> 'failed'
+        -- = ANY keeps this a primary-key lookup even on a table never analysed.
+        WHERE o.id = ANY (ARRAY(SELECT (e->>'occurrence_id')::bigint
+                                FROM jsonb_array_elements(p_failures) e))
+          AND o.id = f.occurrence_id AND o.state <> 'failed'
         RETURNING 1
     )
     SELECT count(*)::integer FROM failed
@@ -193,7 +207,10 @@ BEGIN
         FROM jsonb_to_recordset(p_fetched) AS f(
             occurrence_id bigint, blob_key text, sha256 text, size integer, thread_id text,
             label_ids text[], internal_date_ms bigint)
-        WHERE o.id = f.occurrence_id AND o.state = 'discovered'
+        -- = ANY keeps this a primary-key lookup even on a table never analysed.
+        WHERE o.id = ANY (ARRAY(SELECT (e->>'occurrence_id')::bigint
+                                FROM jsonb_array_elements(p_fetched) e))
+          AND o.id = f.occurrence_id AND o.state = 'discovered'
         RETURNING o.id
     )
     SELECT coalesce(array_agg(id), '{}') INTO v_fetched FROM updated;

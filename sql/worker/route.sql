@@ -6,70 +6,91 @@
 CREATE FUNCTION worker.route_occurrences(p_occurrence_ids bigint[]) RETURNS jsonb
     LANGUAGE plpgsql AS $$
 DECLARE
-    o record;
-    v_ticket core.tickets;
-    v_ticket_id bigint;
+    v_tickets bigint[];
+    v_locked bigint[];
+    v_ids bigint[];
+    r record;
     v_routed bigint[] := '{}';
-    v_unchanged integer := 0;
-    v_done integer := 0;
 BEGIN
-    -- Lock the tickets before the loop, in id order, so concurrent batches touching the same
-    -- tickets queue up instead of deadlocking; only occurrences still 'stitched' count:
-    -- anything else was routed by an earlier delivery of this job (idempotent).
-    PERFORM 1 FROM core.tickets t
-    WHERE t.id IN (SELECT coalesce(occ.ticket_id, tm.ticket_id)
-                   FROM core.message_occurrences occ
-                   LEFT JOIN core.ticket_messages tm ON tm.message_id = occ.message_id
-                   WHERE occ.id = ANY(p_occurrence_ids) AND occ.state = 'stitched')
-    ORDER BY t.id
-    FOR UPDATE OF t;
+    -- Routing takes its turn with stitching: the ticket counter rows of the organisations
+    -- first, in order, as worker.stitch_occurrences does. A stitch locks the tickets of each
+    -- of its messages in turn (it cannot know them all up front), a routing batch locks all
+    -- of its tickets at once: without this lock the two deadlock on tickets and occurrences
+    -- (a merge moves occurrences that are waiting to be routed). Routing a batch is short.
+    PERFORM 1 FROM core.ticket_counters c
+    WHERE c.organization_id IN (SELECT o0.organization_id FROM core.message_occurrences o0
+                                WHERE o0.id = ANY (p_occurrence_ids) AND o0.state = 'stitched')
+    ORDER BY c.organization_id
+    FOR UPDATE;
 
-    FOR o IN
-        SELECT occ.id,
-               -- SPEC 2.3: an `unknown` recipient is not allowlisted, whatever was stored.
-               CASE WHEN occ.recipient_source IS DISTINCT FROM 'unknown'
-                    THEN occ.original_recipient END AS original_recipient,
-               coalesce(occ.ticket_id, tm.ticket_id) AS ticket_id,
-               m.direction, m.from_address, coalesce(m.minted_by_product, false) AS minted_by_product
+    -- Then the tickets, in id order, so concurrent batches touching the same tickets queue up
+    -- instead of deadlocking: the tickets of the occurrences still
+    -- 'stitched' (anything else was routed by an earlier delivery of this job: idempotent),
+    -- then, until nothing moves, the tickets they live in now (a stitch may merge meanwhile).
+    SELECT coalesce(array_agg(DISTINCT x ORDER BY x), '{}') INTO v_tickets
+    FROM (
+        SELECT coalesce(occ.ticket_id,
+                        (SELECT tm.ticket_id FROM core.ticket_messages tm
+                         WHERE tm.message_id = occ.message_id)) AS x
         FROM core.message_occurrences occ
-        LEFT JOIN core.messages m ON m.id = occ.message_id
-        LEFT JOIN core.ticket_messages tm ON tm.message_id = occ.message_id
-        WHERE occ.id = ANY(p_occurrence_ids) AND occ.state = 'stitched'
-        ORDER BY occ.id
-        FOR UPDATE OF occ
+        WHERE occ.id = ANY (p_occurrence_ids) AND occ.state = 'stitched'
+    ) own
+    WHERE x IS NOT NULL;
     LOOP
-        -- A ticket merged into another lives on in the survivor.
-        v_ticket_id := o.ticket_id;
-        LOOP
-            SELECT * INTO v_ticket FROM core.tickets WHERE id = v_ticket_id;
-            EXIT WHEN NOT FOUND OR v_ticket.merged_into_ticket_id IS NULL
-                      OR v_ticket.merged_into_ticket_id = v_ticket.id;
-            v_ticket_id := v_ticket.merged_into_ticket_id;
-        END LOOP;
-
-        IF v_ticket.id IS NOT NULL AND v_ticket.routed_at IS NULL
-           AND v_ticket.human_touched_at IS NULL AND NOT o.minted_by_product THEN
-            PERFORM logic.apply_routing(
-                v_ticket.id, o.original_recipient, o.from_address, o.direction,
-                jsonb_build_object('trigger', 'new_ticket', 'occurrence_id', o.id));
-            v_routed := v_routed || v_ticket.id;
-        ELSE
-            v_unchanged := v_unchanged + 1;
-        END IF;
-
-        UPDATE core.message_occurrences
-        SET state = 'routed', routed_at = now(), updated_at = now()
-        WHERE id = o.id;
-        v_done := v_done + 1;
+        PERFORM 1 FROM core.tickets t WHERE t.id = ANY (v_tickets) ORDER BY t.id
+        FOR NO KEY UPDATE;
+        v_locked := v_tickets;
+        v_tickets := ARRAY(SELECT DISTINCT y FROM unnest(v_locked) AS x,
+                                  LATERAL (VALUES (x), (worker.live_ticket(x))) v(y)
+                           WHERE y IS NOT NULL ORDER BY 1);
+        EXIT WHEN v_tickets = v_locked;
     END LOOP;
 
-    RETURN jsonb_build_object('routed', v_done, 'routed_tickets', to_jsonb(v_routed),
-                              'tickets_unchanged', v_unchanged,
-                              'skipped', cardinality(p_occurrence_ids) - v_done);
+    -- Then the occurrences, in id order; the state is checked again on the locked row.
+    v_ids := ARRAY(SELECT occ.id FROM core.message_occurrences occ
+                   WHERE occ.id = ANY (p_occurrence_ids) AND occ.state = 'stitched'
+                   ORDER BY occ.id
+                   FOR UPDATE);
+
+    -- One decision per ticket never routed nor touched by a person, taken with the first
+    -- (lowest id) occurrence of the batch whose message is not the product's own.
+    FOR r IN
+        SELECT DISTINCT ON (t.id) t.id AS ticket_id, o.id AS occurrence_id,
+               -- SPEC 2.3: an `unknown` recipient is not allowlisted, whatever was stored.
+               CASE WHEN o.recipient_source IS DISTINCT FROM 'unknown'
+                    THEN o.original_recipient END AS original_recipient,
+               m.from_address, m.direction
+        FROM core.message_occurrences o
+        JOIN core.messages m ON m.id = o.message_id
+        CROSS JOIN LATERAL (
+            SELECT worker.live_ticket(coalesce(
+                o.ticket_id,
+                (SELECT tm.ticket_id FROM core.ticket_messages tm
+                 WHERE tm.message_id = o.message_id))) AS id
+        ) live
+        JOIN core.tickets t ON t.id = live.id
+        WHERE o.id = ANY (v_ids)
+          AND NOT coalesce(m.minted_by_product, false)
+          AND t.routed_at IS NULL AND t.human_touched_at IS NULL
+        ORDER BY t.id, o.id
+    LOOP
+        PERFORM logic.apply_routing(
+            r.ticket_id, r.original_recipient, r.from_address, r.direction,
+            jsonb_build_object('trigger', 'new_ticket', 'occurrence_id', r.occurrence_id));
+        v_routed := v_routed || r.ticket_id;
+    END LOOP;
+
+    UPDATE core.message_occurrences
+    SET state = 'routed', routed_at = now(), updated_at = now()
+    WHERE id = ANY (v_ids);
+
+    RETURN jsonb_build_object('routed', cardinality(v_ids), 'routed_tickets', to_jsonb(v_routed),
+                              'tickets_unchanged', cardinality(v_ids) - cardinality(v_routed),
+                              'skipped', cardinality(p_occurrence_ids) - cardinality(v_ids));
 END
 $$;
 COMMENT ON FUNCTION worker.route_occurrences(bigint[]) IS
-    'ticket_apply_routing: for each occurrence still ''stitched'', route its ticket with '
-    'logic.apply_routing if the ticket was never routed nor touched by a person and the '
-    'message is not the product''s own; mark every such occurrence ''routed''. Returns '
-    '{routed, routed_tickets, tickets_unchanged, skipped}.';
+    'ticket_apply_routing: mark every occurrence still ''stitched'' ''routed''; route each of '
+    'their (live) tickets never routed nor touched by a person once, with logic.apply_routing '
+    'and the first occurrence whose message is not the product''s own. Returns {routed, '
+    'routed_tickets, tickets_unchanged, skipped}.';

@@ -24,7 +24,9 @@ COMMENT ON FUNCTION worker.search_body_chars() IS
     'Characters of each message''s text body indexed into its ticket''s search vector.';
 
 CREATE FUNCTION worker.message_addresses(p_message core.messages) RETURNS text[]
-    LANGUAGE sql IMMUTABLE AS $$
+    LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN (
     SELECT coalesce(array_agg(DISTINCT lower(a)) FILTER (WHERE a IS NOT NULL AND a <> ''), '{}')
     FROM (
         SELECT p_message.from_address AS a
@@ -35,13 +37,18 @@ CREATE FUNCTION worker.message_addresses(p_message core.messages) RETURNS text[]
                                   || coalesce(p_message.cc_addresses, '[]')) AS e
         WHERE jsonb_typeof(e) = 'object'
     ) addresses
+    );
+END
 $$;
 COMMENT ON FUNCTION worker.message_addresses(core.messages) IS
     'Every e-mail address of a message (from, reply-to, to, cc), lower-cased.';
 
 CREATE FUNCTION worker.message_thread_ids(p_message_id bigint)
     RETURNS TABLE (ref text, kind text, rank integer)
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     WITH m AS (
         SELECT msg.*, worker.message_addresses(msg) AS addresses
         FROM core.messages msg WHERE msg.id = p_message_id
@@ -77,7 +84,8 @@ CREATE FUNCTION worker.message_thread_ids(p_message_id bigint)
     SELECT ranked.ref, ranked.kind, ranked.rank
     FROM ranked
     WHERE ranked.kind = 'self' OR ranked.n_of_kind <= worker.max_thread_refs()
-    ORDER BY ranked.rank
+    ORDER BY ranked.rank;
+END
 $$;
 COMMENT ON FUNCTION worker.message_thread_ids(bigint) IS
     'The ids a message contributes to its thread, in cascade order (rank 0 = its own id when '
@@ -86,7 +94,9 @@ COMMENT ON FUNCTION worker.message_thread_ids(bigint) IS
     'worker.max_thread_refs() references.';
 
 CREATE FUNCTION worker.live_ticket(p_ticket_id bigint) RETURNS bigint
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
     WITH RECURSIVE chain (id, merged_into, depth) AS (
         SELECT t.id, t.merged_into_ticket_id, 0 FROM core.tickets t WHERE t.id = p_ticket_id
         UNION ALL
@@ -95,6 +105,8 @@ CREATE FUNCTION worker.live_ticket(p_ticket_id bigint) RETURNS bigint
         WHERE chain.depth < 100
     )
     SELECT id FROM chain WHERE merged_into IS NULL ORDER BY depth LIMIT 1
+    );
+END
 $$;
 COMMENT ON FUNCTION worker.live_ticket(bigint) IS
     'The ticket a (possibly merged) ticket now lives in: follows merged_into_ticket_id.';
@@ -217,6 +229,12 @@ DECLARE
     v_inbound boolean;
     t core.tickets;
     v_other bigint;
+    v_refs text[];
+    v_kinds text[];
+    v_number bigint;
+    v_subject text;
+    v_requester_email text;
+    v_requester_name text;
 BEGIN
     SELECT * INTO m FROM core.messages WHERE id = p_occurrence.message_id;
 
@@ -231,12 +249,22 @@ BEGIN
     -- Every live ticket the message's ids meet: its own id or references registered as a
     -- thread id, or a linked message referencing its own id (that covers <id> tokens that
     -- looked like an address until this message, which has that id, arrived).
+    -- The message's thread ids in cascade order, computed once (rank = array position - 1).
+    SELECT coalesce(array_agg(ids.ref ORDER BY ids.rank), '{}'),
+           coalesce(array_agg(ids.kind ORDER BY ids.rank), '{}')
+    INTO v_refs, v_kinds
+    FROM worker.message_thread_ids(m.id) ids;
+
+    -- (Lookups by id go through LATERAL ... LIMIT 1, one index probe per id: the plan must
+    -- stay that even on tables that were never analysed, where a join may turn into a scan
+    -- of every row of the organisation.)
     SELECT coalesce(array_agg(DISTINCT worker.live_ticket(met.ticket_id)), '{}') INTO v_met
     FROM (
         SELECT ti.ticket_id
-        FROM worker.message_thread_ids(m.id) ids
-        JOIN core.ticket_thread_ids ti ON ti.organization_id = m.organization_id
-                                      AND ti.rfc_message_id = ids.ref
+        FROM unnest(v_refs) AS ids(ref),
+             LATERAL (SELECT t0.ticket_id FROM core.ticket_thread_ids t0
+                      WHERE t0.organization_id = m.organization_id AND t0.rfc_message_id = ids.ref
+                      LIMIT 1) ti
         UNION ALL
         SELECT tm.ticket_id
         FROM core.message_thread_refs r
@@ -261,11 +289,14 @@ BEGIN
     IF v_reason IS NULL AND cardinality(v_met) > 0 THEN
         -- 3. In-Reply-To, then References newest first, naming a message in a ticket.
         SELECT ids.ref, ids.kind, s.id AS message_id INTO v_hit
-        FROM worker.message_thread_ids(m.id) ids
-        JOIN core.messages s ON s.organization_id = m.organization_id AND s.rfc_message_id = ids.ref
-        JOIN core.ticket_messages tm ON tm.message_id = s.id
-        WHERE ids.kind <> 'self' AND s.id <> m.id
-        ORDER BY ids.rank, s.id
+        FROM unnest(v_refs, v_kinds) WITH ORDINALITY AS ids(ref, kind, rank),
+             LATERAL (SELECT s0.id FROM core.messages s0
+                      JOIN core.ticket_messages tm ON tm.message_id = s0.id
+                      WHERE s0.organization_id = m.organization_id
+                        AND s0.rfc_message_id = ids.ref AND s0.id <> m.id
+                      ORDER BY s0.id LIMIT 1) s
+        WHERE ids.kind <> 'self'
+        ORDER BY ids.rank
         LIMIT 1;
         IF FOUND THEN
             v_reason := v_hit.kind;
@@ -274,10 +305,13 @@ BEGIN
         ELSE
             -- 4. Thread membership: the ids meet a ticket's thread ids (order independence).
             SELECT ids.ref, ids.kind INTO v_hit
-            FROM worker.message_thread_ids(m.id) ids
-            JOIN core.ticket_thread_ids ti ON ti.organization_id = m.organization_id
-                                          AND ti.rfc_message_id = ids.ref
-            ORDER BY ids.rank LIMIT 1;
+            FROM unnest(v_refs, v_kinds) WITH ORDINALITY AS ids(ref, kind, rank),
+                 LATERAL (SELECT 1 FROM core.ticket_thread_ids t0
+                          WHERE t0.organization_id = m.organization_id
+                            AND t0.rfc_message_id = ids.ref
+                          LIMIT 1) ti
+            ORDER BY ids.rank
+            LIMIT 1;
             v_reason := 'thread_member';
             v_evidence := CASE WHEN FOUND
                 THEN jsonb_build_object('matched_id', v_hit.ref, 'header', v_hit.kind)
@@ -288,7 +322,7 @@ BEGIN
     END IF;
 
     -- 5. [T-1234] in the subject, from the requester or a participant.
-    IF v_reason IS NULL THEN
+    IF v_reason IS NULL AND m.subject ~* '\[T-\d' THEN
         v_ticket := worker.subject_code_ticket(m);
         IF v_ticket IS NOT NULL THEN
             v_reason := 'subject_code';
@@ -302,7 +336,7 @@ BEGIN
         -- one of them meanwhile (it then holds the row until it commits).
         v_met := ARRAY(SELECT DISTINCT x FROM unnest(v_met || v_ticket) AS x ORDER BY x);
         LOOP
-            PERFORM 1 FROM core.tickets t1 WHERE t1.id = ANY (v_met) ORDER BY t1.id FOR UPDATE;
+            PERFORM 1 FROM core.tickets t1 WHERE t1.id = ANY (v_met) ORDER BY t1.id FOR NO KEY UPDATE;
             v_locked := v_met;
             v_met := ARRAY(SELECT DISTINCT worker.live_ticket(x) FROM unnest(v_locked) AS x
                            ORDER BY 1);
@@ -329,26 +363,38 @@ BEGIN
     SELECT c.text_body INTO v_body FROM core.message_contents c WHERE c.message_id = m.id;
 
     IF v_reason IS NULL THEN
-        -- 6. A new ticket. Its number is allocated when the batch ends (worker.number_tickets):
-        -- the counter row is then the last lock the transaction takes, so it can never be
-        -- part of a deadlock. Until then the number is the negated id (invisible to others).
-        v_ticket := nextval(pg_get_serial_sequence('core.tickets', 'id'));
-        INSERT INTO core.tickets (id, organization_id, number, subject, status, priority,
+        -- 6. A new ticket, written once: its number comes from the organisation's counter,
+        -- whose row lock the caller (worker.stitch_occurrences) took before any other lock;
+        -- its search vector holds its code, its own fields and this message. It is routed
+        -- later, by ticket_apply_routing (worker.route_occurrences).
+        UPDATE core.ticket_counters c SET next_number = c.next_number + 1
+        WHERE c.organization_id = m.organization_id
+        RETURNING c.next_number - 1 INTO v_number;
+        IF v_number IS NULL THEN
+            RAISE EXCEPTION 'stitching: no ticket counter for organisation %', m.organization_id;
+        END IF;
+        v_subject := left(coalesce(m.subject, ''), 1000);
+        v_requester_email := CASE WHEN v_inbound THEN m.from_address
+                                  ELSE coalesce(m.to_addresses->0->>'address', m.from_address) END;
+        v_requester_name := CASE WHEN v_inbound THEN coalesce(m.from_name, '')
+                                 ELSE coalesce(m.to_addresses->0->>'name', '') END;
+        INSERT INTO core.tickets (organization_id, number, subject, status, priority,
                                   requester_email, requester_name, original_recipient, mailbox_id,
                                   last_message_at, last_activity_at, created_at, search)
-        OVERRIDING SYSTEM VALUE
-        VALUES (v_ticket, m.organization_id, -v_ticket, left(coalesce(m.subject, ''), 1000),
-                'new', 'normal',
-                CASE WHEN v_inbound THEN m.from_address
-                     ELSE coalesce(m.to_addresses->0->>'address', m.from_address) END,
-                CASE WHEN v_inbound THEN coalesce(m.from_name, '')
-                     ELSE coalesce(m.to_addresses->0->>'name', '') END,
-                p_occurrence.original_recipient, p_occurrence.mailbox_id,
-                CASE WHEN v_inbound THEN v_time END, v_time, now(), ''::tsvector);
+        VALUES (m.organization_id, v_number, v_subject, 'new', 'normal', v_requester_email,
+                v_requester_name, p_occurrence.original_recipient, p_occurrence.mailbox_id,
+                CASE WHEN v_inbound THEN v_time END, v_time, now(),
+                worker.append_search(
+                    worker.ticket_search_vector('T-' || v_number, v_subject, v_requester_email,
+                                                v_requester_name),
+                    worker.message_search_vector(m, v_body)))
+        RETURNING id INTO v_ticket;
+        INSERT INTO core.ticket_events (organization_id, ticket_id, type, data)
+        VALUES (m.organization_id, v_ticket, 'created',
+                jsonb_build_object('code', 'T-' || v_number, 'by', 'stitching'));
         v_reason := 'new_ticket';
         v_confidence := 'low';
-        v_evidence := jsonb_build_object('thread_ids_checked',
-                                         (SELECT count(*) FROM worker.message_thread_ids(m.id)));
+        v_evidence := jsonb_build_object('thread_ids_checked', cardinality(v_refs));
         IF m.marker_evidence <> '{}' THEN
             v_evidence := v_evidence || jsonb_build_object('marker', m.marker_evidence);
         END IF;
@@ -364,23 +410,29 @@ BEGIN
     -- The primary key makes a thread id belong to one ticket; all tickets holding any of
     -- these ids were merged above, so a conflict can only be with this ticket.
     INSERT INTO core.ticket_thread_ids (organization_id, rfc_message_id, ticket_id)
-    SELECT m.organization_id, ids.ref, v_ticket FROM worker.message_thread_ids(m.id) ids
+    SELECT m.organization_id, ids.ref, v_ticket FROM unnest(v_refs) AS ids(ref)
     ON CONFLICT (organization_id, rfc_message_id) DO NOTHING;
 
+    IF v_created THEN
+        RETURN QUERY SELECT v_ticket, v_reason, v_created, v_merged;
+        RETURN;
+    END IF;
+
+    -- A message joining an existing ticket: its times, search lexemes, maybe a reopen.
     SELECT * INTO t FROM core.tickets WHERE id = v_ticket;
     UPDATE core.tickets tk
     SET last_message_at = CASE WHEN v_inbound THEN greatest(tk.last_message_at, v_time)
                                ELSE tk.last_message_at END,
         last_activity_at = CASE WHEN v_inbound THEN greatest(tk.last_activity_at, v_time)
                                 ELSE tk.last_activity_at END,
-        status = CASE WHEN v_inbound AND NOT v_created AND tk.status IN ('resolved', 'closed')
+        status = CASE WHEN v_inbound AND tk.status IN ('resolved', 'closed')
                            AND v_time >= coalesce(t.last_message_at, '-infinity')
                       THEN 'open'::core.ticket_status ELSE tk.status END,
         search = worker.append_search(tk.search, worker.message_search_vector(m, v_body)),
         updated_at = now()
     WHERE tk.id = v_ticket;
 
-    IF v_inbound AND NOT v_created AND t.status IN ('resolved', 'closed')
+    IF v_inbound AND t.status IN ('resolved', 'closed')
        AND v_time >= coalesce(t.last_message_at, '-infinity') THEN
         -- Only a reply newer than everything on the ticket reopens it: a backfill that
         -- meets an old message late must not reopen a ticket resolved since.
@@ -396,85 +448,35 @@ END
 $$;
 COMMENT ON FUNCTION worker.stitch_message(core.message_occurrences, text) IS
     'Link one parsed occurrence''s canonical message to a ticket (SPEC 2.5 cascade), merging '
-    'tickets its ids bridge; returns the ticket, the reason, whether it was created, merges. '
-    'The caller holds the advisory locks of the message''s ids.';
-
-CREATE FUNCTION worker.number_tickets(p_ticket_ids bigint[]) RETURNS void
-    LANGUAGE plpgsql AS $$
-DECLARE
-    v_org uuid;
-    v_count integer;
-    v_next bigint;
-BEGIN
-    FOR v_org, v_count IN
-        SELECT t.organization_id, count(*)::integer FROM core.tickets t
-        WHERE t.id = ANY (p_ticket_ids) AND t.number < 0
-        GROUP BY t.organization_id ORDER BY t.organization_id
-    LOOP
-        INSERT INTO core.ticket_counters (organization_id) VALUES (v_org)
-        ON CONFLICT (organization_id) DO NOTHING;
-        UPDATE core.ticket_counters SET next_number = next_number + v_count
-        WHERE organization_id = v_org
-        RETURNING next_number - v_count INTO v_next;
-
-        WITH numbered AS (
-            SELECT t.id, v_next + row_number() OVER (ORDER BY t.id) - 1 AS number
-            FROM core.tickets t
-            WHERE t.id = ANY (p_ticket_ids) AND t.organization_id = v_org AND t.number < 0
-        ),
-        updated AS (
-            UPDATE core.tickets t
-            SET number = n.number,
-                search = worker.append_search(
-                    worker.ticket_search_vector('T-' || n.number, t.subject, t.requester_email,
-                                                t.requester_name),
-                    t.search)
-            FROM numbered n WHERE t.id = n.id
-            RETURNING t.id, t.organization_id, t.number, t.created_at
-        )
-        -- The created event stays with the ticket even if it was merged in this batch.
-        INSERT INTO core.ticket_events (organization_id, ticket_id, type, data, created_at)
-        SELECT u.organization_id, u.id, 'created',
-               jsonb_build_object('code', 'T-' || u.number, 'by', 'stitching'), u.created_at
-        FROM updated u;
-    END LOOP;
-END
-$$;
-COMMENT ON FUNCTION worker.number_tickets(bigint[]) IS
-    'Give tickets created by this stitch batch their per-organisation number (code T-<n>) '
-    'from core.ticket_counters under its row lock, index the code, record created events.';
+    'tickets its ids bridge; returns the ticket, the reason, whether it was created, merges. The caller '
+    'holds the row lock of the organisation''s ticket counter.';
 
 CREATE FUNCTION worker.stitch_occurrences(p_occurrence_ids bigint[]) RETURNS jsonb
     LANGUAGE plpgsql AS $$
 DECLARE
-    v_lock bigint;
     o core.message_occurrences;
+    v_mailbox_id uuid;
     v_mailbox_email text;
     r record;
     v_stitched bigint[] := '{}';
-    v_new_tickets bigint[] := '{}';
+    v_new_tickets integer := 0;
     v_reasons jsonb := '{}';
     v_merged integer := 0;
     b record;
 BEGIN
-    -- Advisory locks on every id of every message of the batch (and on the messages
-    -- themselves), all taken up front in one sorted order: two jobs holding messages of one
-    -- thread serialise here and can never deadlock on these locks.
-    FOR v_lock IN
-        SELECT DISTINCT k FROM (
-            SELECT hashtextextended(r0.organization_id::text || ' ' || r0.ref, 0) AS k
-            FROM core.message_occurrences o0
-            JOIN core.message_thread_refs r0 ON r0.message_id = o0.message_id
-            WHERE o0.id = ANY (p_occurrence_ids) AND o0.state = 'parsed'
-            UNION ALL
-            SELECT hashtextextended('message ' || o0.message_id::text, 0)
-            FROM core.message_occurrences o0
-            WHERE o0.id = ANY (p_occurrence_ids) AND o0.state = 'parsed'
-        ) keys
-        ORDER BY k
-    LOOP
-        PERFORM pg_advisory_xact_lock(v_lock);
-    END LOOP;
+    -- Stitching of one organisation is serial: a batch first locks the ticket counter rows
+    -- of its organisations, in order, before any other lock (so this lock can never be part
+    -- of a deadlock). Concurrent messages of one thread therefore always meet each other's
+    -- tickets and thread ids, and new tickets get their numbers as they are inserted.
+    INSERT INTO core.ticket_counters (organization_id)
+    SELECT DISTINCT o0.organization_id FROM core.message_occurrences o0
+    WHERE o0.id = ANY (p_occurrence_ids) AND o0.state = 'parsed'
+    ON CONFLICT (organization_id) DO NOTHING;
+    PERFORM 1 FROM core.ticket_counters c
+    WHERE c.organization_id IN (SELECT o0.organization_id FROM core.message_occurrences o0
+                                WHERE o0.id = ANY (p_occurrence_ids) AND o0.state = 'parsed')
+    ORDER BY c.organization_id
+    FOR UPDATE;
 
     FOR o IN
         SELECT * FROM core.message_occurrences oc
@@ -484,23 +486,23 @@ BEGIN
     LOOP
         -- Re-check after the row lock: a duplicate delivery may have stitched it meanwhile.
         CONTINUE WHEN o.state <> 'parsed' OR o.message_id IS NULL;
-        SELECT mb.email INTO v_mailbox_email FROM core.mailboxes mb WHERE mb.id = o.mailbox_id;
+        IF v_mailbox_id IS DISTINCT FROM o.mailbox_id THEN
+            SELECT mb.email INTO v_mailbox_email FROM core.mailboxes mb WHERE mb.id = o.mailbox_id;
+            v_mailbox_id := o.mailbox_id;
+        END IF;
         SELECT * INTO r FROM worker.stitch_message(o, v_mailbox_email);
 
         UPDATE core.message_occurrences
         SET state = 'stitched', ticket_id = r.ticket_id, stitched_at = now(), updated_at = now()
         WHERE id = o.id;
         v_stitched := v_stitched || o.id;
-        IF r.created THEN
-            v_new_tickets := v_new_tickets || r.ticket_id;
-        END IF;
+        v_new_tickets := v_new_tickets + r.created::integer;
         v_merged := v_merged + r.merged;
         v_reasons := jsonb_set(v_reasons, ARRAY[r.reason],
                                to_jsonb(coalesce((v_reasons->>r.reason)::integer, 0) + 1));
     END LOOP;
 
-    PERFORM worker.number_tickets(v_new_tickets);
-
+    -- The next stage, in this transaction: routing, per mailbox, in batches.
     FOR b IN
         SELECT oc.mailbox_id, array_agg(oc.id ORDER BY oc.id) AS ids
         FROM core.message_occurrences oc WHERE oc.id = ANY (v_stitched)
@@ -510,11 +512,12 @@ BEGIN
     END LOOP;
 
     RETURN jsonb_build_object('stitched', cardinality(v_stitched),
-                              'new_tickets', cardinality(v_new_tickets),
+                              'new_tickets', v_new_tickets,
                               'merged', v_merged, 'reasons', v_reasons);
 END
 $$;
 COMMENT ON FUNCTION worker.stitch_occurrences(bigint[]) IS
     'occurrence_stitch: link each parsed occurrence (id order; others are skipped, so a '
     're-delivered job changes nothing) to a ticket with reason, confidence and evidence, '
-    'merge tickets a message bridges, number new tickets, queue ticket_apply_routing.';
+    'merge tickets a message bridges, number new tickets, mark the occurrences stitched and '
+    'queue ticket_apply_routing; stitching of an organisation is serial (counter row lock).';

@@ -616,3 +616,90 @@ async def test_restitching_changes_nothing_and_search_finds_the_ticket(ingest, d
     assert [row["id"] for row in found] == [
         db.execute("SELECT id FROM core.tickets WHERE number = %s", [numbers[3]]).fetchone()["id"]
     ]
+
+
+async def test_stitching_queues_routing_which_routes_each_ticket_once(ingest, db):
+    """SPEC 2: stitching records its result, leaves the occurrences 'stitched' and queues
+    ticket_apply_routing for them in the same transaction; routing, a stage of its own, then
+    routes each new ticket once (created, then routed) and leaves the occurrences 'routed'.
+    The batch's copies of one message make one canonical message."""
+    from worker import pipeline
+
+    raws = list(mbox_messages(NOTMUCH))[:12]
+    mailbox_id = db.execute(
+        "SELECT ops.ensure_import_mailbox('Routing stage', 'journal@support.example') AS id"
+    ).fetchone()["id"]
+    items = [imported_item(raw, ingest.runtime.blobs) for raw in raws]
+    # A second copy of the first message, under another Gmail id, in the same parse batch.
+    items.append({**items[0], "id": items[0]["id"] + "-copy"})
+    db.execute("SELECT worker.record_imported(%s, %s)", [mailbox_id, Jsonb(items)])
+    ids = [
+        row["id"]
+        for row in db.execute(
+            "SELECT id FROM core.message_occurrences WHERE mailbox_id = %s ORDER BY id",
+            [mailbox_id],
+        ).fetchall()
+    ]
+    assert len(ids) == 13
+
+    # Parse and stitch by hand, stage by stage, to look between the stages.
+    with app.replace_connector(make_connector(ingest.db_url)) as worker_app:
+        async with worker_app.open_async():
+            await pipeline.parse(worker_app.connector.pool, str(mailbox_id), ids)
+    result = db.execute("SELECT worker.stitch_occurrences(%s) AS r", [ids]).fetchone()["r"]
+    assert result["stitched"] == 13
+
+    occurrences = db.execute(
+        "SELECT state::text, message_id, stitched_at IS NOT NULL AS stitched, routed_at "
+        "FROM core.message_occurrences WHERE mailbox_id = %s ORDER BY id",
+        [mailbox_id],
+    ).fetchall()
+    assert {(o["state"], o["stitched"], o["routed_at"]) for o in occurrences} == {
+        ("stitched", True, None)
+    }
+    assert occurrences[0]["message_id"] == occurrences[-1]["message_id"]
+    assert len({o["message_id"] for o in occurrences}) == 12
+    jobs = db.execute(
+        "SELECT args, status::text, priority FROM procrastinate_jobs "
+        "WHERE task_name = 'ticket_apply_routing'"
+    ).fetchall()
+    assert [(j["args"], j["status"]) for j in jobs] == [
+        ({"mailbox_id": str(mailbox_id), "occurrence_ids": ids}, "todo")
+    ]
+    stitch_priority = db.execute(
+        "SELECT max(priority) AS p FROM procrastinate_jobs WHERE task_name = 'occurrence_stitch'"
+    ).fetchone()["p"]
+    assert jobs[0]["priority"] > stitch_priority  # the later stage goes first
+    unrouted = db.execute(
+        "SELECT count(*) AS n FROM core.tickets "
+        "WHERE mailbox_id = %s AND (routed_at IS NOT NULL OR status <> 'new')",
+        [mailbox_id],
+    ).fetchone()
+    assert unrouted["n"] == 0
+
+    # The real workers run what is queued: ticket_apply_routing routes (the parse and stitch
+    # jobs queued above find nothing left to do).
+    await drain(ingest, concurrency=2)
+    states = db.execute(
+        "SELECT state::text, count(*) AS n FROM core.message_occurrences "
+        "WHERE mailbox_id = %s GROUP BY 1",
+        [mailbox_id],
+    ).fetchall()
+    assert [(s["state"], s["n"]) for s in states] == [("routed", 13)]
+    jobs = db.execute(
+        "SELECT status::text FROM procrastinate_jobs WHERE task_name = 'ticket_apply_routing'"
+    ).fetchall()
+    assert [j["status"] for j in jobs] == ["succeeded"]
+    tickets = db.execute(
+        "SELECT t.id, t.status::text, t.routed_at IS NOT NULL AS routed, "
+        "       array_agg(e.type ORDER BY e.id) AS events "
+        "FROM core.tickets t JOIN core.ticket_events e ON e.ticket_id = t.id "
+        "WHERE t.mailbox_id = %s AND t.merged_into_ticket_id IS NULL GROUP BY t.id",
+        [mailbox_id],
+    ).fetchall()
+    assert tickets
+    for ticket in tickets:
+        # Nothing is allowlisted for this organisation: routing makes each ticket spam.
+        assert ticket["routed"] and ticket["status"] == "spam", ticket
+        assert ticket["events"][:3] == ["created", "routed", "auto_spam"], ticket
+        assert ticket["events"].count("routed") == 1, ticket

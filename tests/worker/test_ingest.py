@@ -509,3 +509,13 @@ async def test_a_broken_backfill_chain_goes_on_from_its_checkpoint(ingest, db):
     _, unparseable = expected_signatures(files)
     assert sum(states(db, mailbox_id).values()) == len(files)
     assert states(db, mailbox_id).get("failed", 0) == unparseable
+
+
+@pytest.mark.parametrize("value", ["nul \x00 inside", float("nan")])
+def test_payloads_postgres_would_refuse_are_refused_per_message(value):
+    from worker.pipeline import payload_json
+
+    with pytest.raises(ValueError):
+        payload_json({"subject": value})
+    # An escaped backslash followed by u0000 is text, not a NUL.
+    assert payload_json({"subject": "a \\u0000 b"}) == '{"subject":"a \\\\u0000 b"}'
