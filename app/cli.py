@@ -38,17 +38,58 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from app.server import create_app
 
+    if args.processes > 1 and db.uses_embedded(settings):
+        print("serve: --processes above 1 needs DATABASE_URL", file=sys.stderr)
+        return 2
     url = db.database_url(settings)
     _migrate_if_embedded(settings, url, args.migrate)
     print(f"API on http://{args.host}:{args.port} (database: {_describe(settings)})", flush=True)
+    if args.processes > 1:
+        return _serve_processes(args)
     web.run_app(
         create_app(settings, url),
         host=args.host,
         port=args.port,
         print=None,
         access_log=access_logger if settings.access_log else None,
+        reuse_port=args.reuse_port,
     )
     return 0
+
+
+def _serve_processes(args: argparse.Namespace) -> int:
+    """Run `args.processes` single-process servers sharing the port (SO_REUSEPORT).
+
+    One Python process serves on one core; the kernel spreads connections over the
+    processes. A stop signal is passed on to every child; the first child to exit stops
+    the others.
+    """
+    import signal
+    import subprocess
+    import time
+
+    cmd = [sys.executable, "-m", "app.cli", "serve", "--host", args.host, "--port",
+           str(args.port), "--processes", "1", "--reuse-port"]  # fmt: skip
+    children = [subprocess.Popen(cmd) for _ in range(args.processes)]  # noqa: S603
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if not stopping:  # a second signal would cut a child's graceful shutdown short
+            stopping = True
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    finally:
+        stop(signal.SIGTERM, None)
+        codes = [child.wait() for child in children]
+    return 0 if not any(codes) else 1
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -179,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="API processes sharing the port, e.g. one per core (needs DATABASE_URL)",
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument(
         "--migrate", action="store_true", help="migrate first (always when embedded)"
     )

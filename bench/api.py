@@ -238,7 +238,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def api_server(database_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def api_server(
+    database_url: str, processes: int = 1
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`ticketing serve` on a free loopback port; stopped (SIGTERM, then SIGKILL) afterwards."""
     port = _free_port()
     env = {
@@ -250,7 +252,7 @@ def api_server(database_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]
         "RATE_LIMIT_REQUESTS_PER_MINUTE": "0",
     }
     cmd = [str(REPO_ROOT / ".venv" / "bin" / "ticketing"), "serve", "--host", "127.0.0.1",
-           "--port", str(port)]  # fmt: skip
+           "--port", str(port), "--processes", str(processes)]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
     base = f"http://127.0.0.1:{port}"
     try:
@@ -549,7 +551,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   f"{seeded['messages']} messages; sizes {seeded['sizes']}", file=sys.stderr, flush=True)  # fmt: skip
         args.tickets = seeded["tickets"]
         query_words = pick_query_words(database_url, words)
-        with api_server(database_url) as (base, proc):
+        with api_server(database_url, args.api_processes) as (base, proc):
             database = conninfo_to_dict(database_url)["dbname"]
             results = asyncio.run(load(base, proc.pid, database, args, query_words))
         cursor = next((r.get("cursor_page_20") for r in results if r.get("cursor_page_20")), None)
@@ -581,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(KINDS)}",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--api-processes", type=int, default=2, help="`ticketing serve --processes` (one per core)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument(
         "--reuse-database", metavar="URL", help="measure a database kept by --keep (no seeding)"

@@ -131,3 +131,50 @@ def test_serve_on_a_taken_port_says_so(db_url):
     assert done.returncode == 2
     assert "already in use" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_serve_with_several_processes_shares_the_port_and_stops_them_all(db_url, tmp_path):
+    import psutil
+
+    port = _free_port()
+    log_path = tmp_path / "serve.log"
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            [*TICKETING, "serve", "--port", str(port), "--processes", "2"],
+            env=_env(DATABASE_URL=db_url),
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ) as process,
+    ):
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if _get(f"http://127.0.0.1:{port}/healthz")[0] == 200:
+                        break
+                except OSError:
+                    time.sleep(0.2)
+            children = psutil.Process(process.pid).children()
+            assert len(children) == 2, log_path.read_text()
+            listening = {
+                c.pid
+                for c in children
+                for conn in c.net_connections(kind="tcp")
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
+            }
+            assert listening == {c.pid for c in children}, log_path.read_text()
+            assert all(_get(f"http://127.0.0.1:{port}/healthz")[0] == 200 for _ in range(10))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0, log_path.read_text()
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+
+
+def test_several_processes_need_a_database_server(tmp_path):
+    done = _ticketing(
+        "serve", "--processes", "2", env=_env(EMBEDDED_PG_DIR=str(tmp_path / "pg")), timeout=60
+    )
+    assert done.returncode == 2
+    assert "needs DATABASE_URL" in done.stderr
