@@ -397,7 +397,7 @@ async def test_killing_the_worker_mid_backfill_loses_and_duplicates_nothing(inge
     ingest.gmail.add_eml_files(JOURNAL, files)
     mailbox_id = ingest.add_mailbox(db, JOURNAL)
     # Slow batches so the kill lands while work is in flight.
-    ingest.gmail.inject(FaultRule(endpoint="batch", action="delay", delay=0.3, times=None))
+    ingest.gmail.inject(FaultRule(endpoint="batch", action="delay", delay=1.0, times=None))
     db.execute("SELECT logic.enqueue_backfill(%s)", [mailbox_id])
 
     env = {**os.environ, **ingest.worker_env()}
