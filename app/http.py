@@ -79,6 +79,10 @@ async def sql_json(request: web.Request, query: str, params: list[Any] | None = 
 
     One statement: api.begin_request in FROM runs first (a 401/403 stops the statement
     before `query` is evaluated) and sets the tenant for the statement's transaction.
+    `query` should be a function whose queries run inside it (plpgsql, or SQL with FROM or
+    aggregates): they are planned after the tenant is set. A bare expression with
+    sub-selects would be planned before, with no tenant, for its row estimates (results
+    are right either way: row-level security is checked at execution).
     """
     cursor = await request[DB].execute(
         f"SELECT ({query})::text AS body FROM api.begin_request(%s, %s, %s) AS session",
