@@ -39,14 +39,20 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
-import psutil
 from psycopg.conninfo import conninfo_to_dict
 
 from app import db
 from app.demo import ADMIN_EMAIL, ORGANIZATION, seed_organization
 from app.migrate import migrate
 from app.settings import REPO_ROOT
-from bench.common import BENCH_SECRET, bench_database, corpus_words, summary
+from bench.common import (
+    BENCH_SECRET,
+    bench_database,
+    corpus_words,
+    cpu_seconds,
+    postgres_pids,
+    summary,
+)
 
 PAGES_DEEP = 20
 KINDS = ("list", "status_open", "q_common", "q_rare", "deep", "detail")
@@ -88,10 +94,6 @@ FROM stage_ticket t, generate_series(1, t.messages) AS k(k);
 ANALYZE body_pool;
 ANALYZE stage_ticket;
 ANALYZE stage_msg;
-
--- The search index is built once after the load rather than maintained row by row.
-SELECT pg_get_indexdef('core.tickets_search_idx'::regclass) AS search_index;
-DROP INDEX core.tickets_search_idx;
 
 INSERT INTO core.tickets (id, organization_id, number, subject, status, priority,
                           requester_email, requester_name, original_recipient,
@@ -146,10 +148,6 @@ FROM stage_msg m;
 
 RESET session_replication_role;
 
-SET maintenance_work_mem = '1GB';
-%(search_index)s;
-RESET maintenance_work_mem;
-
 SELECT setval(pg_get_serial_sequence('core.tickets', 'id'), %(tickets)s);
 SELECT setval(pg_get_serial_sequence('core.messages', 'id'), (SELECT max(mid) FROM stage_msg));
 INSERT INTO core.ticket_counters (organization_id, next_number)
@@ -171,16 +169,18 @@ def seed(database_url: str, tickets: int, words: list[str]) -> dict[str, Any]:
         # Distinct message bodies: enough that a rare word stays rare at every size.
         "pool": min(max(tickets // 5, 1000), 50_000),
     }
-    search_index = None
     with db.connect(database_url, "bench-api-seed") as conn:
+        # The search index is built once after the load rather than maintained row by row.
+        search_index = conn.execute(
+            "SELECT pg_get_indexdef('core.tickets_search_idx'::regclass) AS ddl"
+        ).fetchone()["ddl"]
+        conn.execute("DROP INDEX core.tickets_search_idx")
         for statement in SEED_SQL.split(";\n"):
-            statement = statement.strip()
-            if statement == "%(search_index)s":
-                conn.execute(search_index)  # the definition read before the load
-            elif statement:
-                cursor = conn.execute(statement, params)
-                if cursor.description and cursor.description[0].name == "search_index":
-                    search_index = cursor.fetchone()["search_index"]
+            if statement.strip():
+                conn.execute(statement, params)
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute(search_index)
+        conn.execute("RESET maintenance_work_mem")
         conn.commit()
         messages = conn.execute("SELECT count(*) AS n FROM core.messages").fetchone()["n"]
         # The counts were written directly, not by the trigger: check them once.
@@ -442,36 +442,12 @@ def explain(
     return plans
 
 
-def _cpu(pid: int) -> float:
-    """CPU seconds of process `pid` and its children (API worker processes)."""
-    try:
-        proc = psutil.Process(pid)
-        total = 0.0
-        for p in (proc, *proc.children(recursive=True)):
-            times = p.cpu_times()
-            total += times.user + times.system
-        return total
-    except psutil.NoSuchProcess:
-        return 0.0
-
-
 def _cpu_now(server_pid: int, database: str) -> dict[str, float]:
     return {
-        "api_server": _cpu(server_pid),
-        "postgres": _postgres_cpu(database),
-        "client": sum(psutil.Process().cpu_times()[:2]),  # this process only
+        "api_server": cpu_seconds(server_pid, children=True),  # its API processes too
+        "postgres": sum(cpu_seconds(pid) for pid in postgres_pids(database)),
+        "client": cpu_seconds(),
     }
-
-
-def _postgres_cpu(database: str) -> float:
-    """CPU seconds of the Postgres backends serving `database` (their process titles name
-    it), so that other work on the machine is not counted."""
-    total = 0.0
-    for proc in psutil.process_iter(["cmdline", "cpu_times"]):
-        cmdline = proc.info["cmdline"] or []
-        if cmdline and cmdline[0].startswith("postgres:") and f" {database} " in cmdline[0]:
-            total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
-    return total
 
 
 async def load(

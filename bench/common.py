@@ -1,4 +1,5 @@
-"""Shared helpers of the benchmarks: corpus templates, word lists, bench databases, stats."""
+"""Shared helpers of the benchmarks: corpus templates, word lists, bench databases, stats,
+CPU accounting."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from email.policy import compat32
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psutil
 import psycopg
 from psycopg import sql
 
@@ -128,3 +130,28 @@ def summary(values: list[float]) -> dict[str, float]:
         "p99": percentile(values, 99),
         "max": max(values) if values else 0.0,
     }
+
+
+def cpu_seconds(pid: int | None = None, children: bool = False) -> float:
+    """User + system CPU seconds of process `pid` (this process when None), optionally with
+    its descendants; 0 for a process that is gone."""
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)] if children else [proc]
+        return sum(sum(p.cpu_times()[:2]) for p in procs)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0.0
+
+
+def postgres_pids(database: str | None = None) -> list[int]:
+    """The local PostgreSQL processes, or only the backends serving `database` (their
+    process titles name it), so that other work on the machine is not counted."""
+    pids = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        title = (proc.info["cmdline"] or [""])[0]
+        if database is None:
+            if (proc.info["name"] or "").startswith("postgres"):
+                pids.append(proc.pid)
+        elif title.startswith("postgres:") and f" {database} " in title:
+            pids.append(proc.pid)
+    return pids

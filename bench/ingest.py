@@ -34,13 +34,22 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from psycopg.conninfo import conninfo_to_dict
 
 from app import db
 from app.demo import ALLOWLIST, JOURNAL_EMAIL, ORGANIZATION, seed_organization, with_fake_gmail
 from app.mailbox_admin import register_gmail_mailbox
 from app.migrate import migrate
 from app.settings import REPO_ROOT, Settings
-from bench.common import BENCH_SECRET, Template, bench_database, corpus_templates, summary
+from bench.common import (
+    BENCH_SECRET,
+    Template,
+    bench_database,
+    corpus_templates,
+    cpu_seconds,
+    postgres_pids,
+    summary,
+)
 
 REPLY_SHARE = 0.30
 ATTACHMENT_SHARE = 0.03
@@ -130,11 +139,8 @@ class CpuTracker:
 
     def sample(self, pids: list[int]) -> None:
         for pid in pids:
-            try:
-                times = psutil.Process(pid).cpu_times()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            self.seen[pid] = times.user + times.system
+            if seconds := cpu_seconds(pid):
+                self.seen[pid] = seconds
 
     @property
     def total(self) -> float:
@@ -149,14 +155,6 @@ def _vm_hwm_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
-
-
-def _postgres_pids() -> list[int]:
-    pids = []
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] and proc.info["name"].startswith("postgres"):
-            pids.append(proc.pid)
-    return pids
 
 
 def run_workers(
@@ -180,17 +178,14 @@ def run_workers(
         Path(profile_dir).mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "cProfile", "-o", str(Path(profile_dir) / "worker-{}.prof"),
                "-m", "app.cli", *cmd[1:]]  # fmt: skip
+    database = conninfo_to_dict(database_url)["dbname"]
     worker_cpu, bench_db_cpu, all_pg_cpu = CpuTracker(), CpuTracker(), CpuTracker()
-    all_pg_cpu.sample(_postgres_pids())
-    pg_cpu_before = all_pg_cpu.total
-    all_pg_cpu.seen.clear()
-    all_pg_cpu.sample(_postgres_pids())
+    all_pg_cpu.sample(postgres_pids())
     baseline = dict(all_pg_cpu.seen)
     peak_rss = 0
     samples: list[dict[str, Any]] = []
     # This process serves the fake Gmail (a thread) on the same cores: its CPU counts too.
-    own = psutil.Process().cpu_times()
-    own_cpu_before = own.user + own.system
+    own_cpu_before = cpu_seconds()
     started = time.monotonic()
     # Worker logs go to files: an unread pipe fills up and blocks the worker's event loop.
     logs = [tempfile.TemporaryFile() for _ in range(workers)]  # noqa: SIM115 - closed below
@@ -224,15 +219,8 @@ def run_workers(
                             pass
                         peak_rss = max(peak_rss, _vm_hwm_bytes(p.pid))
                         worker_cpu.sample(with_children)
-                backend_pids = [
-                    r["pid"]
-                    for r in conn.execute(
-                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND pid <> pg_backend_pid()"
-                    )
-                ]
-                bench_db_cpu.sample(backend_pids)
-                all_pg_cpu.sample(_postgres_pids())
+                bench_db_cpu.sample(postgres_pids(database))
+                all_pg_cpu.sample(postgres_pids())
                 ticks += 1
                 if ticks % COUNT_EVERY:
                     continue
@@ -270,10 +258,8 @@ def run_workers(
                 log.close()
             if progress and sys.stderr.isatty():
                 print(file=sys.stderr)
-    own = psutil.Process().cpu_times()
-    own_cpu = own.user + own.system - own_cpu_before
+    own_cpu = cpu_seconds() - own_cpu_before
     pg_total = sum(v - baseline.get(pid, 0.0) for pid, v in all_pg_cpu.seen.items())
-    del pg_cpu_before
     return {
         "wall_seconds": time.monotonic() - started,
         "timed_out": timed_out,

@@ -196,33 +196,6 @@ COMMENT ON FUNCTION logic.ticket_routing_state(core.tickets) IS
     'tags, hidden}.';
 GRANT EXECUTE ON FUNCTION logic.ticket_routing_state(core.tickets) TO ticketing_api;
 
--- The events a routing decision leaves on its ticket: `routed` (decision, before, after and
--- the caller's context) plus `auto_spam` or `dropped`. Used by logic.apply_routing and by
--- stitching, which routes a new ticket as it inserts it.
-CREATE FUNCTION logic.record_routing(
-    p_organization_id uuid, p_ticket_id bigint, p_decision jsonb, p_before jsonb,
-    p_after jsonb, p_context jsonb
-) RETURNS void
-    LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO core.ticket_events (organization_id, ticket_id, type, actor_user_id, data)
-    VALUES (p_organization_id, p_ticket_id, 'routed', core.current_user_id(),
-            coalesce(p_context, '{}')
-            || jsonb_build_object('decision', p_decision, 'before', p_before, 'after', p_after));
-    IF p_decision->>'outcome' IN ('auto_spam', 'dropped') THEN
-        INSERT INTO core.ticket_events (organization_id, ticket_id, type, actor_user_id, data)
-        VALUES (p_organization_id, p_ticket_id, p_decision->>'outcome', core.current_user_id(),
-                jsonb_build_object('recipient', p_decision->'input'->'recipient',
-                                   'rule', p_decision->'rule'));
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION logic.record_routing(uuid, bigint, jsonb, jsonb, jsonb, jsonb) IS
-    'Record a routing decision on its ticket: a `routed` event {context..., decision, before, '
-    'after} plus `auto_spam`/`dropped` for those outcomes.';
-GRANT EXECUTE ON FUNCTION logic.record_routing(uuid, bigint, jsonb, jsonb, jsonb, jsonb)
-    TO ticketing_api;
-
 -- Decide and apply, recording the decision as a `routed` event (plus `auto_spam` or
 -- `dropped`). The caller decides WHETHER to route (once per ticket, never over a human,
 -- unless explicitly asked); this function only does it.
@@ -251,8 +224,17 @@ BEGIN
         updated_at = CASE WHEN v_after = v_before THEN updated_at ELSE now() END
     WHERE id = p_ticket_id;
 
-    PERFORM logic.record_routing(v_ticket.organization_id, p_ticket_id, v_decision, v_before,
-                                 v_after, p_context);
+    INSERT INTO core.ticket_events (organization_id, ticket_id, type, actor_user_id, data)
+    VALUES (v_ticket.organization_id, p_ticket_id, 'routed', core.current_user_id(),
+            coalesce(p_context, '{}')
+            || jsonb_build_object('decision', v_decision, 'before', v_before, 'after', v_after));
+    IF v_decision->>'outcome' IN ('auto_spam', 'dropped') THEN
+        INSERT INTO core.ticket_events (organization_id, ticket_id, type, actor_user_id, data)
+        VALUES (v_ticket.organization_id, p_ticket_id, v_decision->>'outcome',
+                core.current_user_id(),
+                jsonb_build_object('recipient', v_decision->'input'->'recipient',
+                                   'rule', v_decision->'rule'));
+    END IF;
     RETURN jsonb_build_object('ticket_id', p_ticket_id, 'decision', v_decision,
                               'before', v_before, 'after', v_after);
 END
