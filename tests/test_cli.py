@@ -158,13 +158,19 @@ def test_serve_with_several_processes_shares_the_port_and_stops_them_all(db_url,
                     time.sleep(0.2)
             children = psutil.Process(process.pid).children()
             assert len(children) == 2, log_path.read_text()
-            listening = {
-                c.pid
-                for c in children
-                for conn in c.net_connections(kind="tcp")
-                if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
-            }
-            assert listening == {c.pid for c in children}, log_path.read_text()
+
+            def listening() -> set[int]:
+                return {
+                    c.pid
+                    for c in children
+                    for conn in c.net_connections(kind="tcp")
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
+                }
+
+            # One child answering does not mean the other has bound the port yet.
+            while time.monotonic() < deadline and len(listening()) < len(children):
+                time.sleep(0.2)
+            assert listening() == {c.pid for c in children}, log_path.read_text()
             assert all(_get(f"http://127.0.0.1:{port}/healthz")[0] == 200 for _ in range(10))
         finally:
             process.send_signal(signal.SIGTERM)

@@ -58,6 +58,11 @@ async def run_until_idle(
     empty for a moment would wait for all its running jobs and restart every time); every
     `poll_seconds` this checks whether the pipeline is idle, and stops it when it is.
     Periodic tasks are not deferred meanwhile; the caller queues what it wants done.
+
+    Jobs of workers silent for `stalled_after` seconds are recovered before the worker
+    starts (the caller may know they are dead: tests pass 0). While it runs, only the usual
+    heartbeat rule (STALLED_WORKER_SECONDS) applies: a shorter one would take this
+    worker's own running jobs for stalled ones.
     """
     with _without_periodic_tasks(worker_app):
         await retry_stalled(worker_app, stalled_after)
@@ -74,7 +79,7 @@ async def run_until_idle(
                 await asyncio.wait({worker}, timeout=poll_seconds)
                 if worker.done():
                     break
-                await retry_stalled(worker_app, stalled_after)
+                await retry_stalled(worker_app, STALLED_WORKER_SECONDS)
                 todo, doing = await pending_jobs(worker_app)
                 if todo == 0 and doing == 0:
                     return
