@@ -130,8 +130,10 @@ COMMENT ON FUNCTION api.ticket_page_search(core.ticket_status, tsquery, uuid, uu
     'or both combined.';
 
 -- Cursor: base64url (no padding) of {"t": last_activity_at, "id": id, "f": filter hash}.
+-- STABLE, as its body is (timestamptz as text follows the time zone): a SQL function
+-- declared stricter than its body is not inlined, and is parsed again at every call.
 CREATE FUNCTION api.ticket_cursor_encode(p_activity timestamptz, p_id bigint, p_filters text)
-    RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    RETURNS text LANGUAGE sql STABLE AS $$
     SELECT rtrim(translate(encode(convert_to(
                jsonb_build_object('t', p_activity, 'id', p_id, 'f', p_filters)::text, 'UTF8'),
                'base64'), E'+/\n', '-_'), '=')
@@ -181,8 +183,9 @@ BEGIN
     v_query := websearch_to_tsquery('simple', v_q);
 
     -- A cursor only continues the listing it came from (limit may change between pages).
-    v_filters := left(md5(jsonb_build_array(v_status, v_q, p_assignee_user_id,
-                                            p_assignee_queue_id)::text), 16);
+    -- A 64-bit hash tells listings apart, at a fraction of md5's cost per request.
+    v_filters := to_hex(hashtextextended(jsonb_build_array(v_status, v_q, p_assignee_user_id,
+                                                           p_assignee_queue_id)::text, 0));
     IF p_cursor IS NOT NULL THEN
         BEGIN
             IF length(p_cursor) > 400 THEN
