@@ -114,6 +114,25 @@ async def mailbox_sync_due(context: JobContext, timestamp: int) -> int:
         return (await cursor.fetchone())[0]
 
 
+@app.periodic(cron="23 3 * * *")
+@app.task(name="tickets_refresh_recent_search_index", pass_context=True)
+async def tickets_refresh_recent_search_index(context: JobContext, timestamp: int) -> int:
+    """Daily: replace the recent-search index once it covers too long a past; steps run."""
+    async with _pool(context).connection() as conn:
+        # CREATE/DROP INDEX CONCURRENTLY refuse to run inside a transaction.
+        autocommit = conn.autocommit
+        await conn.set_autocommit(True)
+        try:
+            cursor = await conn.execute("SELECT worker.recent_search_index_steps()")
+            steps = (await cursor.fetchone())[0]
+            for step in steps:
+                log.info("recent-search index: %s", step)
+                await conn.execute(step)
+        finally:
+            await conn.set_autocommit(autocommit)
+    return len(steps)
+
+
 @app.periodic(cron="* * * * *")
 @app.task(name="retry_stalled_jobs", pass_context=True)
 async def retry_stalled_jobs(context: JobContext, timestamp: int) -> int:

@@ -355,3 +355,36 @@ def test_ops_ticket_routing_shows_each_routing_decision(db):
             "after": {"status": "spam"},
         }
     ]
+
+
+def test_a_recent_window_is_searched_in_the_recent_index(db, seeded):
+    """The first windows of a search lie within the recent-search index's range, so a rare
+    term is looked up there; a window reaching further back uses the index of all tickets."""
+    org = seeded["Acme"]
+    # 2,000 tickets active within the last two days, word1150 among them.
+    db.execute(
+        "UPDATE core.tickets SET last_activity_at = now() - number * interval '1 minute' "
+        "WHERE organization_id = %s AND number BETWEEN 1001 AND 3000",
+        [org["id"]],
+    )
+    db.execute("VACUUM ANALYZE core.tickets")
+    db.execute("LOAD 'auto_explain'")
+    db.execute("SET auto_explain.log_min_duration = 0")
+    db.execute("SET auto_explain.log_nested_statements = on")
+    _as_api_role(db, org["id"])
+    db.execute("SET client_min_messages = log")
+
+    plans = [
+        p
+        for p in _nested_plans(
+            db, "SELECT api.ticket_list(NULL, 'word1150', NULL, NULL, 50, NULL)", []
+        )
+        if "ticket_page_" in p
+    ]
+    # The only match is in the first window; the search widens past it to fill the page.
+    assert "tickets_search_since_" in plans[0], plans[0]
+    assert "tickets_search_since_" not in plans[-1] and "tickets_search_idx" in plans[-1]
+    page = db.execute(
+        "SELECT api.ticket_list(NULL, 'word1150', NULL, NULL, 50, NULL) AS page"
+    ).fetchone()["page"]
+    assert [item["code"] for item in page["items"]] == ["T-2150"]
