@@ -63,11 +63,19 @@ _REPLACED = (
     "Message-ID", "Date", "Subject", "To", "Cc", "In-Reply-To", "References", "Delivered-To",
     "X-Gm-Original-To", "X-Original-To", "X-Delivered-To", "Envelope-To",
 )  # fmt: skip
-_BASE_DATE = dt.datetime(2025, 1, 6, 8, 0, tzinfo=dt.UTC)
+# Generated messages are dated this far apart, the last one at the start of the run: mail
+# as a mailbox receives it, so the tickets are recent (recent-search index included).
+_DATE_STEP = dt.timedelta(seconds=5)
 
 
-def generate_messages(count: int, seed: int, templates: list[Template]) -> list[bytes]:
-    """`count` unique messages from `templates`, deterministic for a given seed."""
+def generate_messages(
+    count: int, seed: int, templates: list[Template], end: dt.datetime | None = None
+) -> list[bytes]:
+    """`count` unique messages from `templates`, the last dated `end` (default: now, to the
+    minute); deterministic for a given seed and end."""
+    if end is None:
+        end = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    first_date = end - _DATE_STEP * (count - 1)
     rng = random.Random(seed)
     plain = [t for t in templates if not t.attachments]
     attached = [t for t in templates if t.attachments]
@@ -102,7 +110,7 @@ def generate_messages(count: int, seed: int, templates: list[Template]) -> list[
             subject = f"{original_subject} (case {seed}-{len(out)})"
         recipient = ALLOWLIST[0] if rng.random() < 0.8 else ALLOWLIST[1]
         msg["Message-ID"] = message_id
-        msg["Date"] = email.utils.format_datetime(_BASE_DATE + dt.timedelta(seconds=37 * len(out)))
+        msg["Date"] = email.utils.format_datetime(first_date + _DATE_STEP * len(out))
         msg["Subject"] = subject
         msg["To"] = recipient
         msg["X-Gm-Original-To"] = recipient
