@@ -436,10 +436,22 @@ def explain(
     }  # fmt: skip
     plans = {}
     with db.connect(database_url, "bench-api-explain") as conn:
+        # The planner settings api.ticket_list runs its queries with (SET clauses of the
+        # function), but for plan_cache_mode: these statements are planned for their values.
+        settings = conn.execute(
+            "SELECT split_part(c, '=', 1) AS name, split_part(c, '=', 2) AS value "
+            "FROM pg_proc, unnest(proconfig) AS c "
+            "WHERE oid = 'api.ticket_list(text, text, uuid, uuid, integer, text)'::regprocedure "
+            "AND c NOT LIKE 'plan_cache_mode=%%'"
+        ).fetchall()
         for name, (call, params) in variants.items():
             with conn.transaction(force_rollback=True):
                 conn.execute("SET LOCAL ROLE ticketing_api")
                 conn.execute("SELECT set_config('app.org_id', %s, true)", [org_id])
+                for setting in settings:
+                    conn.execute(
+                        "SELECT set_config(%s, %s, true)", [setting["name"], setting["value"]]
+                    )
                 rows = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM {call}", params)
                 plans[name] = "\n".join(r["QUERY PLAN"] for r in rows)
         with conn.transaction(force_rollback=True):
