@@ -20,13 +20,16 @@ CREATE FUNCTION core.recent_search_horizon() RETURNS interval
 COMMENT ON FUNCTION core.recent_search_horizon() IS
     'How far back a new recent-search index (tickets_search_since_*) covers ticket activity.';
 
+CREATE FUNCTION core.recent_search_index_name(p_since date) RETURNS text
+    LANGUAGE sql IMMUTABLE AS $$ SELECT 'tickets_search_since_' || to_char(p_since, 'YYYYMMDD') $$;
+
 CREATE FUNCTION core.recent_search_index_ddl(p_since date, p_concurrently boolean)
     RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT format('CREATE INDEX %s IF NOT EXISTS %I ON core.tickets USING gin (search) '
                   'WHERE last_activity_at >= %L::timestamptz',
                   CASE WHEN p_concurrently THEN 'CONCURRENTLY' ELSE '' END,
-                  'tickets_search_since_' || to_char(p_since, 'YYYYMMDD'),
-                  p_since || ' 00:00:00+00')
+                  core.recent_search_index_name(p_since),
+                  to_char(p_since, 'YYYY-MM-DD') || ' 00:00:00+00')
 $$;
 COMMENT ON FUNCTION core.recent_search_index_ddl(date, boolean) IS
     'The one definition of a recent-search index: GIN on search for tickets active since '

@@ -22,11 +22,22 @@ def _steps(db) -> list[str]:
 
 
 def test_a_new_database_has_one_covering_a_horizon_back_and_nothing_to_do(db):
-    since = _one_horizon_back(db)
-    assert _indexes(db) == [
-        {"index_name": f"tickets_search_since_{since:%Y%m%d}", "since": since, "valid": True}
-    ]
+    (index,) = _indexes(db)
+    assert index["valid"] and index["index_name"] == f"tickets_search_since_{index['since']:%Y%m%d}"
+    # Built when the test session's template was migrated: today, or yesterday after midnight.
+    assert 0 <= (_one_horizon_back(db) - index["since"]).days <= 1
     assert _steps(db) == []
+
+
+def test_an_older_leftover_is_dropped_and_the_current_one_kept(db):
+    (current,) = _indexes(db)
+    db.execute(
+        db.execute(
+            "SELECT core.recent_search_index_ddl(current_date - 90, false) AS ddl"
+        ).fetchone()["ddl"]
+    )
+    leftover = next(i for i in _indexes(db) if i != current)
+    assert _steps(db) == [f"DROP INDEX CONCURRENTLY IF EXISTS core.{leftover['index_name']}"]
 
 
 async def test_an_index_two_horizons_old_is_replaced_by_the_daily_task(db, db_url):
@@ -70,3 +81,14 @@ def test_a_failed_concurrent_build_is_dropped_and_built_again(db):
     for step in steps:
         db.execute(step)
     assert _indexes(db) == [{**index, "valid": True}]
+
+
+def test_the_index_definition_does_not_follow_the_session_date_style(db):
+    db.execute("SET datestyle = 'SQL, DMY'")
+    ddl = db.execute(
+        "SELECT core.recent_search_index_ddl(date '2026-10-25', true) AS ddl"
+    ).fetchone()["ddl"]
+    assert ddl == (
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS tickets_search_since_20261025 ON core.tickets "
+        "USING gin (search) WHERE last_activity_at >= '2026-10-25 00:00:00+00'::timestamptz"
+    )
