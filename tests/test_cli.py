@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 TICKETING = [sys.executable, "-m", "app.cli"]
@@ -40,6 +42,29 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _serving(*args: str, env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+    """`ticketing serve ARGS...` in the background, its output in `log_path`."""
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            [*TICKETING, "serve", *args], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        ) as process,
+    ):
+        yield process
+
+
+def _healthz_once_up(port: int, process: subprocess.Popen, seconds: float):
+    """GET /healthz as soon as the server answers; None if it exits or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            return _get(f"http://127.0.0.1:{port}/healthz")
+        except OSError:
+            time.sleep(0.2)
+    return None
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -76,25 +101,10 @@ def test_serve_on_embedded_postgres_with_no_configuration(tmp_path):
     port = _free_port()
     pgdata = tmp_path / "pgdata"
     log_path = tmp_path / "serve.log"
-    with (
-        log_path.open("w") as log,
-        subprocess.Popen(
-            [*TICKETING, "serve", "--port", str(port)],
-            env=_env(EMBEDDED_PG_DIR=str(pgdata)),
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        ) as process,
-    ):
+    env = _env(EMBEDDED_PG_DIR=str(pgdata))
+    with _serving("--port", str(port), env=env, log_path=log_path) as process:
         try:
-            deadline = time.monotonic() + 90
-            health = None
-            while time.monotonic() < deadline and process.poll() is None:
-                try:
-                    health = _get(f"http://127.0.0.1:{port}/healthz")
-                    break
-                except OSError:
-                    time.sleep(0.3)
+            health = _healthz_once_up(port, process, 90)
             assert health == (200, b'{"status": "ok"}'), log_path.read_text()
             status, body = _get(f"http://127.0.0.1:{port}/readyz")
             assert status == 200, body  # migrated automatically on the embedded database
@@ -138,24 +148,11 @@ def test_serve_with_several_processes_shares_the_port_and_stops_them_all(db_url,
 
     port = _free_port()
     log_path = tmp_path / "serve.log"
-    with (
-        log_path.open("w") as log,
-        subprocess.Popen(
-            [*TICKETING, "serve", "--port", str(port), "--processes", "2"],
-            env=_env(DATABASE_URL=db_url),
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        ) as process,
-    ):
+    args = ("--port", str(port), "--processes", "2")
+    with _serving(*args, env=_env(DATABASE_URL=db_url), log_path=log_path) as process:
         try:
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if _get(f"http://127.0.0.1:{port}/healthz")[0] == 200:
-                        break
-                except OSError:
-                    time.sleep(0.2)
+            _healthz_once_up(port, process, 60)
             children = psutil.Process(process.pid).children()
             assert len(children) == 2, log_path.read_text()
 

@@ -75,7 +75,7 @@ async def run_until_idle(
             name="worker until idle",
         )
         try:
-            while not worker.done():
+            while True:
                 await asyncio.wait({worker}, timeout=poll_seconds)
                 if worker.done():
                     break

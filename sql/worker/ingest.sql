@@ -7,6 +7,18 @@ CREATE FUNCTION worker.batch_size() RETURNS integer
     LANGUAGE sql IMMUTABLE AS 'SELECT 50';
 COMMENT ON FUNCTION worker.batch_size() IS 'Occurrences per fetch/parse job (one Gmail batch).';
 
+-- The occurrence ids of a stage's result ([{occurrence_id, ...}]). Stages select their rows
+-- with `o.id = ANY (worker.batch_occurrence_ids(...))` rather than a join with the batch:
+-- that stays a primary-key lookup even on a table never analysed.
+CREATE FUNCTION worker.batch_occurrence_ids(p_batch jsonb) RETURNS bigint[]
+    LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN ARRAY(SELECT (e->>'occurrence_id')::bigint FROM jsonb_array_elements(p_batch) e);
+END
+$$;
+COMMENT ON FUNCTION worker.batch_occurrence_ids(jsonb) IS
+    'The occurrence_id of each element of a stage''s result array.';
+
 CREATE FUNCTION worker.enqueue_occurrence_batches(
     p_task text, p_mailbox_id uuid, p_occurrence_ids bigint[]
 ) RETURNS integer
@@ -180,9 +192,7 @@ CREATE FUNCTION worker.fail_occurrences(p_stage text, p_failures jsonb) RETURNS 
         SET state = 'failed', failed_stage = p_stage, last_error = left(f.error, 2000),
             failure_count = o.failure_count + 1, updated_at = now()
         FROM jsonb_to_recordset(p_failures) AS f(occurrence_id bigint, error text)
-        -- = ANY keeps this a primary-key lookup even on a table never analysed.
-        WHERE o.id = ANY (ARRAY(SELECT (e->>'occurrence_id')::bigint
-                                FROM jsonb_array_elements(p_failures) e))
+        WHERE o.id = ANY (worker.batch_occurrence_ids(p_failures))
           AND o.id = f.occurrence_id AND o.state <> 'failed'
         RETURNING 1
     )
@@ -207,9 +217,7 @@ BEGIN
         FROM jsonb_to_recordset(p_fetched) AS f(
             occurrence_id bigint, blob_key text, sha256 text, size integer, thread_id text,
             label_ids text[], internal_date_ms bigint)
-        -- = ANY keeps this a primary-key lookup even on a table never analysed.
-        WHERE o.id = ANY (ARRAY(SELECT (e->>'occurrence_id')::bigint
-                                FROM jsonb_array_elements(p_fetched) e))
+        WHERE o.id = ANY (worker.batch_occurrence_ids(p_fetched))
           AND o.id = f.occurrence_id AND o.state = 'discovered'
         RETURNING o.id
     )

@@ -15,8 +15,7 @@ BEGIN
     -- of this job may have parsed the others: they are skipped).
     v_parsed := ARRAY(
         SELECT o.id FROM core.message_occurrences o
-        WHERE o.id = ANY (ARRAY(SELECT (e->>'occurrence_id')::bigint
-                                FROM jsonb_array_elements(p_parsed) e))
+        WHERE o.id = ANY (worker.batch_occurrence_ids(p_parsed))
           AND o.state = 'raw_fetched'
         ORDER BY o.id
         FOR UPDATE);
