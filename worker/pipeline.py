@@ -27,6 +27,7 @@ from app.crypto import decrypt_token, token_key
 from app.markers import verify_markers
 from app.settings import Settings, load_settings
 from worker.gmail import (
+    GmailApiError,
     GmailClient,
     GmailClientConfig,
     GmailError,
@@ -46,6 +47,10 @@ class Runtime:
     settings: Settings
     blobs: BlobStore
     backfill_page_size: int = 500  # Gmail's maximum for messages.list
+    history_page_size: int = 500  # Gmail's maximum for history.list
+    # A fetch job stores and records its messages this many at a time (one Gmail batch
+    # request each), so a worker killed mid-job costs at most one chunk's refetch.
+    fetch_chunk_size: int = 10
     gmail_retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -154,24 +159,39 @@ async def _record_failure(pool, mailbox_id: str, exc: Exception) -> None:
 
 
 async def backfill_page(pool, mailbox_id: str) -> dict[str, Any]:
-    """mailbox_backfill: walk one listing page from the checkpoint and record it."""
+    """mailbox_backfill: walk one listing page from the checkpoint and record it.
+
+    A page token is valid only with the query that produced it, so every page of one walk
+    is listed with the page size stored when the walk began.
+    """
     async with pool.connection() as conn:
         mailbox, blocked = await load_mailbox(conn, mailbox_id)
     if blocked or mailbox["backfill_state"] != "running":
         return {"skipped": blocked or "no backfill running"}
     page_token = mailbox["backfill_page_token"]
+    page_size = mailbox["backfill_page_size"] or runtime().backfill_page_size
     try:
         history_id = mailbox["backfill_history_id"]
         if history_id is None:
             # Recorded before the first page, so mail arriving during the walk is replayed.
             history_id = (await gmail(mailbox, "get_profile")).history_id
         page = await gmail(
-            mailbox,
-            "list_message_ids",
-            page_token,
-            runtime().backfill_page_size,
-            include_spam_trash=True,
+            mailbox, "list_message_ids", page_token, page_size, include_spam_trash=True
         )
+    except GmailApiError as exc:
+        if exc.status == 400 and page_token is not None:
+            # The checkpointed token is no longer accepted (expired): walk again from the
+            # first page rather than fail at the same place for ever.
+            log.warning("mailbox %s: backfill page token refused (%s); restarting", mailbox_id, exc)
+            async with pool.connection() as conn:
+                restarted = await _call(
+                    conn,
+                    "SELECT worker.backfill_restart_walk(%s, %s, %s)",
+                    [mailbox_id, page_token, str(exc)],
+                )
+            return {"restarted": restarted}
+        await _record_failure(pool, mailbox_id, exc)
+        raise
     except GmailError as exc:
         await _record_failure(pool, mailbox_id, exc)
         if isinstance(exc, GmailReconnectRequired):
@@ -181,23 +201,38 @@ async def backfill_page(pool, mailbox_id: str) -> dict[str, Any]:
     async with pool.connection() as conn:
         return await _call(
             conn,
-            "SELECT worker.backfill_record_page(%s, %s, %s, %s, %s)",
-            [mailbox_id, page_token, history_id, Jsonb(messages), page.next_page_token],
+            "SELECT worker.backfill_record_page(%s, %s, %s, %s, %s, %s)",
+            [mailbox_id, page_token, history_id, Jsonb(messages), page.next_page_token, page_size],
         )
 
 
 async def history_sync(pool, mailbox_id: str) -> dict[str, Any]:
-    """mailbox_history_sync: read history from the cursor, page by page, and record it."""
+    """mailbox_history_sync: walk history from the stored cursor and record it page by page.
+
+    One walk is one query: every page is requested with the same startHistoryId (the
+    cursor the walk began from) and the previous page's token, since Gmail reads a token
+    only relative to the query that produced it. After each page the cursor stored with
+    its occurrences becomes the newest record of that page, so a crash resumes from the
+    last stored record with a fresh query (no token), skipping and repeating nothing.
+    Only a walk of a single page may take the response's historyId as the new cursor:
+    that one answer covered everything up to it.
+    """
     async with pool.connection() as conn:
         mailbox, blocked = await load_mailbox(conn, mailbox_id)
     if blocked or mailbox["history_id"] is None or mailbox["backfill_state"] == "running":
         return {"skipped": blocked or "no cursor yet"}
-    cursor = mailbox["history_id"]
+    walk_start = stored = mailbox["history_id"]
     page_token = None
-    new_occurrences = 0
+    pages = new_occurrences = 0
     while True:
         try:
-            page = await gmail(mailbox, "list_history", cursor, page_token)
+            page = await gmail(
+                mailbox,
+                "list_history",
+                walk_start,
+                page_token,
+                max_results=runtime().history_page_size,
+            )
         except GmailHistoryExpired:
             async with pool.connection() as conn:
                 await conn.execute("SELECT logic.enqueue_backfill(%s)", [mailbox_id])
@@ -207,24 +242,26 @@ async def history_sync(pool, mailbox_id: str) -> dict[str, Any]:
             if isinstance(exc, GmailReconnectRequired):
                 return {"skipped": "needs_reconnect"}
             raise
+        pages += 1
         added, deleted, labels = _history_changes(page.records)
         last_page = page.next_page_token is None
-        # Mid-walk the cursor advances to the newest record stored; Gmail returns the records
-        # after it, so a crash resumes exactly there.
-        record_ids = [int(record.id) for record in page.records]
-        new_cursor = page.history_id if last_page else max(record_ids, default=cursor)
+        newest_record = max((int(record.id) for record in page.records), default=stored)
+        if last_page and pages == 1:
+            new_cursor = max(page.history_id, stored)
+        else:
+            new_cursor = max(newest_record, stored)
         async with pool.connection() as conn:
             result = await _call(
                 conn,
                 "SELECT worker.history_record_page(%s, %s, %s, %s, %s, %s, %s)",
-                [mailbox_id, cursor, Jsonb(added), deleted, Jsonb(labels), new_cursor, last_page],
+                [mailbox_id, stored, Jsonb(added), deleted, Jsonb(labels), new_cursor, last_page],
             )
         if not result["recorded"]:
             return {"skipped": "cursor moved by another sync"}
         new_occurrences += result["new_occurrences"]
-        cursor = new_cursor
+        stored = new_cursor
         if last_page:
-            return {"new_occurrences": new_occurrences, "cursor": cursor}
+            return {"new_occurrences": new_occurrences, "cursor": stored, "pages": pages}
         page_token = page.next_page_token
 
 
@@ -248,33 +285,59 @@ def _history_changes(records: Iterable[Any]) -> tuple[list[dict], list[str], lis
 
 
 async def fetch_raw(pool, mailbox_id: str, occurrence_ids: list[int]) -> dict[str, Any]:
-    """occurrence_fetch_raw: fetch raw bytes in one Gmail batch, store them, record them."""
+    """occurrence_fetch_raw: fetch raw bytes through Gmail batches, store them, record them.
+
+    The batch goes chunk by chunk (one Gmail batch request each), each chunk recorded as
+    soon as its blobs are stored: a run that dies refetches at most one chunk, because the
+    next run only asks for what is still `discovered`. The last chunk queues the parse job.
+    """
     async with pool.connection() as conn:
         waiting = await _rows(
             conn, "SELECT * FROM worker.occurrences_in_state(%s, 'discovered')", [occurrence_ids]
         )
         mailbox, _ = await load_mailbox(conn, mailbox_id)
-    if not waiting:
-        return {"fetched": 0, "failed": 0}
-    by_gmail_id = {row["gmail_message_id"]: row["id"] for row in waiting}
+    size = max(1, runtime().fetch_chunk_size)
+    chunks = [waiting[i : i + size] for i in range(0, len(waiting), size)] or [[]]
+    totals = {"fetched": 0, "failed": 0}
+    for number, chunk in enumerate(chunks, start=1):
+        fetched, missing = await _fetch_chunk(mailbox, chunk) if chunk else ([], [])
+        async with pool.connection() as conn:
+            result = await _call(
+                conn,
+                "SELECT worker.record_raw(%s, %s, %s, %s)",
+                [
+                    mailbox_id,
+                    Jsonb(fetched),
+                    Jsonb(missing),
+                    occurrence_ids if number == len(chunks) else None,
+                ],
+            )
+        totals["fetched"] += result["fetched"]
+        totals["failed"] += result["failed"]
+    return totals
+
+
+async def _fetch_chunk(
+    mailbox: dict[str, Any], chunk: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Fetch and store one chunk: (stored rows for worker.record_raw, messages Gmail lost)."""
+    by_gmail_id = {row["gmail_message_id"]: row["id"] for row in chunk}
     raws = await gmail(mailbox, "fetch_raw", list(by_gmail_id))
     blobs = runtime().blobs
 
     def store() -> list[dict[str, Any]]:
-        stored = []
-        for gmail_id, message in raws.items():
-            stored.append(
-                {
-                    "occurrence_id": by_gmail_id[gmail_id],
-                    "blob_key": blobs.put(message.raw, content_type="message/rfc822"),
-                    "sha256": hashlib.sha256(message.raw).hexdigest(),
-                    "size": len(message.raw),
-                    "thread_id": message.thread_id,
-                    "label_ids": list(message.label_ids),
-                    "internal_date_ms": message.internal_date_ms,
-                }
-            )
-        return stored
+        return [
+            {
+                "occurrence_id": by_gmail_id[gmail_id],
+                "blob_key": blobs.put(message.raw, content_type="message/rfc822"),
+                "sha256": hashlib.sha256(message.raw).hexdigest(),
+                "size": len(message.raw),
+                "thread_id": message.thread_id,
+                "label_ids": list(message.label_ids),
+                "internal_date_ms": message.internal_date_ms,
+            }
+            for gmail_id, message in raws.items()
+        ]
 
     fetched = await asyncio.to_thread(store)
     missing = [
@@ -282,12 +345,7 @@ async def fetch_raw(pool, mailbox_id: str, occurrence_ids: list[int]) -> dict[st
         for gmail_id, occurrence_id in by_gmail_id.items()
         if gmail_id not in raws
     ]
-    async with pool.connection() as conn:
-        return await _call(
-            conn,
-            "SELECT worker.record_raw(%s, %s, %s)",
-            [mailbox_id, Jsonb(fetched), Jsonb(missing)],
-        )
+    return fetched, missing
 
 
 def marker_addresses(parsed: ParsedMessage) -> list[tuple[str, str]]:

@@ -87,7 +87,7 @@ BEGIN
     -- Restart the walk from the first page; the history id is recorded again before it.
     UPDATE core.mailboxes
     SET backfill_state = 'running', backfill_page_token = NULL, backfill_history_id = NULL,
-        backfill_pages = 0, backfill_started_at = now(), backfill_completed_at = NULL,
+        backfill_page_size = NULL, backfill_pages = 0, backfill_started_at = now(), backfill_completed_at = NULL,
         updated_at = now()
     WHERE id = p_mailbox_id
       AND (core.current_org_id() IS NULL OR organization_id = core.current_org_id());
@@ -138,7 +138,7 @@ GRANT EXECUTE ON FUNCTION logic.mailbox_job_counts(uuid) TO ticketing_api;
 CREATE FUNCTION logic.record_sync_success(p_mailbox_id uuid) RETURNS void
     LANGUAGE sql AS $$
     UPDATE core.mailboxes
-    SET consecutive_failures = 0, updated_at = now(),
+    SET consecutive_failures = 0, last_sync_success_at = now(), updated_at = now(),
         -- An expired pause is over once a sync has succeeded after it.
         ingestion_paused_until = CASE WHEN ingestion_paused_until <= now() THEN NULL
                                       ELSE ingestion_paused_until END,
@@ -146,7 +146,7 @@ CREATE FUNCTION logic.record_sync_success(p_mailbox_id uuid) RETURNS void
     WHERE id = p_mailbox_id
 $$;
 COMMENT ON FUNCTION logic.record_sync_success(uuid) IS
-    'A sync step succeeded: reset the failure streak and clear an expired pause.';
+    'A sync step succeeded: timestamp it, reset the failure streak and clear an expired pause.';
 
 CREATE FUNCTION logic.record_sync_failure(p_mailbox_id uuid, p_error text) RETURNS core.mailboxes
     LANGUAGE sql AS $$

@@ -76,7 +76,8 @@ CREATE FUNCTION worker.backfill_record_page(
     p_page_token text,          -- the checkpoint this page was fetched from
     p_history_id bigint,        -- the mailbox's history id, read before the first page
     p_messages jsonb,           -- [{id, thread_id}]
-    p_next_page_token text
+    p_next_page_token text,
+    p_page_size integer         -- maxResults the page was listed with
 ) RETURNS jsonb
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -97,6 +98,8 @@ BEGIN
 
     UPDATE core.mailboxes
     SET backfill_history_id = coalesce(backfill_history_id, p_history_id),
+        -- The walk's next token is valid only with the query that made it.
+        backfill_page_size = coalesce(backfill_page_size, p_page_size),
         backfill_page_token = p_next_page_token,
         backfill_pages = backfill_pages + 1,
         updated_at = now()
@@ -119,9 +122,36 @@ BEGIN
                               'done', p_next_page_token IS NULL);
 END
 $$;
-COMMENT ON FUNCTION worker.backfill_record_page(uuid, text, bigint, jsonb, text) IS
+COMMENT ON FUNCTION worker.backfill_record_page(uuid, text, bigint, jsonb, text, integer) IS
     'mailbox_backfill: store one listing page as occurrences, queue their fetch, checkpoint '
-    'the page token and queue the next page (or, after the last, hand over to history sync).';
+    'the page token (with the page size it belongs to) and queue the next page (or, after '
+    'the last, hand over to history sync).';
+
+CREATE FUNCTION worker.backfill_restart_walk(p_mailbox_id uuid, p_page_token text, p_error text)
+    RETURNS boolean
+    LANGUAGE plpgsql AS $$
+BEGIN
+    -- Gmail refused the checkpointed page token (expired, or issued for another query):
+    -- walk the listing again from its first page. Occurrences already recorded stay (a
+    -- re-listed message adds nothing); the history id recorded before the first page is
+    -- kept, so mail that arrived meanwhile is still replayed by history sync.
+    UPDATE core.mailboxes
+    SET backfill_page_token = NULL, backfill_page_size = NULL, backfill_pages = 0,
+        updated_at = now()
+    WHERE id = p_mailbox_id AND backfill_state = 'running'
+      AND backfill_page_token IS NOT DISTINCT FROM p_page_token;
+    IF NOT FOUND THEN
+        RETURN false;  -- the chain has moved on meanwhile
+    END IF;
+    PERFORM logic.record_sync_failure(p_mailbox_id, 'backfill page token refused, walk restarted: '
+                                                    || p_error);
+    PERFORM logic.enqueue_backfill_step(p_mailbox_id);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION worker.backfill_restart_walk(uuid, text, text) IS
+    'mailbox_backfill: Gmail refused the checkpointed page token; restart the listing walk '
+    'from its first page (idempotent) and queue it. False when the checkpoint moved meanwhile.';
 
 CREATE FUNCTION worker.history_record_page(
     p_mailbox_id uuid,
@@ -201,8 +231,10 @@ $$;
 COMMENT ON FUNCTION worker.fail_occurrences(text, jsonb) IS
     'Mark occurrences failed at p_stage with their reason: [{occurrence_id, error}].';
 
-CREATE FUNCTION worker.record_raw(p_mailbox_id uuid, p_fetched jsonb, p_failures jsonb)
-    RETURNS jsonb
+CREATE FUNCTION worker.record_raw(
+    p_mailbox_id uuid, p_fetched jsonb, p_failures jsonb,
+    p_parse_ids bigint[]  -- NULL mid-batch; at the end, the batch: queue parsing of its raw ones
+) RETURNS jsonb
     LANGUAGE plpgsql AS $$
 DECLARE
     v_fetched bigint[];
@@ -223,14 +255,52 @@ BEGIN
     )
     SELECT coalesce(array_agg(id), '{}') INTO v_fetched FROM updated;
     PERFORM worker.fail_occurrences('occurrence_fetch_raw', p_failures);
-    PERFORM worker.enqueue_occurrence_batches('occurrence_parse', p_mailbox_id, v_fetched);
+    IF p_parse_ids IS NOT NULL THEN
+        -- Chunks recorded earlier (by this run, or by a run that died) are parsed together
+        -- with the last one: one parse job per fetch batch.
+        PERFORM worker.enqueue_occurrence_batches(
+            'occurrence_parse', p_mailbox_id,
+            ARRAY(SELECT o.id FROM core.message_occurrences o
+                  WHERE o.id = ANY (p_parse_ids) AND o.state = 'raw_fetched' ORDER BY o.id));
+    END IF;
     RETURN jsonb_build_object('fetched', cardinality(v_fetched),
                               'failed', jsonb_array_length(p_failures));
 END
 $$;
-COMMENT ON FUNCTION worker.record_raw(uuid, jsonb, jsonb) IS
+COMMENT ON FUNCTION worker.record_raw(uuid, jsonb, jsonb, bigint[]) IS
     'occurrence_fetch_raw: record stored raw blobs [{occurrence_id, blob_key, sha256, size, '
-    'thread_id, label_ids, internal_date_ms}] and failures, and queue parsing.';
+    'thread_id, label_ids, internal_date_ms}] and failures of one chunk of a batch; with '
+    'p_parse_ids (the last chunk), queue parsing of those of the batch now raw_fetched.';
+
+CREATE FUNCTION worker.give_up_batch(
+    p_stage text, p_mailbox_id uuid, p_occurrence_ids bigint[], p_error text
+) RETURNS integer
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_waiting core.occurrence_state := CASE p_stage
+        WHEN 'occurrence_fetch_raw' THEN 'discovered'
+        WHEN 'occurrence_parse' THEN 'raw_fetched' END;
+    v_failed integer;
+BEGIN
+    IF v_waiting IS NULL THEN
+        RAISE 'worker.give_up_batch: no batch stage named %', p_stage;
+    END IF;
+    -- Only what still waits for the stage fails: a fetch batch records its chunks as it
+    -- goes, and what it stored before giving up goes on to parsing.
+    v_failed := worker.fail_occurrences(p_stage, (
+        SELECT coalesce(jsonb_agg(jsonb_build_object('occurrence_id', o.id, 'error', p_error)),
+                        '[]')
+        FROM core.message_occurrences o
+        WHERE o.id = ANY (p_occurrence_ids) AND o.state = v_waiting));
+    IF p_stage = 'occurrence_fetch_raw' THEN
+        PERFORM worker.record_raw(p_mailbox_id, '[]', '[]', p_occurrence_ids);
+    END IF;
+    RETURN v_failed;
+END
+$$;
+COMMENT ON FUNCTION worker.give_up_batch(text, uuid, bigint[], text) IS
+    'A fetch or parse job is out of retries: its occurrences still waiting for the stage fail '
+    'with the error (listable, retriable); those a fetch batch already stored are parsed.';
 
 CREATE FUNCTION worker.record_imported(p_mailbox_id uuid, p_items jsonb) RETURNS jsonb
     LANGUAGE plpgsql AS $$
