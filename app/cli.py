@@ -9,6 +9,7 @@ import errno
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -64,7 +65,6 @@ def _serve_processes(args: argparse.Namespace) -> int:
     processes. A stop signal is passed on to every child; the first child to exit stops
     the others.
     """
-    import signal
     import subprocess
     import time
 
@@ -98,20 +98,23 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     url = db.database_url(settings)
     _migrate_if_embedded(settings, url, args.migrate)
 
-    from worker.runner import run_until_idle
+    from worker.runner import run_supervised, run_until_idle
 
     async def run() -> None:
         connector = make_connector(url, max_size=args.concurrency + 2)
         with app.replace_connector(connector) as worker_app:
-            async with worker_app.open_async():
-                if args.until_idle:
+            if args.until_idle:
+                async with worker_app.open_async():
                     await run_until_idle(
                         worker_app, concurrency=args.concurrency, stalled_after=args.stalled_after
                     )
-                else:
-                    await worker_app.run_worker_async(
-                        concurrency=args.concurrency, install_signal_handlers=True
-                    )
+                return
+            # Runs until SIGTERM or SIGINT, riding out database restarts and outages.
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+            await run_supervised(worker_app, url, stop, concurrency=args.concurrency)
 
     asyncio.run(run())
     return 0
@@ -128,7 +131,7 @@ def cmd_import_mbox(settings: Settings, args: argparse.Namespace) -> int:
     )
     print(json.dumps(result))
     if args.run_worker:
-        args.concurrency, args.until_idle, args.stalled_after, args.migrate = 4, True, 60.0, False
+        args.concurrency, args.until_idle, args.stalled_after, args.migrate = 4, True, None, False
         return cmd_worker(settings, args)
     return 0
 
@@ -240,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--stalled-after",
         type=float,
-        default=60.0,
-        help="with --until-idle: seconds without heartbeat before a dead worker's jobs are retried",
+        default=None,
+        help="with --until-idle: seconds without heartbeat before a dead worker's jobs are "
+        "retried at start (default: the SQL limit, logic.stalled_worker_seconds())",
     )
     worker.add_argument(
         "--migrate", action="store_true", help="migrate first (always when embedded)"

@@ -33,6 +33,9 @@ def make_connector(conninfo=_conninfo, max_size: int = 10) -> procrastinate.Psyc
 # lock. A short poll keeps a backfill from pausing between pages; it costs one small query
 # per worker every 0.1 s.
 FETCH_JOB_POLLING_SECONDS = 0.1
+# A worker beats every 2 s; after logic.stalled_worker_seconds() (SQL) of silence it is
+# presumed dead and its jobs are recovered.
+HEARTBEAT_SECONDS = 2.0
 
 app = procrastinate.App(
     connector=make_connector(),
@@ -40,5 +43,6 @@ app = procrastinate.App(
     worker_defaults={
         "worker_middleware": [record_failed_attempts],
         "fetch_job_polling_interval": FETCH_JOB_POLLING_SECONDS,
+        "update_heartbeat_interval": HEARTBEAT_SECONDS,
     },
 )

@@ -1,4 +1,5 @@
-"""Running workers: forever, or until the pipeline is idle (scripts, the demo, benchmarks)."""
+"""Running workers: supervised until asked to stop, or until the pipeline is idle (scripts,
+the demo, benchmarks)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import logging
 from collections.abc import Iterator
 
 import procrastinate
+import psycopg
 from procrastinate.periodic import PeriodicRegistry
+from procrastinate.worker import Worker
 
-from worker.tasks import STALLED_WORKER_SECONDS, retry_stalled
+from worker.tasks import recover_stalled
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ async def run_until_idle(
     worker_app: procrastinate.App,
     *,
     concurrency: int = 4,
-    stalled_after: float = STALLED_WORKER_SECONDS,
+    stalled_after: float | None = None,
     poll_seconds: float = 0.5,
 ) -> None:
     """Process jobs until none is waiting or running, recovering jobs of dead workers.
@@ -59,13 +62,13 @@ async def run_until_idle(
     `poll_seconds` this checks whether the pipeline is idle, and stops it when it is.
     Periodic tasks are not deferred meanwhile; the caller queues what it wants done.
 
-    Jobs of workers silent for `stalled_after` seconds are recovered before the worker
-    starts (the caller may know they are dead: tests pass 0). While it runs, only the usual
-    heartbeat rule (STALLED_WORKER_SECONDS) applies: a shorter one would take this
-    worker's own running jobs for stalled ones.
+    Jobs of workers silent for `stalled_after` seconds (default: the SQL limit,
+    logic.stalled_worker_seconds()) are recovered before the worker starts (the caller
+    may know they are dead: tests pass 0). While it runs, only the SQL limit applies: a
+    shorter one would take this worker's own running jobs for stalled ones.
     """
     with _without_periodic_tasks(worker_app):
-        await retry_stalled(worker_app, stalled_after)
+        await recover_stalled(worker_app, stalled_after)
         worker = asyncio.create_task(
             worker_app.run_worker_async(
                 wait=True,
@@ -79,7 +82,7 @@ async def run_until_idle(
                 await asyncio.wait({worker}, timeout=poll_seconds)
                 if worker.done():
                     break
-                await retry_stalled(worker_app, STALLED_WORKER_SECONDS)
+                await recover_stalled(worker_app)
                 todo, doing = await pending_jobs(worker_app)
                 if todo == 0 and doing == 0:
                     return
@@ -90,3 +93,106 @@ async def run_until_idle(
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
         worker.result()  # a worker that died on its own raises here
+
+
+# How often a supervised worker process gives back the jobs of dead workers, and how long it
+# waits between restarts of its procrastinate worker (doubling up to the maximum).
+RECOVERY_INTERVAL_SECONDS = 5.0
+RESTART_DELAY_SECONDS = 0.5
+MAX_RESTART_DELAY_SECONDS = 10.0
+# A run that lasted this long was healthy: the next failure restarts at the first delay.
+HEALTHY_RUN_SECONDS = 60.0
+
+
+async def run_supervised(
+    worker_app: procrastinate.App,
+    conninfo: str,
+    stop: asyncio.Event,
+    *,
+    concurrency: int = 4,
+    queues: list[str] | None = None,
+) -> int:
+    """Run a procrastinate worker until `stop` is set, whatever happens to the database.
+
+    procrastinate's worker ends when its database goes away: an idle worker stops cleanly
+    once its listener cannot reconnect, a busy one raises. Here every such end is followed
+    by a wait until the database answers again and a new worker on a new pool; the jobs the
+    old one left running are given back at once (its id is known to be dead). Meanwhile,
+    every RECOVERY_INTERVAL_SECONDS, the jobs of other dead workers are recovered.
+    Returns the number of restarts; it returns only once `stop` is set.
+    """
+    dead_worker_ids: list[int] = []
+    delay = RESTART_DELAY_SECONDS
+    restarts = 0
+    while not stop.is_set():
+        options = {**worker_app.worker_defaults, "concurrency": concurrency, "queues": queues}
+        worker = Worker(app=worker_app, wait=True, install_signal_handlers=False, **options)
+        started = asyncio.get_running_loop().time()
+        try:
+            async with worker_app.open_async():
+                await recover_stalled(worker_app, dead_worker_ids=dead_worker_ids)
+                dead_worker_ids.clear()
+                ended = await _run_until_stopped(worker_app, worker, stop)
+        except Exception as exc:  # the database went away under the worker
+            ended = f"{type(exc).__name__}: {exc}"
+        if worker.worker_id is not None:  # it could not unregister: its jobs are orphans
+            dead_worker_ids.append(worker.worker_id)
+        if stop.is_set():
+            break
+        restarts += 1
+        if asyncio.get_running_loop().time() - started > HEALTHY_RUN_SECONDS:
+            delay = RESTART_DELAY_SECONDS
+        log.error("worker stopped without being asked (%s); restarting", ended)
+        await _wait_for_database(conninfo, stop, delay)
+        delay = min(delay * 2, MAX_RESTART_DELAY_SECONDS)
+    return restarts
+
+
+async def _run_until_stopped(worker_app: procrastinate.App, worker: Worker, stop: asyncio.Event):
+    """Run `worker` with the recovery loop beside it; stop it gracefully when `stop` is set.
+
+    Returns why the worker ended on its own (None when it was asked to stop).
+    """
+    run = asyncio.create_task(worker.run(), name="procrastinate worker")
+    recovery = asyncio.create_task(_recovery_loop(worker_app), name="stalled job recovery")
+    stopping = asyncio.create_task(stop.wait(), name="stop requested")
+    try:
+        await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not run.done():
+            worker.stop()  # graceful: running jobs finish first
+        await asyncio.wait({run})
+    finally:
+        for task in (recovery, stopping):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if stop.is_set() and run.exception() is None:
+        return None
+    error = run.exception()
+    return f"{type(error).__name__}: {error}" if error else "it stopped by itself"
+
+
+async def _recovery_loop(worker_app: procrastinate.App) -> None:
+    while True:
+        await asyncio.sleep(RECOVERY_INTERVAL_SECONDS)
+        try:
+            await recover_stalled(worker_app)
+        except Exception as exc:  # the database is away; the worker itself will notice
+            log.warning("stalled job recovery failed: %s", exc)
+
+
+async def _wait_for_database(conninfo: str, stop: asyncio.Event, delay: float) -> None:
+    """Sleep `delay`, then until a connection to the database succeeds (or `stop`)."""
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        if stop.is_set():
+            return
+        try:
+            conn = await psycopg.AsyncConnection.connect(conninfo, connect_timeout=2)
+        except psycopg.Error as exc:
+            log.warning("database unavailable (%s); retrying", exc)
+            delay = min(delay * 2, MAX_RESTART_DELAY_SECONDS)
+            continue
+        await conn.close()
+        return

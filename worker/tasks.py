@@ -11,15 +11,12 @@ from typing import Any
 
 import procrastinate
 from procrastinate import JobContext, RetryStrategy
-from psycopg.types.json import Jsonb
 
 from worker import pipeline
 from worker.app import app
 
 log = logging.getLogger(__name__)
 
-# Seconds without a heartbeat after which a worker is presumed dead and its jobs retried.
-STALLED_WORKER_SECONDS = 60
 # Transient failures of fetch/parse (Gmail beyond the client's own retries, blob store).
 OCCURRENCE_RETRY = RetryStrategy(max_attempts=5, exponential_wait=2)
 
@@ -53,11 +50,10 @@ async def _occurrence_stage(context: JobContext, stage, stage_name: str, mailbox
     except Exception as exc:
         if context.job.attempts + 1 >= OCCURRENCE_RETRY.max_attempts:
             # Out of retries: the occurrences fail with the reason, listable and retriable.
-            failures = [{"occurrence_id": i, "error": f"{type(exc).__name__}: {exc}"} for i in ids]
             async with _pool(context).connection() as conn:
                 await conn.execute(
-                    "SELECT worker.fail_occurrences(%s, %s)",
-                    [stage_name, Jsonb(failures)],
+                    "SELECT worker.give_up_batch(%s, %s, %s, %s)",
+                    [stage_name, mailbox_id, ids, f"{type(exc).__name__}: {exc}"],
                 )
         raise
 
@@ -135,15 +131,26 @@ async def tickets_refresh_recent_search_index(context: JobContext, timestamp: in
 
 @app.periodic(cron="* * * * *")
 @app.task(name="retry_stalled_jobs", pass_context=True)
-async def retry_stalled_jobs(context: JobContext, timestamp: int) -> int:
-    """Every minute: give the jobs of workers that died (no heartbeat) back to the queue."""
-    return await retry_stalled(context.app, STALLED_WORKER_SECONDS)
+async def retry_stalled_jobs(context: JobContext, timestamp: int) -> dict[str, Any]:
+    """Every minute: give the jobs of dead workers back (`ticketing worker` also does it
+    every few seconds; this covers plain `procrastinate worker` processes)."""
+    return await recover_stalled(context.app)
 
 
-async def retry_stalled(worker_app: procrastinate.App, seconds: float) -> int:
-    """Retry the running jobs of workers silent for `seconds`; returns how many."""
-    stalled = await worker_app.job_manager.get_stalled_jobs(seconds_since_heartbeat=seconds)
-    for job in stalled:
-        log.warning("retrying job %s (%s) of a stalled worker", job.id, job.task_name)
-        await worker_app.job_manager.retry_job(job)
-    return len(stalled)
+async def recover_stalled(
+    worker_app: procrastinate.App,
+    stalled_seconds: float | None = None,
+    dead_worker_ids: list[int] | None = None,
+) -> dict[str, Any]:
+    """worker.recover_stalled_jobs: retry, supersede or fail the jobs of dead workers."""
+    async with worker_app.connector.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT worker.recover_stalled_jobs("
+            "coalesce(%s::double precision, logic.stalled_worker_seconds()), %s::bigint[])",
+            [stalled_seconds, dead_worker_ids or []],
+        )
+        result = (await cursor.fetchone())[0]
+    for action in ("retried", "superseded", "failed"):
+        if result[action]:
+            log.warning("jobs of dead workers %s: %s", action, result[action])
+    return result

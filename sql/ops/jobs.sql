@@ -2,17 +2,30 @@
 
 CREATE VIEW ops.dlq AS
 SELECT j.id AS job_id, j.task_name, j.queue_name, j.attempts, j.args,
-       f.error_class, f.error_message, f.failed_at, f.organization_id, f.mailbox_id,
+       -- A failure the worker could not record (the database was down at that moment) is
+       -- still a failed job: its facts come from the job itself.
+       coalesce(f.error_class, 'Unrecorded') AS error_class,
+       coalesce(f.error_message,
+                'the worker could not record this failure (database unavailable)')
+           AS error_message,
+       coalesce(f.failed_at, e.failed_at) AS failed_at,
+       coalesce(f.organization_id, m.organization_id) AS organization_id,
+       coalesce(f.mailbox_id, m.id) AS mailbox_id,
        r.replay_job_id, r.replayed_at
 FROM public.procrastinate_jobs j
 LEFT JOIN LATERAL (
     SELECT * FROM core.job_failures f WHERE f.job_id = j.id ORDER BY f.id DESC LIMIT 1
 ) f ON true
+LEFT JOIN LATERAL (
+    SELECT max(ev.at) AS failed_at FROM public.procrastinate_events ev WHERE ev.job_id = j.id
+) e ON true
+LEFT JOIN core.mailboxes m ON m.id::text = j.args->>'mailbox_id'
 LEFT JOIN core.job_replays r ON r.job_id = j.id
 WHERE j.status = 'failed';
 COMMENT ON VIEW ops.dlq IS
     'Failed jobs (procrastinate gave up) with their last error and replay, newest first by '
-    'failed_at; job arguments hold ids only, never mail.';
+    'failed_at; job arguments hold ids only, never mail. Failures the worker could not record '
+    'show error_class Unrecorded; the organisation comes from the job''s mailbox.';
 
 CREATE FUNCTION ops.replay_job(p_job_id bigint, p_organization_id uuid DEFAULT NULL,
                                p_user_id uuid DEFAULT NULL) RETURNS jsonb
@@ -23,9 +36,9 @@ DECLARE
     v_org uuid;
 BEGIN
     SELECT * INTO j FROM public.procrastinate_jobs WHERE id = p_job_id FOR UPDATE;
-    SELECT f.organization_id INTO v_org FROM core.job_failures f
-    WHERE f.job_id = p_job_id ORDER BY f.id DESC LIMIT 1;
-    IF NOT FOUND OR j.id IS NULL OR j.status <> 'failed'
+    -- Every failed job is replayable, whether or not its failure could be recorded.
+    SELECT d.organization_id INTO v_org FROM ops.dlq d WHERE d.job_id = p_job_id;
+    IF j.id IS NULL OR j.status <> 'failed'
        OR (p_organization_id IS NOT NULL AND v_org IS DISTINCT FROM p_organization_id) THEN
         PERFORM logic.fail(404, 'job_not_found', 'No failed job with that id.');
     END IF;
