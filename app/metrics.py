@@ -87,11 +87,36 @@ class _PipelineSnapshot(Collector):
             "1 while a mailbox's ingestion is paused.",
             labels=["mailbox_id"],
         )
+        since_sync = GaugeMetricFamily(
+            "ticketing_mailbox_seconds_since_last_sync",
+            "Seconds since a sync step of the mailbox last succeeded.",
+            labels=["mailbox_id"],
+        )
+        health = GaugeMetricFamily(
+            "ticketing_mailbox_health",
+            "1 for the mailbox's sync health: ok, blocked, stuck, idle, stalled or lagging "
+            "(the reason is in GET /ops/mailboxes/sync).",
+            labels=["mailbox_id", "health"],
+        )
         for mailbox in s["mailboxes"]:
             lag.add_metric([mailbox["mailbox_id"]], mailbox["lag_seconds"])
             paused.add_metric([mailbox["mailbox_id"]], 1 if mailbox["paused"] else 0)
+            since_sync.add_metric([mailbox["mailbox_id"]], mailbox["seconds_since_last_sync"])
+            health.add_metric([mailbox["mailbox_id"], mailbox["health"]], 1)
         yield lag
         yield paused
+        yield since_sync
+        yield health
+        yield GaugeMetricFamily(
+            "ticketing_stuck_jobs",
+            "Running jobs of dead workers not yet given back (each holds its mailbox's lock).",
+            value=s["stuck_jobs"],
+        )
+        yield GaugeMetricFamily(
+            "ticketing_workers_alive",
+            "Worker processes with a recent heartbeat.",
+            value=s["workers_alive"],
+        )
         for name, key, label, doc in (
             ("ticketing_occurrences", "occurrences", "state", "Message occurrences by state."),
             (

@@ -91,6 +91,18 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "const": "ready"},
             "migrations": {**INT, "description": "How many migrations are applied."},
             "code_hash": {**STR, "description": "Hash of the installed SQL code."},
+            "pipeline": _object(
+                {
+                    "status": {"type": "string", "enum": ["ok", "degraded"]},
+                    "workers_alive": {**INT, "description": "Workers with a recent heartbeat."},
+                    "stuck_jobs": {**INT, "description": "Dead workers' jobs not yet recovered."},
+                    "mailboxes": {
+                        "type": "object",
+                        "additionalProperties": INT,
+                        "description": "Mailboxes by sync health (ok, blocked, stuck, ...).",
+                    },
+                }
+            ),
         }
     ),
     # ---- sessions
@@ -522,6 +534,21 @@ SCHEMAS: dict[str, Any] = {
             "lag_seconds": INT,
             "jobs": _ref("JobCounts"),
             "failures_24h": {**INT, "description": "Failed job attempts in the last 24 hours."},
+            "last_sync_success_at": NTS,
+            "seconds_since_last_sync": {
+                **INT,
+                "description": "Since a sync step last succeeded (or the mailbox was added).",
+            },
+            "health": {
+                "type": "string",
+                "enum": ["ok", "blocked", "stuck", "idle", "stalled", "lagging"],
+                "description": "Is the mailbox syncing as it should? blocked: disabled, "
+                "paused or needs reconnect; stuck: a dead worker's job holds it; idle: no "
+                "backfill has run; stalled: no successful sync for 5 poll intervals; "
+                "lagging: mail waits over 15 minutes to be routed.",
+            },
+            "health_reason": {**NSTR, "description": "Why, in words (null when ok)."},
+            "stuck_jobs": {**INT, "description": "Its running jobs held by dead workers."},
         }
     ),
     "OpsMailboxSyncList": _list_of("OpsMailboxSync"),
@@ -683,9 +710,20 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "Readiness",
             "description": "200 only when the database answers and carries this build's "
             "migrations and SQL code; 503 migrations_pending, code_outdated or "
-            "database_unavailable otherwise. No session needed.",
+            "database_unavailable otherwise. The body reports the ingestion pipeline's health "
+            "(live workers, stuck jobs, mailboxes by sync health); with `scope=pipeline` a "
+            "degraded pipeline answers 503 pipeline_degraded (for a monitoring probe, not a "
+            "load balancer). No session needed.",
             "x-min-role": None,
             "security": PUBLIC,
+            "parameters": [
+                {
+                    "name": "scope",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["pipeline"]},
+                    "description": "`pipeline`: also 503 when ingestion cannot run by itself.",
+                }
+            ],
             "responses": {"200": _json("Ready.", "Ready"), **_errors(503)},
         }
     },
@@ -1200,7 +1238,8 @@ PATHS: dict[str, dict[str, Any]] = {
             "tags": ["ops"],
             "summary": "Sync state of every mailbox",
             "description": "State, pause, cursor, last syncs, last error, lag, queued/running "
-            "jobs by task, failures in the last 24 hours. Minimum role: admin.",
+            "jobs by task, failures in the last 24 hours, and sync health with its reason. "
+            "Minimum role: admin.",
             "x-min-role": "admin",
             "responses": {
                 "200": _json("Mailboxes.", "OpsMailboxSyncList", {"items": []}),

@@ -57,7 +57,12 @@ BEGIN
             'consecutive_failures', s.consecutive_failures,
             'lag_seconds', floor(s.lag_seconds)::bigint,
             'jobs', s.jobs,
-            'failures_24h', s.failures_24h) ORDER BY s.email), '[]'))
+            'failures_24h', s.failures_24h,
+            'last_sync_success_at', s.last_sync_success_at,
+            'seconds_since_last_sync', s.seconds_since_last_sync,
+            'health', s.health,
+            'health_reason', s.health_reason,
+            'stuck_jobs', s.stuck_jobs) ORDER BY s.email), '[]'))
         FROM ops.mailbox_sync s
         WHERE s.organization_id = v_org);
 END

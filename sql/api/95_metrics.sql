@@ -14,8 +14,14 @@ CREATE FUNCTION api.metrics_snapshot() RETURNS jsonb
         'mailboxes', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                           'mailbox_id', m.id, 'state', m.state,
                           'paused', coalesce(m.ingestion_paused_until > now(), false),
-                          'lag_seconds', logic.mailbox_lag_seconds(m))), '[]')
-                      FROM core.mailboxes m),
+                          'lag_seconds', logic.mailbox_lag_seconds(m),
+                          'health', h->>'health',
+                          'seconds_since_last_sync', (h->>'seconds_since_last_sync')::bigint)),
+                          '[]')
+                      FROM core.mailboxes m
+                      CROSS JOIN LATERAL logic.mailbox_sync_health(m) AS h),
+        'stuck_jobs', (SELECT count(*) FROM logic.stalled_jobs()),
+        'workers_alive', logic.workers_alive(),
         'occurrences', (SELECT coalesce(jsonb_object_agg(state, n), '{}')
                         FROM (SELECT state::text, count(*) AS n FROM core.message_occurrences
                               GROUP BY 1) s),
@@ -29,4 +35,5 @@ CREATE FUNCTION api.metrics_snapshot() RETURNS jsonb
 $$;
 COMMENT ON FUNCTION api.metrics_snapshot() IS
     'GET /metrics: pipeline numbers across all organisations (jobs by task and status, DLQ '
-    'size, lag per mailbox, occurrences by state, stitch reasons, routing outcomes).';
+    'size, lag, sync health and seconds since the last successful sync per mailbox, stuck '
+    'jobs, live workers, occurrences by state, stitch reasons, routing outcomes).';

@@ -23,8 +23,14 @@ SELECT m.organization_id,
        m.consecutive_failures,
        logic.mailbox_lag_seconds(m) AS lag_seconds,
        logic.mailbox_job_counts(m.id) AS jobs,
-       coalesce(recent.failures, 0) AS failures_24h
+       coalesce(recent.failures, 0) AS failures_24h,
+       m.last_sync_success_at,
+       health->>'health' AS health,
+       health->>'reason' AS health_reason,
+       (health->>'seconds_since_last_sync')::bigint AS seconds_since_last_sync,
+       (health->>'stuck_jobs')::integer AS stuck_jobs
 FROM core.mailboxes m
+CROSS JOIN LATERAL logic.mailbox_sync_health(m) AS health
 LEFT JOIN (
     SELECT f.mailbox_id, count(*) AS failures
     FROM core.job_failures f
@@ -34,7 +40,8 @@ LEFT JOIN (
 COMMENT ON VIEW ops.mailbox_sync IS
     'Per mailbox (every organisation): state, pause, why sync is blocked, history cursor, '
     'backfill progress, last sync and error, lag in seconds (newest unrouted message), queued '
-    'and running jobs by task, failed job attempts in the last 24 hours.';
+    'and running jobs by task, failed job attempts in the last 24 hours, and health: ok, or '
+    'blocked / stuck / idle / stalled / lagging with the reason (logic.mailbox_sync_health).';
 
 CREATE VIEW ops.collisions AS
 SELECT g.organization_id,

@@ -47,3 +47,40 @@ async def test_metrics_show_http_and_pipeline_state_without_restart(api_factory,
         assert _value(text, "ticketing_jobs", 'status="failed",task="worker_ping"') == 1
     finally:
         await client.session.close()
+
+
+async def test_metrics_show_a_mailbox_that_stopped_syncing_and_stuck_jobs(api_factory, db):
+    server = await api_factory(enable_prometheus_metrics=True)
+    client = TestClient(server)
+    await client.start_server()
+    try:
+        org = db.execute(
+            "INSERT INTO core.organizations (name) VALUES ('Acme') RETURNING id"
+        ).fetchone()["id"]
+        mailbox = db.execute(
+            "INSERT INTO core.mailboxes (organization_id, email, history_id, "
+            "last_sync_success_at) VALUES (%s, 'journal@acme.example', 1000, "
+            "now() - interval '20 minutes') RETURNING id::text",
+            [org],
+        ).fetchone()["id"]
+        job = db.execute("SELECT logic.enqueue_history_sync(%s) AS id", [mailbox]).fetchone()["id"]
+        db.execute(
+            "WITH w AS (INSERT INTO procrastinate_workers (last_heartbeat) "
+            "VALUES (now() - interval '1 hour') RETURNING id) "
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = (SELECT id FROM w) "
+            "WHERE id = %s",
+            [job],
+        )
+        text = await (await client.get("/metrics")).text()
+        label = f'mailbox_id="{mailbox}"'
+        assert _value(text, "ticketing_mailbox_seconds_since_last_sync", label) >= 1200
+        assert _value(text, "ticketing_mailbox_health", f'health="stuck",{label}') == 1
+        assert _value(text, "ticketing_stuck_jobs") == 1
+        assert _value(text, "ticketing_workers_alive") == 0
+
+        db.execute("SELECT worker.recover_stalled_jobs()")
+        text = await (await client.get("/metrics")).text()
+        assert _value(text, "ticketing_stuck_jobs") == 0
+        assert _value(text, "ticketing_mailbox_health", f'health="stalled",{label}') == 1
+    finally:
+        await client.session.close()

@@ -130,6 +130,7 @@ async def test_mailbox_sync_lists_the_organisations_mailboxes(login, db):
     assert len(items) == 1
     item = items[0]
     assert 120 <= item.pop("lag_seconds") < 180
+    assert 0 <= item.pop("seconds_since_last_sync") < 60  # added just now, never synced
     assert item == {
         "mailbox_id": mailbox_id,
         "email": "journal@acme.example",
@@ -146,9 +147,64 @@ async def test_mailbox_sync_lists_the_organisations_mailboxes(login, db):
         "consecutive_failures": 2,
         "jobs": {"mailbox_history_sync": {"queued": 1, "running": 0}},
         "failures_24h": 1,
+        "last_sync_success_at": None,
+        "health": "ok",
+        "health_reason": None,
+        "stuck_jobs": 0,
     }
     other_items = (await (await other.get("/ops/mailboxes/sync")).json())["items"]
     assert [i["email"] for i in other_items] == ["journal@globex.example"]
+
+
+async def test_a_mailbox_that_does_not_sync_says_why(login, db):
+    admin = await login("admin@acme.example", "Acme")
+    org = _org_id(admin)
+    stalled = _seed_mailbox(db, org, "stalled@acme.example", history_id=1000)
+    db.execute(
+        "UPDATE core.mailboxes SET last_sync_success_at = now() - interval '10 minutes', "
+        "last_error = 'HTTP 503: backend error' WHERE id = %s",
+        [stalled],
+    )
+    stuck = _seed_mailbox(db, org, "stuck@acme.example", history_id=1000)
+    job = db.execute("SELECT logic.enqueue_history_sync(%s) AS id", [stuck]).fetchone()["id"]
+    dead = db.execute(
+        "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now() - interval '1 minute') "
+        "RETURNING id"
+    ).fetchone()["id"]
+    db.execute(
+        "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s WHERE id = %s", [dead, job]
+    )
+    healthy = _seed_mailbox(db, org, "ok@acme.example", history_id=1000)
+    db.execute("UPDATE core.mailboxes SET last_sync_success_at = now() WHERE id = %s", [healthy])
+
+    items = {
+        i["email"]: i for i in (await (await admin.get("/ops/mailboxes/sync")).json())["items"]
+    }
+    assert items["stalled@acme.example"]["health"] == "stalled"
+    assert items["stalled@acme.example"]["seconds_since_last_sync"] >= 600
+    assert "no successful sync for" in items["stalled@acme.example"]["health_reason"]
+    assert "HTTP 503" in items["stalled@acme.example"]["health_reason"]
+    assert items["stuck@acme.example"]["health"] == "stuck"
+    assert items["stuck@acme.example"]["stuck_jobs"] == 1
+    assert (
+        f"job {job} (mailbox_history_sync) of worker {dead}"
+        in (items["stuck@acme.example"]["health_reason"])
+    )
+    assert items["ok@acme.example"]["health"] == "ok"
+
+    # The same, without a session, as counts: readiness reports the pipeline degraded.
+    ready = await admin.get("/readyz")
+    assert ready.status == 200
+    pipeline = (await ready.json())["pipeline"]
+    assert pipeline["status"] == "degraded"
+    assert pipeline["stuck_jobs"] == 1
+    assert pipeline["workers_alive"] == 0
+    assert pipeline["mailboxes"] == {"ok": 1, "stalled": 1, "stuck": 1}
+    probe = await admin.get("/readyz?scope=pipeline")
+    assert probe.status == 503
+    body = await probe.json()
+    assert body["code"] == "pipeline_degraded"
+    assert "no worker is alive" in body["detail"] and "1 mailbox(es) stalled" in body["detail"]
 
 
 # ---------------------------------------------------------------- collisions
