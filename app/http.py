@@ -29,12 +29,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass(frozen=True)
 class Route:
-    """One operation of the API. `min_role` None means no session is needed."""
+    """One operation of the API. `min_role` None means no session is needed; `csrf` False
+    only for callers that authenticate otherwise and never send a cookie session."""
 
     method: str
     path: str
     handler: Handler
     min_role: str | None
+    csrf: bool = True
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -38,6 +38,13 @@ class HttpMetrics:
             buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
+        self.pushes = Counter(
+            "ticketing_gmail_pushes_total",
+            "Authenticated Gmail push notifications by outcome: sync_queued, no_sync_needed "
+            "(already synced or not syncing), unknown_mailbox.",
+            ["outcome"],
+            registry=self.registry,
+        )
 
 
 HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)

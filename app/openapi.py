@@ -549,6 +549,22 @@ SCHEMAS: dict[str, Any] = {
             },
             "health_reason": {**NSTR, "description": "Why, in words (null when ok)."},
             "stuck_jobs": {**INT, "description": "Its running jobs held by dead workers."},
+            "watch": _object(
+                {
+                    "state": {
+                        "type": "string",
+                        "enum": ["active", "expired", "failed", "off"],
+                        "description": "The Gmail push watch: off when push is not "
+                        "configured (polling only).",
+                    },
+                    "topic": NSTR,
+                    "expires_at": NTS,
+                    "renewed_at": NTS,
+                    "error": NSTR,
+                    "error_at": NTS,
+                    "last_push_at": NTS,
+                }
+            ),
         }
     ),
     "OpsMailboxSyncList": _list_of("OpsMailboxSync"),
@@ -603,6 +619,28 @@ SCHEMAS: dict[str, Any] = {
             "created": {**BOOL, "description": "false when it was replayed before."},
         }
     ),
+}
+
+SCHEMAS["PubSubPush"] = {
+    "type": "object",
+    "required": ["message"],
+    "properties": {
+        "message": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "data": {
+                    **STR,
+                    "description": 'base64 of JSON {"emailAddress": "...", "historyId": N}',
+                },
+                "messageId": STR,
+                "publishTime": STR,
+                "attributes": OBJ,
+            },
+        },
+        "subscription": STR,
+    },
+    "description": "A Cloud Pub/Sub push envelope carrying a Gmail notification.",
 }
 
 # ------------------------------------------------------------------ shared pieces
@@ -1238,8 +1276,8 @@ PATHS: dict[str, dict[str, Any]] = {
             "tags": ["ops"],
             "summary": "Sync state of every mailbox",
             "description": "State, pause, cursor, last syncs, last error, lag, queued/running "
-            "jobs by task, failures in the last 24 hours, and sync health with its reason. "
-            "Minimum role: admin.",
+            "jobs by task, failures in the last 24 hours, sync health with its reason, and the "
+            "Gmail push watch. Minimum role: admin.",
             "x-min-role": "admin",
             "responses": {
                 "200": _json("Mailboxes.", "OpsMailboxSyncList", {"items": []}),
@@ -1324,6 +1362,46 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    "/webhooks/gmail/pubsub": {
+        "post": {
+            "operationId": "gmailPubSubPush",
+            "tags": ["webhooks"],
+            "summary": "Gmail push notification (Cloud Pub/Sub push)",
+            "description": "A mailbox changed: queue its history sync (a storm of pushes "
+            "queues one) and answer 204 at once; Gmail itself is never called here. An unknown "
+            "mailbox is acknowledged too (204), so Pub/Sub stops retrying. No session and no "
+            "CSRF header: the push is authenticated by Pub/Sub's OIDC token (Authorization: "
+            "Bearer, when GMAIL_PUSH_AUDIENCE is set) or else by the shared secret "
+            "GMAIL_PUSH_TOKEN in the query string; otherwise 401 push_unauthenticated. 400 or "
+            "422 invalid_push for a malformed envelope; 404 when push is not configured.",
+            "x-min-role": None,
+            "security": PUBLIC,
+            "parameters": [
+                {
+                    "name": "token",
+                    "in": "query",
+                    "schema": STR,
+                    "description": "The shared secret GMAIL_PUSH_TOKEN (when OIDC is not set).",
+                }
+            ],
+            "requestBody": _body(
+                "PubSubPush",
+                {
+                    "message": {
+                        "data": "eyJlbWFpbEFkZHJlc3MiOiAiam91cm5hbEBhY21lLmV4YW1wbGUiLCAi"
+                        "aGlzdG9yeUlkIjogIjEyMzQ1In0=",
+                        "messageId": "2070443601311540",
+                        "publishTime": "2026-12-07T08:00:00Z",
+                    },
+                    "subscription": "projects/acme/subscriptions/gmail-push",
+                },
+            ),
+            "responses": {
+                "204": {"description": "Acknowledged."},
+                **_errors(400, 401, 404, 422, 503),
+            },
+        }
+    },
     "/openapi.json": {
         "get": {
             "operationId": "getOpenApiDocument",
@@ -1371,6 +1449,7 @@ def document() -> dict[str, Any]:
                     "routing",
                     "tickets",
                     "ops",
+                    "webhooks",
                     "meta",
                 )
             ],

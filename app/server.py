@@ -9,7 +9,7 @@ from aiohttp import web
 from app import db, migrate, openapi
 from app.blobstore import blob_store_from_settings
 from app.errors import ApiError, error_middleware
-from app.handlers import auth, health, mailboxes, ops, queues, routing, tickets
+from app.handlers import auth, health, mailboxes, ops, queues, routing, tickets, webhooks
 from app.http import (
     BLOBS,
     EXPECTED_SCHEMA,
@@ -20,7 +20,8 @@ from app.http import (
     Route,
     authenticated,
 )
-from app.metrics import HTTP_METRICS, HttpMetrics, http_metrics_middleware, metrics
+from app.metrics import HTTP_METRICS, HttpMetrics, http_metrics_middleware, metrics, route_label
+from app.push import PUSH_AUTHENTICATOR, PushAuthenticator
 from app.security import (
     REQUEST_ID_HEADER,
     SECURITY_HEADERS,
@@ -55,11 +56,14 @@ ROUTES: tuple[Route, ...] = (
     *routing.ROUTES,
     *tickets.ROUTES,
     *ops.ROUTES,
+    *webhooks.ROUTES,
     Route("GET", "/openapi.json", openapi.openapi_json, None),
 )
 
-# Probes must answer even when a client is throttled.
-_UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Probes must answer even when a client is throttled; Pub/Sub pushes come from Google's
+# addresses in bursts, are authenticated by their token and only queue a job.
+_UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/webhooks/gmail/pubsub"})
+_CSRF_EXEMPT = frozenset((route.method, route.path) for route in ROUTES if not route.csrf)
 
 
 @web.middleware
@@ -92,7 +96,14 @@ async def rate_limit_middleware(request: web.Request, handler) -> web.StreamResp
 @web.middleware
 async def csrf_middleware(request: web.Request, handler) -> web.StreamResponse:
     # Unknown routes answer 404 whatever the method, so CSRF is checked on real ones only.
-    if request.match_info.http_exception is None:
+    if (
+        request.match_info.http_exception is None
+        and (
+            request.method,
+            route_label(request),
+        )
+        not in _CSRF_EXEMPT
+    ):
         require_csrf(request, request.app[SETTINGS])
     return await handler(request)
 
@@ -127,6 +138,7 @@ def create_app(settings: Settings, database_url: str | None = None) -> web.Appli
     app[SETTINGS] = settings
     app[HTTP_METRICS] = HttpMetrics()
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit_requests_per_minute)
+    app[PUSH_AUTHENTICATOR] = PushAuthenticator(settings)
     app[EXPECTED_SCHEMA] = {
         "migrations": migrate.migration_ids(),
         "code_hash": migrate.code_hash(),

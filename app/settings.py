@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -93,12 +94,39 @@ class Settings:
     google_auth_uri: str = "https://accounts.google.com/o/oauth2/v2/auth"
     google_token_uri: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
     google_oauth_redirect_uri: str = "http://127.0.0.1:8000/mailboxes/gmail/oauth/callback"
+    # Gmail push (Cloud Pub/Sub): without a topic, push is off and only polling runs.
+    gmail_pubsub_topic: str | None = None
+    # How pushes are authenticated: Pub/Sub's OIDC token (audience and service account),
+    # else a shared secret in the push URL's query string (?token=).
+    gmail_push_audience: str | None = None
+    gmail_push_service_account: str | None = None
+    gmail_push_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    gmail_push_token: str | None = None
+    # Seconds between periodic history syncs of every mailbox; None: 60 with push, 15 without.
+    sync_poll_seconds_setting: int | None = None
     enable_prometheus_metrics: bool = False
     rate_limit_requests_per_minute: int = 600
     trust_forwarded_for: bool = False
     # One log line per request costs about a tenth of a list request's CPU; the request id
     # header, /metrics and the proxy in front usually cover it.
     access_log: bool = False
+
+    @property
+    def push_enabled(self) -> bool:
+        """Whether mailboxes are watched (Gmail notifies Pub/Sub of every change)."""
+        return self.gmail_pubsub_topic is not None
+
+    @property
+    def push_oidc(self) -> bool:
+        """Whether pushes must carry Pub/Sub's OIDC token (else the shared secret)."""
+        return self.gmail_push_audience is not None
+
+    @property
+    def sync_poll_seconds(self) -> int:
+        """The polling safety net: a lost push costs at most this long."""
+        if self.sync_poll_seconds_setting is not None:
+            return self.sync_poll_seconds_setting
+        return 60 if self.push_enabled else 15
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (tests and CLI flags use this)."""
@@ -154,6 +182,15 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
     if samesite.capitalize() not in {"Lax", "Strict", "None"}:
         raise ConfigError(f"COOKIE_SAMESITE must be Lax, Strict or None, got {samesite!r}")
 
+    topic = get("GMAIL_PUBSUB_TOPIC")
+    if topic is not None and not re.fullmatch(r"projects/[^/\s]+/topics/[^/\s]+", topic):
+        raise ConfigError(
+            f"GMAIL_PUBSUB_TOPIC must look like projects/PROJECT/topics/TOPIC, got {topic!r}"
+        )
+    audience, service_account = get("GMAIL_PUSH_AUDIENCE"), get("GMAIL_PUSH_SERVICE_ACCOUNT")
+    if (audience is None) != (service_account is None):
+        raise ConfigError("GMAIL_PUSH_AUDIENCE and GMAIL_PUSH_SERVICE_ACCOUNT go together")
+
     return Settings(
         app_env=app_env,
         database_url=get("DATABASE_URL"),
@@ -191,6 +228,16 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
         google_token_uri=get("GOOGLE_TOKEN_URI") or Settings.google_token_uri,
         google_oauth_redirect_uri=get("GOOGLE_OAUTH_REDIRECT_URI")
         or Settings.google_oauth_redirect_uri,
+        gmail_pubsub_topic=topic,
+        gmail_push_audience=audience,
+        gmail_push_service_account=service_account,
+        gmail_push_certs_url=get("GMAIL_PUSH_CERTS_URL") or Settings.gmail_push_certs_url,
+        gmail_push_token=get("GMAIL_PUSH_TOKEN"),
+        sync_poll_seconds_setting=(
+            _int("SYNC_POLL_SECONDS", get("SYNC_POLL_SECONDS"), 60, 5, 3600)
+            if get("SYNC_POLL_SECONDS")
+            else None
+        ),
         enable_prometheus_metrics=_bool(get("ENABLE_PROMETHEUS_METRICS"), False),
         rate_limit_requests_per_minute=_int(
             "RATE_LIMIT_REQUESTS_PER_MINUTE",

@@ -1,0 +1,28 @@
+-- Webhooks: calls that carry no session (their caller is authenticated in the handler).
+
+CREATE FUNCTION api.gmail_push(p_email text, p_history_id bigint) RETURNS jsonb
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+    -- A Gmail push names the mailbox by address and the history id it has reached. Each
+    -- matching mailbox that may sync and is behind gets a history sync: its queueing lock
+    -- makes a storm of pushes one waiting job, and a push during a running sync one more.
+    WITH touched AS (
+        UPDATE core.mailboxes m
+        SET last_push_at = now(),
+            last_push_history_id = greatest(m.last_push_history_id, p_history_id)
+        WHERE m.provider = 'gmail' AND m.email = lower(btrim(p_email))
+        RETURNING m.*
+    ), queued AS (
+        SELECT logic.enqueue_history_sync(t.id) AS job_id
+        FROM touched t
+        WHERE logic.sync_blocked_reason(t::core.mailboxes) IS NULL
+          AND t.backfill_state <> 'running'
+          AND t.history_id < p_history_id
+    )
+    SELECT jsonb_build_object(
+        'mailboxes', (SELECT count(*) FROM touched),
+        'queued', (SELECT count(job_id) FROM queued))
+$$;
+COMMENT ON FUNCTION api.gmail_push(text, bigint) IS
+    'POST /webhooks/gmail/pubsub: a Gmail push for p_email at p_history_id; queue a history '
+    'sync of each such mailbox that is behind and may sync. Returns {mailboxes, queued} '
+    '(mailboxes 0: unknown address).';
