@@ -114,7 +114,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, stop.set)
-            await run_supervised(worker_app, url, stop, concurrency=args.concurrency)
+            await run_supervised(
+                worker_app,
+                url,
+                stop,
+                concurrency=args.concurrency,
+                sync_poll_seconds=settings.sync_poll_seconds,
+            )
 
     asyncio.run(run())
     return 0

@@ -136,6 +136,13 @@ class HistoryPage(NamedTuple):
     history_id: int
 
 
+class Watch(NamedTuple):
+    """A push notification watch: Gmail notifies the topic of changes until `expiration_ms`."""
+
+    history_id: int
+    expiration_ms: int
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounds for retrying transient failures.
@@ -348,6 +355,19 @@ class GmailClient:
             raise
         records = [_history_record(entry) for entry in body.get("history", [])]
         return HistoryPage(records, body.get("nextPageToken") or None, int(body["historyId"]))
+
+    def watch(self, topic_name: str) -> Watch:
+        """users.watch: publish every change of the mailbox to the Pub/Sub topic (renew
+        before the returned expiration; Google asks for a daily renewal)."""
+        body = self._execute(
+            "users.watch",
+            lambda: self._users.watch(userId=self.user_id, body={"topicName": topic_name}),
+        )
+        return Watch(int(body["historyId"]), int(body["expiration"]))
+
+    def stop_watch(self) -> None:
+        """users.stop: no more push notifications for this mailbox."""
+        self._execute("users.stop", lambda: self._users.stop(userId=self.user_id))
 
     def fetch_raw(self, ids: Iterable[str]) -> dict[str, RawMessage]:
         """Fetch messages in format=raw through batch requests (at most batch_size each).

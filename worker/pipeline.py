@@ -265,6 +265,41 @@ async def history_sync(pool, mailbox_id: str) -> dict[str, Any]:
         page_token = page.next_page_token
 
 
+async def watch_mailbox(pool, mailbox_id: str) -> dict[str, Any]:
+    """mailbox_watch: set up or renew the mailbox's Gmail push watch, or stop it.
+
+    The configured topic (GMAIL_PUBSUB_TOPIC) decides: without one push is off and any
+    watch is stopped. worker.watch_action says what the mailbox needs now.
+    """
+    topic = runtime().settings.gmail_pubsub_topic
+    async with pool.connection() as conn:
+        rows = await _rows(
+            conn,
+            "SELECT (s.mailbox).*, worker.watch_action(s.mailbox, %s) AS action "
+            "FROM worker.mailbox_for_sync(%s) s",
+            [topic, mailbox_id],
+        )
+    if not rows or rows[0]["action"] is None:
+        return {"action": None}
+    mailbox, action = rows[0], rows[0].pop("action")
+    try:
+        if action == "watch":
+            watch = await gmail(mailbox, "watch", topic)
+            outcome = [mailbox_id, topic, watch.expiration_ms, None]
+        else:
+            await gmail(mailbox, "stop_watch")
+            outcome = [mailbox_id, None, None, None]
+    except GmailReconnectRequired as exc:
+        await _record_failure(pool, mailbox_id, exc)
+        outcome = [mailbox_id, None, None, f"{type(exc).__name__}: {exc}"]
+    except GmailError as exc:
+        # Recorded, and tried again by the next renewal (hourly) or resume; polling goes on.
+        outcome = [mailbox_id, None, None, f"{type(exc).__name__}: {exc}"]
+    async with pool.connection() as conn:
+        await conn.execute("SELECT worker.record_watch(%s, %s, %s, %s)", outcome)
+    return {"action": action, "error": outcome[3]}
+
+
 def _history_changes(records: Iterable[Any]) -> tuple[list[dict], list[str], list[dict]]:
     added: dict[str, dict] = {}
     deleted: list[str] = []

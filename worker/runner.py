@@ -13,7 +13,7 @@ import psycopg
 from procrastinate.periodic import PeriodicRegistry
 from procrastinate.worker import Worker
 
-from worker.tasks import recover_stalled
+from worker.tasks import enqueue_due_syncs, recover_stalled
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ async def run_supervised(
     *,
     concurrency: int = 4,
     queues: list[str] | None = None,
+    sync_poll_seconds: float | None = None,
 ) -> int:
     """Run a procrastinate worker until `stop` is set, whatever happens to the database.
 
@@ -118,7 +119,9 @@ async def run_supervised(
     once its listener cannot reconnect, a busy one raises. Here every such end is followed
     by a wait until the database answers again and a new worker on a new pool; the jobs the
     old one left running are given back at once (its id is known to be dead). Meanwhile,
-    every RECOVERY_INTERVAL_SECONDS, the jobs of other dead workers are recovered.
+    every RECOVERY_INTERVAL_SECONDS, the jobs of other dead workers are recovered, and every
+    `sync_poll_seconds` (SYNC_POLL_SECONDS) every mailbox gets the sync it needs: the
+    polling safety net under push notifications, finer than the periodic task's minute.
     Returns the number of restarts; it returns only once `stop` is set.
     """
     dead_worker_ids: list[int] = []
@@ -132,7 +135,7 @@ async def run_supervised(
             async with worker_app.open_async():
                 await recover_stalled(worker_app, dead_worker_ids=dead_worker_ids)
                 dead_worker_ids.clear()
-                ended = await _run_until_stopped(worker_app, worker, stop)
+                ended = await _run_until_stopped(worker_app, worker, stop, sync_poll_seconds)
         except Exception as exc:  # the database went away under the worker
             ended = f"{type(exc).__name__}: {exc}"
         if worker.worker_id is not None:  # it could not unregister: its jobs are orphans
@@ -148,13 +151,25 @@ async def run_supervised(
     return restarts
 
 
-async def _run_until_stopped(worker_app: procrastinate.App, worker: Worker, stop: asyncio.Event):
-    """Run `worker` with the recovery loop beside it; stop it gracefully when `stop` is set.
-
-    Returns why the worker ended on its own (None when it was asked to stop).
-    """
+async def _run_until_stopped(
+    worker_app: procrastinate.App, worker: Worker, stop: asyncio.Event, sync_poll_seconds
+):
+    """Run `worker` with the housekeeping loops beside it; stop it gracefully when `stop`
+    is set. Returns why the worker ended on its own (None when it was asked to stop)."""
     run = asyncio.create_task(worker.run(), name="procrastinate worker")
-    recovery = asyncio.create_task(_recovery_loop(worker_app), name="stalled job recovery")
+    side = [
+        asyncio.create_task(
+            _every(RECOVERY_INTERVAL_SECONDS, lambda: recover_stalled(worker_app)),
+            name="stalled job recovery",
+        )
+    ]
+    if sync_poll_seconds:
+        side.append(
+            asyncio.create_task(
+                _every(sync_poll_seconds, lambda: enqueue_due_syncs(worker_app)),
+                name="sync poll",
+            )
+        )
     stopping = asyncio.create_task(stop.wait(), name="stop requested")
     try:
         await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -162,7 +177,7 @@ async def _run_until_stopped(worker_app: procrastinate.App, worker: Worker, stop
             worker.stop()  # graceful: running jobs finish first
         await asyncio.wait({run})
     finally:
-        for task in (recovery, stopping):
+        for task in (*side, stopping):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -172,13 +187,15 @@ async def _run_until_stopped(worker_app: procrastinate.App, worker: Worker, stop
     return f"{type(error).__name__}: {error}" if error else "it stopped by itself"
 
 
-async def _recovery_loop(worker_app: procrastinate.App) -> None:
+async def _every(seconds: float, step) -> None:
+    """Run `step()` every `seconds`; a failure (the database away) waits for the next turn:
+    the worker itself notices a lasting outage."""
     while True:
-        await asyncio.sleep(RECOVERY_INTERVAL_SECONDS)
+        await asyncio.sleep(seconds)
         try:
-            await recover_stalled(worker_app)
-        except Exception as exc:  # the database is away; the worker itself will notice
-            log.warning("stalled job recovery failed: %s", exc)
+            await step()
+        except Exception as exc:
+            log.warning("housekeeping step failed: %s", exc)
 
 
 async def _wait_for_database(conninfo: str, stop: asyncio.Event, delay: float) -> None:

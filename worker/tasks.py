@@ -104,9 +104,32 @@ async def ticket_apply_routing(
 @app.periodic(cron="* * * * *")
 @app.task(name="mailbox_sync_due", pass_context=True, queue="sync")
 async def mailbox_sync_due(context: JobContext, timestamp: int) -> int:
-    """Every minute: history sync for every enabled, unpaused mailbox; stopped backfills go on."""
-    async with _pool(context).connection() as conn:
+    """Every minute: history sync for every enabled, unpaused mailbox; stopped backfills go on.
+    (`ticketing worker` also does it every SYNC_POLL_SECONDS.)"""
+    return await enqueue_due_syncs(context.app)
+
+
+async def enqueue_due_syncs(worker_app: procrastinate.App) -> int:
+    """logic.enqueue_due_syncs: the sync every mailbox needs now; returns how many queued."""
+    async with worker_app.connector.pool.connection() as conn:
         cursor = await conn.execute("SELECT logic.enqueue_due_syncs()")
+        return (await cursor.fetchone())[0]
+
+
+@app.task(name="mailbox_watch", pass_context=True, queue="sync")
+async def mailbox_watch(context: JobContext, mailbox_id: str) -> dict[str, Any]:
+    """Set up, renew or stop the mailbox's Gmail push watch (users.watch / users.stop)."""
+    return await pipeline.watch_mailbox(_pool(context), mailbox_id)
+
+
+@app.periodic(cron="17 * * * *")
+@app.task(name="mailbox_watch_renew", pass_context=True, queue="sync")
+async def mailbox_watch_renew(context: JobContext, timestamp: int) -> int:
+    """Hourly: queue mailbox_watch where a watch is missing, due for its daily renewal,
+    expired, failed, or must stop (push turned off, mailbox disabled)."""
+    topic = pipeline.runtime().settings.gmail_pubsub_topic
+    async with _pool(context).connection() as conn:
+        cursor = await conn.execute("SELECT worker.enqueue_due_watches(%s)", [topic])
         return (await cursor.fetchone())[0]
 
 

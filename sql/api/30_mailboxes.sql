@@ -191,6 +191,7 @@ BEGIN
 
     -- A new mailbox starts with a full backfill; a reconnected one goes on where it was.
     v_queued := logic.enqueue_next_sync(v_mailbox);
+    PERFORM logic.enqueue_watch(v_mailbox.id);
     v_task := v_queued->>'task';
     v_job_id := (v_queued->>'job_id')::bigint;
 
@@ -208,7 +209,7 @@ $$;
 COMMENT ON FUNCTION api.mailbox_gmail_connect(uuid, text, bytea, text[]) IS
     'GET /mailboxes/gmail/oauth/callback, step 3: create the Gmail journal mailbox (and queue '
     'its backfill) or store the new token of an existing one (state back to active, sync '
-    'queued); audited. Returns {created, mailbox, queued}.';
+    'queued), and queue its push watch; audited. Returns {created, mailbox, queued}.';
 
 CREATE FUNCTION api.mailbox_credentials(p_mailbox_id uuid)
     RETURNS TABLE (organization_id uuid, email text, provider text,
@@ -351,6 +352,7 @@ BEGIN
     RETURNING * INTO v_mailbox;
 
     v_queued := logic.enqueue_next_sync(v_mailbox);
+    PERFORM logic.enqueue_watch(v_mailbox.id);
     v_task := v_queued->>'task';
     v_job_id := (v_queued->>'job_id')::bigint;
 
@@ -366,4 +368,5 @@ END
 $$;
 COMMENT ON FUNCTION api.mailbox_sync_resume(uuid) IS
     'POST /mailboxes/{id}/sync/resume: clear the pause and the failure streak, then queue a '
-    'history sync (a backfill when the mailbox has no cursor yet).';
+    'history sync (a backfill when the mailbox has no cursor yet) and a renewal of its push '
+    'watch.';

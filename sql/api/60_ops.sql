@@ -62,7 +62,8 @@ BEGIN
             'seconds_since_last_sync', s.seconds_since_last_sync,
             'health', s.health,
             'health_reason', s.health_reason,
-            'stuck_jobs', s.stuck_jobs) ORDER BY s.email), '[]'))
+            'stuck_jobs', s.stuck_jobs,
+            'watch', s.watch) ORDER BY s.email), '[]'))
         FROM ops.mailbox_sync s
         WHERE s.organization_id = v_org);
 END

@@ -59,6 +59,39 @@ COMMENT ON FUNCTION logic.enqueue_sync_job(uuid, text) IS
     'Queue mailbox_backfill or mailbox_history_sync for a mailbox with the sync conventions '
     '(queue sync, lock mailbox:<id>, one waiting job per task); NULL when one already waits.';
 
+CREATE FUNCTION logic.enqueue_watch(p_mailbox_id uuid) RETURNS bigint
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    -- Not under the mailbox's sync lock: a watch renewal never waits behind a long walk.
+    -- The task itself decides between watch and stop (push on or off, mailbox enabled).
+    SELECT logic.enqueue('mailbox_watch', jsonb_build_object('mailbox_id', p_mailbox_id),
+                         p_queue => 'sync', p_queueing_lock => 'mailbox_watch:' || p_mailbox_id,
+                         p_priority => 30)
+$$;
+COMMENT ON FUNCTION logic.enqueue_watch(uuid) IS
+    'Queue mailbox_watch for a mailbox (set up, renew or stop its Gmail push watch); NULL '
+    'when one already waits.';
+GRANT EXECUTE ON FUNCTION logic.enqueue_watch(uuid) TO ticketing_api;
+
+CREATE FUNCTION logic.mailbox_watch_state(m core.mailboxes) RETURNS jsonb
+    LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'state', CASE
+            WHEN m.watch_topic IS NOT NULL AND m.watch_expires_at > now() THEN 'active'
+            WHEN m.watch_error IS NOT NULL THEN 'failed'
+            WHEN m.watch_topic IS NOT NULL THEN 'expired'
+            ELSE 'off' END,
+        'topic', m.watch_topic,
+        'expires_at', m.watch_expires_at,
+        'renewed_at', m.watch_renewed_at,
+        'error', m.watch_error,
+        'error_at', m.watch_error_at,
+        'last_push_at', m.last_push_at)
+$$;
+COMMENT ON FUNCTION logic.mailbox_watch_state(core.mailboxes) IS
+    'The mailbox''s Gmail push watch: {state: active | expired | failed | off, topic, '
+    'expires_at, renewed_at, error, error_at, last_push_at}.';
+GRANT EXECUTE ON FUNCTION logic.mailbox_watch_state(core.mailboxes) TO ticketing_api;
+
 CREATE FUNCTION logic.enqueue_history_sync(p_mailbox_id uuid) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN

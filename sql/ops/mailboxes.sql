@@ -67,6 +67,7 @@ BEGIN
     IF p_backfill THEN
         v_job_id := logic.enqueue_backfill(v_mailbox.id);
     END IF;
+    PERFORM logic.enqueue_watch(v_mailbox.id);
     PERFORM logic.audit(p_organization_id,
                         CASE WHEN v_created THEN 'mailbox.register' ELSE 'mailbox.reregister' END,
                         'mailbox', v_mailbox.id::text,
@@ -81,4 +82,5 @@ END
 $$;
 COMMENT ON FUNCTION ops.register_gmail_mailbox(uuid, uuid, text, bytea, boolean) IS
     'Registration step 2: create the Gmail journal mailbox with its encrypted refresh token '
-    '(or replace the token of the existing one), optionally queue a backfill; audited.';
+    '(or replace the token of the existing one), optionally queue a backfill, queue its push '
+    'watch; audited.';

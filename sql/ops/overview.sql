@@ -28,7 +28,8 @@ SELECT m.organization_id,
        health->>'health' AS health,
        health->>'reason' AS health_reason,
        (health->>'seconds_since_last_sync')::bigint AS seconds_since_last_sync,
-       (health->>'stuck_jobs')::integer AS stuck_jobs
+       (health->>'stuck_jobs')::integer AS stuck_jobs,
+       logic.mailbox_watch_state(m) AS watch
 FROM core.mailboxes m
 CROSS JOIN LATERAL logic.mailbox_sync_health(m) AS health
 LEFT JOIN (
@@ -41,7 +42,8 @@ COMMENT ON VIEW ops.mailbox_sync IS
     'Per mailbox (every organisation): state, pause, why sync is blocked, history cursor, '
     'backfill progress, last sync and error, lag in seconds (newest unrouted message), queued '
     'and running jobs by task, failed job attempts in the last 24 hours, and health: ok, or '
-    'blocked / stuck / idle / stalled / lagging with the reason (logic.mailbox_sync_health).';
+    'blocked / stuck / idle / stalled / lagging with the reason (logic.mailbox_sync_health), '
+    'and the Gmail push watch (logic.mailbox_watch_state).';
 
 CREATE VIEW ops.collisions AS
 SELECT g.organization_id,

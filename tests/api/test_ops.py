@@ -151,6 +151,15 @@ async def test_mailbox_sync_lists_the_organisations_mailboxes(login, db):
         "health": "ok",
         "health_reason": None,
         "stuck_jobs": 0,
+        "watch": {
+            "state": "off",
+            "topic": None,
+            "expires_at": None,
+            "renewed_at": None,
+            "error": None,
+            "error_at": None,
+            "last_push_at": None,
+        },
     }
     other_items = (await (await other.get("/ops/mailboxes/sync")).json())["items"]
     assert [i["email"] for i in other_items] == ["journal@globex.example"]
