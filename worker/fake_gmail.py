@@ -4,10 +4,11 @@ It speaks the subset of the Gmail REST API the ingestion pipeline uses, with the
 paths and JSON field names, so google-api-python-client can talk to it unmodified:
 
     GET  gmail/v1/users/{userId}/profile
-    GET  gmail/v1/users/{userId}/messages            (maxResults, pageToken, includeSpamTrash)
+    GET  gmail/v1/users/{userId}/messages            (maxResults, pageToken, includeSpamTrash,
+                                                      labelIds; q is refused: not emulated)
     GET  gmail/v1/users/{userId}/messages/{id}       (format=raw|minimal|metadata)
     GET  gmail/v1/users/{userId}/history             (startHistoryId, pageToken, maxResults,
-                                                      historyTypes)
+                                                      historyTypes, labelId)
     POST batch/gmail/v1                               (multipart/mixed of application/http)
     POST token                                        (OAuth: refresh_token, authorization_code)
 
@@ -16,6 +17,51 @@ rules and request counters. Run it with `fake_gmail_server()` (async context man
 the caller's event loop) or `fake_gmail_in_thread()` (own thread and loop; needed when the
 synchronous Gmail client is called from the test's own thread, because a blocking call
 there would otherwise starve the loop that serves it).
+
+The contract it holds clients to, and the documentation it is read from:
+
+- Page tokens (messages.list, history.list) are random strings naming a cursor kept in
+  the fake; a client can neither decode nor make one (AIP-158, "Opacity": tokens must not
+  be user-parseable). A token is valid only for the mailbox and the exact request that
+  produced it: every parameter but pageToken must be the same (AIP-158: "The user is
+  expected to keep all other arguments to the RPC the same; if any arguments are
+  different, the API should send an INVALID_ARGUMENT error"), so e.g. an advanced
+  startHistoryId with the previous walk's token is refused. maxResults is the exception
+  AIP-158 makes ("If the user changes the page_size ... the service must honor the new
+  page size"); `FakeGmail(page_tokens_bind_page_size=True)` binds it too. Unknown,
+  forged, expired (only the newest `max_page_tokens` are kept) or mismatched tokens are
+  answered 400 INVALID_ARGUMENT with Gmail's error body (errors[0].location "pageToken").
+  A token may be used again (a retry after a lost answer gets the same page).
+- messages.list pages never skip or repeat a message that exists for the whole walk:
+  a page starts after the last message served, by sort key (newest first). Mail that
+  arrives meanwhile with a newer date is not listed (it sorts before the walk's
+  position); the history walk from a historyId taken before the listing catches it
+  (Gmail's guide "Synchronize clients with Gmail": full sync, then history.list).
+- History, from the users.history.list reference: "History IDs increase chronologically
+  but are not contiguous with random gaps in between valid IDs", so each record's id is
+  1..`history_id_gap` above the previous one; records are served in increasing id order;
+  the response's historyId is "the ID of the mailbox's current history record"; a
+  startHistoryId older than the retained history (`expire_history`,
+  `max_history_records`) is answered 404. A delivery is a messagesAdded record, followed
+  (with chance `delivery_label_records`, or per `add_message(label_records=...)`) by
+  label records: read (labelsRemoved UNREAD) or labelled by a filter (labelsAdded), so
+  one message has several records. `advance_history_id()` moves the mailbox's historyId
+  without a visible record. `FakeGmail(realistic_history=False)` restores contiguous ids
+  and one record per delivery.
+- Records arriving during a walk: the reference says "If you receive no nextPageToken in
+  the response, there are no updates to retrieve and you can store the returned
+  historyId". Read literally, a walk ends only when nothing newer is left, so each page is
+  served from the log as it is at that moment: records appended after the first page are
+  served by later pages of the same walk, and the last page's historyId covers them all.
+- Errors have Gmail's body ({"error": {"code", "message", "errors": [{"message",
+  "domain", "reason"}], "status"}}, guide "Resolve errors"); unknown parameters and bad
+  values are 400 INVALID_ARGUMENT.
+- Batches (guide "Batching requests"): parts are answered independently, each with its
+  own status; the outer Authorization applies to parts without their own.
+- Faults (`FaultRule`, `FakeGmail.inject`): a status, a delay, "drop" (the connection
+  closes before the request is processed) and "lose_response" (the request is processed
+  completely, state changes and counters included, then the connection closes without
+  the answer), for direct requests, whole batches and single batch parts.
 
 Manual use: `python -m worker.fake_gmail --eml-dir DIR --user EMAIL --port 8085`.
 """
@@ -29,6 +75,7 @@ import bisect
 import contextlib
 import datetime
 import email.utils
+import itertools
 import json
 import mailbox
 import random
@@ -88,6 +135,13 @@ _API_PATH_RE = re.compile(
 _ID_BASE = 0x18C0_0000_0000_0000
 # Synthetic clock for messages without a usable Date header: 2024-01-01, one second apart.
 _SYNTHETIC_DATE_BASE_MS = 1_704_067_200_000
+# Realistic history (the default): each record's id is 1..8 above the previous one, and
+# half the deliveries are followed by label records.
+_HISTORY_ID_GAP = 8
+_DELIVERY_LABEL_RECORDS = 0.5
+_FAULT_ACTIONS = ("status", "delay", "drop", "lose_response")
+# Parameters Google accepts on every method; they never bind a page token.
+_SYSTEM_PARAMS = {"alt", "fields", "prettyPrint", "quotaUser", "key", "access_token", "$.xgafv"}
 
 
 def _api_kind(path: str) -> tuple[str, str | None]:
@@ -104,14 +158,27 @@ def _api_kind(path: str) -> tuple[str, str | None]:
     return "list", None
 
 
-def gmail_error_body(status: int, message: str, reason: str | None = None) -> dict[str, Any]:
-    """Gmail's JSON error shape: {"error": {"code", "message", "errors": [...], "status"}}."""
+def gmail_error_body(
+    status: int, message: str, reason: str | None = None, location: str | None = None
+) -> dict[str, Any]:
+    """Gmail's JSON error shape: {"error": {"code", "message", "errors": [...], "status"}}.
+
+    `location` names the offending query parameter (errors[0].location, locationType
+    "parameter"), as Google's 400 answers do.
+    """
     status_name, domain, default_reason = _STATUS_NAMES.get(status, ("UNKNOWN", "global", "error"))
+    detail: dict[str, Any] = {
+        "message": message,
+        "domain": domain,
+        "reason": reason or default_reason,
+    }
+    if location is not None:
+        detail.update(location=location, locationType="parameter")
     return {
         "error": {
             "code": status,
             "message": message,
-            "errors": [{"message": message, "domain": domain, "reason": reason or default_reason}],
+            "errors": [detail],
             "status": status_name,
         }
     }
@@ -147,6 +214,10 @@ class FakeHistoryRecord:
     kind: str
     message: dict[str, Any]
     label_ids: list[str] = field(default_factory=list)
+
+    def touches_label(self, label_id: str) -> bool:
+        """For history.list's labelId: the message carried the label, or it changed."""
+        return label_id in self.label_ids or label_id in self.message.get("labelIds", ())
 
     def to_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"message": self.message}
@@ -198,15 +269,39 @@ def _listing_key(message: FakeMessage) -> tuple[int, int]:
     return (-message.internal_date_ms, -message.seq)
 
 
+@dataclass(frozen=True)
+class _PageCursor:
+    """What a page token stands for, kept server-side: the token itself is random.
+
+    `query` is every parameter of the request that made it except pageToken (and, unless
+    page_tokens_bind_page_size, maxResults); `position` is where the next page starts:
+    for messages.list the sort key (internalDate, seq) of the last message served, for
+    history.list the id of the last record served.
+    """
+
+    kind: str
+    mailbox: str
+    query: tuple[tuple[str, Any], ...]
+    position: tuple[int, ...]
+
+
 @dataclass
 class FaultRule:
     """A fault to inject on requests of one endpoint kind.
 
     endpoint: profile | list | get | history | batch | token | any, or batch_part
-      (a sub-request inside a batch; only `status` faults apply there).
+      (one sub-request inside a batch).
     action: "status" (answer `status`, with Retry-After if `retry_after` is set),
-      "delay" (sleep `delay` seconds, then answer normally) or "drop" (close the
-      connection without answering).
+      "delay" (sleep `delay` seconds, then answer normally), "drop" (close the
+      connection without processing the request) or "lose_response" (process the
+      request completely, with every state change and counter, then close the
+      connection without sending the answer: the client cannot tell it from "drop").
+      For a whole batch ("batch"), "lose_response" answers every part and loses the
+      batch's answer. For "batch_part": "status" answers that part with the status;
+      "delay" sleeps before processing it; "drop" processes the parts before it, then
+      closes the connection (that part and the rest are never processed);
+      "lose_response" processes the part but its answer is lost between Gmail's batch
+      front end and its backend, so the batch carries a 503 backendError for it.
     times: how many more requests to hit (None = unlimited); probability: hit each
       matching request with this chance from the fake's seeded RNG.
     message_id: for get / batch_part, only requests for this message id match.
@@ -226,7 +321,7 @@ class FaultRule:
     def __post_init__(self) -> None:
         if self.endpoint not in ENDPOINT_KINDS:
             raise ValueError(f"unknown endpoint kind {self.endpoint!r}")
-        if self.action not in ("status", "delay", "drop"):
+        if self.action not in _FAULT_ACTIONS:
             raise ValueError(f"unknown fault action {self.action!r}")
 
 
@@ -241,6 +336,8 @@ class RequestRecord:
     status: int
     in_batch: bool
     message_id: str | None
+    # Processed, but the answer never reached the client (fault action lose_response).
+    lost: bool = False
 
 
 @dataclass
@@ -268,11 +365,29 @@ class FakeGmail:
         seed: int = 0,
         access_token_ttl: int = 3600,
         max_history_records: int | None = None,
+        realistic_history: bool = True,
+        history_id_gap: int | None = None,
+        delivery_label_records: float | None = None,
+        page_tokens_bind_page_size: bool = False,
+        max_page_tokens: int = 100_000,
     ) -> None:
         self._lock = threading.RLock()
         self._rng = random.Random(seed)  # noqa: S311 - reproducible fault injection
+        # A separate stream, so history ids do not shift the fault sequence of a seed.
+        self._history_rng = random.Random(f"history-{seed}")  # noqa: S311
         self.access_token_ttl = access_token_ttl
         self.max_history_records = max_history_records
+        # History ids advance by 1..history_id_gap per record (1: contiguous, unrealistic).
+        self.history_id_gap = history_id_gap or (_HISTORY_ID_GAP if realistic_history else 1)
+        # Chance that a delivery's messagesAdded record is followed by label records.
+        if delivery_label_records is None:
+            delivery_label_records = _DELIVERY_LABEL_RECORDS if realistic_history else 0.0
+        self.delivery_label_records = delivery_label_records
+        # AIP-158 lets a client change the page size between pages; True refuses that too.
+        self.page_tokens_bind_page_size = page_tokens_bind_page_size
+        self.max_page_tokens = max_page_tokens
+        self._page_tokens: dict[str, _PageCursor] = {}
+        self._token_of_cursor: dict[_PageCursor, str] = {}
         self.mailboxes: dict[str, FakeMailbox] = {}
         self.clients: dict[str, str] = {FAKE_CLIENT_ID: FAKE_CLIENT_SECRET}
         self._refresh_tokens: dict[str, str] = {}  # token -> email
@@ -306,8 +421,16 @@ class FakeGmail:
         *,
         label_ids: Iterable[str] = ("INBOX",),
         internal_date_ms: int | None = None,
+        label_records: bool | None = None,
     ) -> str:
-        """Store a message, append a messagesAdded history record; return its id."""
+        """Store a message as a delivery in history; return its id.
+
+        The delivery is a messagesAdded record, followed by label records when
+        `label_records` is true (None: with the fake's `delivery_label_records` chance):
+        either delivered UNREAD then read (labelsRemoved UNREAD), or delivered without its
+        last label and then labelled by a filter (labelsAdded), or both. Either way the
+        message ends with exactly `label_ids`.
+        """
         with self._lock:
             box = self.add_mailbox(email_address)
             seq = self._next_seq
@@ -317,19 +440,66 @@ class FakeGmail:
             if internal_date_ms is None:
                 internal_date_ms = _date_header_ms(headers) or _SYNTHETIC_DATE_BASE_MS + seq * 1000
             thread_id = _thread_for(box, headers, message_id)
-            box.history_id += 1
+            final_labels = list(dict.fromkeys(label_ids))
+            initial_labels, follow_ups = self._delivery_plan(final_labels, label_records)
             message = FakeMessage(
                 id=message_id,
                 thread_id=thread_id,
                 raw=bytes(raw),
-                label_ids=list(label_ids),
+                label_ids=initial_labels,
                 internal_date_ms=internal_date_ms,
-                history_id=box.history_id,
+                history_id=self._advance(box),
                 seq=seq,
             )
             box.messages[message_id] = message
             self._record(box, "messagesAdded", message)
+            for kind, labels in follow_ups:
+                if kind == "labelsAdded":
+                    message.label_ids = message.label_ids + labels
+                else:
+                    message.label_ids = [x for x in message.label_ids if x not in labels]
+                message.history_id = self._advance(box)
+                self._record(box, kind, message, labels)
             return message_id
+
+    def advance_history_id(self, email_address: str, by: int = 1) -> int:
+        """Move the mailbox's historyId without a visible record (as drafts or settings
+        changes do in Gmail); returns the new id."""
+        with self._lock:
+            box = self.mailbox(email_address)
+            box.history_id += by
+            return box.history_id
+
+    def _advance(self, box: FakeMailbox) -> int:
+        """The id of the next history record: increasing, with gaps unless disabled."""
+        step = 1 if self.history_id_gap <= 1 else self._history_rng.randint(1, self.history_id_gap)
+        box.history_id += step
+        return box.history_id
+
+    def _delivery_plan(
+        self, final_labels: list[str], label_records: bool | None
+    ) -> tuple[list[str], list[tuple[str, list[str]]]]:
+        """(labels at delivery, [(labelsAdded|labelsRemoved, labels)]) ending at final."""
+        if label_records is None:
+            chance = self.delivery_label_records
+            label_records = chance > 0 and self._history_rng.random() < chance
+        if not label_records:
+            return list(final_labels), []
+        can_read = "UNREAD" not in final_labels
+        can_filter = bool(final_labels)
+        choices = [c for c, ok in (("read", can_read), ("filter", can_filter)) if ok]
+        if can_read and can_filter:
+            choices.append("both")
+        choice = self._history_rng.choice(choices)
+        initial = list(final_labels)
+        follow_ups: list[tuple[str, list[str]]] = []
+        if choice in ("filter", "both"):
+            filtered = initial.pop()
+            follow_ups.append(("labelsAdded", [filtered]))
+        if choice in ("read", "both"):
+            initial.append("UNREAD")
+            follow_ups.append(("labelsRemoved", ["UNREAD"]))
+        return initial, follow_ups
 
     def add_eml_files(self, email_address: str, paths: Iterable[Path | str]) -> list[str]:
         """Add .eml files (byte-exact) in the given order; return their ids."""
@@ -352,7 +522,7 @@ class FakeGmail:
         with self._lock:
             box = self.mailbox(email_address)
             message = box.messages.pop(message_id)
-            box.history_id += 1
+            self._advance(box)
             self._record(box, "messagesDeleted", message)
 
     def modify_labels(
@@ -373,8 +543,7 @@ class FakeGmail:
             ] + added
             for kind, labels in (("labelsAdded", added), ("labelsRemoved", removed)):
                 if labels:
-                    box.history_id += 1
-                    message.history_id = box.history_id
+                    message.history_id = self._advance(box)
                     self._record(box, kind, message, labels)
 
     def expire_history(self, email_address: str, before: int | None = None) -> None:
@@ -479,7 +648,7 @@ class FakeGmail:
         with self._lock:
             for rule in self.faults:
                 if in_batch:
-                    if rule.endpoint != "batch_part" or rule.action != "status":
+                    if rule.endpoint != "batch_part":
                         continue
                 elif rule.endpoint not in (kind, "any"):
                     continue
@@ -550,7 +719,9 @@ class FakeGmail:
                 else:
                     response = self._history(box, params)
             except _BadRequest as error:
-                response = _Response(400, gmail_error_body(400, str(error)))
+                response = _Response(
+                    400, gmail_error_body(400, str(error), location=error.location)
+                )
         return kind, message_id, response
 
     @staticmethod
@@ -564,14 +735,27 @@ class FakeGmail:
 
     def _list(self, box: FakeMailbox, params: dict[str, list[str]]) -> _Response:
         max_results = _int_param(params, "maxResults", 100, low=1, high=500)
-        include_spam_trash = _param(params, "includeSpamTrash", "false").lower() == "true"
+        include_spam_trash = _bool_param(params, "includeSpamTrash", default=False)
+        label_ids = tuple(sorted({label for label in params.get("labelIds", []) if label}))
+        q = _param(params, "q", "")
+        if q.strip():
+            # Gmail's search syntax is not emulated; refusing beats ignoring the filter.
+            raise _BadRequest("The fake Gmail server does not support q", "q")
+        query = self._token_query(
+            params,
+            max_results,
+            (("includeSpamTrash", include_spam_trash), ("labelIds", label_ids), ("q", q)),
+        )
         listing = box.listing(include_spam_trash)
+        if label_ids:
+            wanted = set(label_ids)
+            listing = [m for m in listing if wanted <= set(m.label_ids)]
         start = 0
         if token := _param(params, "pageToken", ""):
-            # The token names the last message of the previous page by its sort key, so
-            # messages added meanwhile never shift a page (no repeats, no gaps).
-            anchor = _decode_token(token, "list")
-            anchor_key = (-int(anchor["d"]), -int(anchor["s"]))
+            # The page starts after the last message served, by its sort key, so messages
+            # added or deleted meanwhile never shift a page (no repeats, no gaps).
+            cursor = self._page_cursor(token, "list", box, query)
+            anchor_key = (-cursor.position[0], -cursor.position[1])
             start = bisect.bisect_right(listing, anchor_key, key=_listing_key)
         page = listing[start : start + max_results]
         body: dict[str, Any] = {
@@ -580,8 +764,8 @@ class FakeGmail:
         }
         if start + max_results < len(listing):
             last = page[-1]
-            body["nextPageToken"] = _encode_token(
-                "list", {"d": last.internal_date_ms, "s": last.seq}
+            body["nextPageToken"] = self._issue_page_token(
+                "list", box, query, (last.internal_date_ms, last.seq)
             )
         if not page:
             del body["messages"]
@@ -622,28 +806,100 @@ class FakeGmail:
     def _history(self, box: FakeMailbox, params: dict[str, list[str]]) -> _Response:
         start_text = _param(params, "startHistoryId", "")
         if not start_text.isdigit():
-            raise _BadRequest("Missing or invalid startHistoryId")
+            raise _BadRequest("Missing or invalid startHistoryId", "startHistoryId")
         start = int(start_text)
-        if start < box.history_floor:
-            return _Response(404, gmail_error_body(404, "Requested entity was not found."))
         max_results = _int_param(params, "maxResults", 100, low=1, high=500)
-        wanted_kinds = {_HISTORY_TYPES[t] for t in params.get("historyTypes", []) if t}
+        history_types = [t for t in params.get("historyTypes", []) if t]
+        for history_type in history_types:
+            if history_type not in _HISTORY_TYPES:
+                raise _BadRequest(f"Invalid value for historyTypes: {history_type}", "historyTypes")
+        wanted_kinds = {_HISTORY_TYPES[t] for t in history_types}
+        label_id = _param(params, "labelId", "")
+        query = self._token_query(
+            params,
+            max_results,
+            (
+                ("startHistoryId", start),
+                ("historyTypes", tuple(sorted(set(history_types)))),
+                ("labelId", label_id),
+            ),
+        )
         after = start
         if token := _param(params, "pageToken", ""):
-            anchor = _decode_token(token, "history")
-            if int(anchor["start"]) != start:
-                raise _BadRequest("pageToken does not belong to this startHistoryId")
-            after = int(anchor["after"])
-        matching = [
-            r for r in box.history if r.id > after and (not wanted_kinds or r.kind in wanted_kinds)
-        ]
-        page = matching[:max_results]
+            after = self._page_cursor(token, "history", box, query).position[0]
+        if after < box.history_floor:
+            return _Response(404, gmail_error_body(404, "Requested entity was not found."))
+        # The walk reads the log as it is when each page is served: records appended
+        # after the first page are served by the later pages of the same walk.
+        first = bisect.bisect_right(box.history, after, key=_record_id)
+        page: list[FakeHistoryRecord] = []
+        more = False
+        for record in itertools.islice(box.history, first, None):
+            if wanted_kinds and record.kind not in wanted_kinds:
+                continue
+            if label_id and not record.touches_label(label_id):
+                continue
+            if len(page) == max_results:
+                more = True
+                break
+            page.append(record)
         body: dict[str, Any] = {"historyId": str(box.history_id)}
         if page:
             body["history"] = [r.to_json() for r in page]
-        if len(matching) > max_results:
-            body["nextPageToken"] = _encode_token("history", {"start": start, "after": page[-1].id})
+        if more:
+            body["nextPageToken"] = self._issue_page_token("history", box, query, (page[-1].id,))
         return _Response(200, body)
+
+    # ---- page tokens
+
+    def _token_query(
+        self, params: dict[str, list[str]], max_results: int, query: tuple[tuple[str, Any], ...]
+    ) -> tuple[tuple[str, Any], ...]:
+        """The request's identity for its page tokens: `query`, plus maxResults if bound."""
+        unknown = sorted(
+            set(params) - _SYSTEM_PARAMS - {"pageToken", "maxResults"} - {name for name, _ in query}
+        )
+        if unknown:
+            raise _BadRequest(f"Unknown parameter: {unknown[0]}", unknown[0])
+        if self.page_tokens_bind_page_size:
+            query += (("maxResults", max_results),)
+        return query
+
+    def _issue_page_token(
+        self, kind: str, box: FakeMailbox, query: tuple[tuple[str, Any], ...], position: tuple
+    ) -> str:
+        """A random token naming a server-side cursor (nothing in it can be decoded); the
+        same cursor gets the same token, so a repeated request gets the same answer."""
+        cursor = _PageCursor(kind, box.email.lower(), query, position)
+        token = self._token_of_cursor.get(cursor)
+        if token is None:
+            token = f"{secrets.randbelow(10**20):020d}"
+            self._page_tokens[token] = cursor
+            self._token_of_cursor[cursor] = token
+        while len(self._page_tokens) > self.max_page_tokens:  # oldest first: they expire
+            oldest = next(iter(self._page_tokens))
+            del self._token_of_cursor[self._page_tokens.pop(oldest)]
+        return token
+
+    def _page_cursor(
+        self, token: str, kind: str, box: FakeMailbox, query: tuple[tuple[str, Any], ...]
+    ) -> _PageCursor:
+        """The cursor of `token`, if it was issued for exactly this request; else 400."""
+        cursor = self._page_tokens.get(token)
+        if cursor is None or cursor.kind != kind or cursor.mailbox != box.email.lower():
+            raise _BadRequest("Invalid pageToken", "pageToken")
+        if cursor.query != query:
+            changed = sorted(
+                name
+                for name in {n for n, _ in cursor.query} | {n for n, _ in query}
+                if dict(cursor.query).get(name) != dict(query).get(name)
+            )
+            raise _BadRequest(
+                "Invalid pageToken: it was issued for a request with other parameters "
+                f"({', '.join(changed)} differ)",
+                "pageToken",
+            )
+        return cursor
 
     def handle_token(self, form: dict[str, str], basic_auth: tuple[str, str] | None) -> _Response:
         """The OAuth token endpoint: refresh_token and authorization_code grants."""
@@ -679,7 +935,11 @@ class FakeGmail:
 
 
 class _BadRequest(Exception):
-    pass
+    """A 400 INVALID_ARGUMENT answer; `location` names the offending parameter."""
+
+    def __init__(self, message: str, location: str | None = None) -> None:
+        super().__init__(message)
+        self.location = location
 
 
 def _oauth_error(status: int, error: str, description: str) -> _Response:
@@ -692,24 +952,26 @@ def _param(params: dict[str, list[str]], name: str, default: str) -> str:
 
 
 def _int_param(params: dict[str, list[str]], name: str, default: int, low: int, high: int) -> int:
+    """An unsigned integer parameter; 0 means the default (AIP-158), above `high` is
+    coerced down to it."""
     text = _param(params, name, str(default))
     if not text.isdigit():
-        raise _BadRequest(f"Invalid value for {name}: {text}")
-    return max(low, min(high, int(text)))
+        raise _BadRequest(f"Invalid value for {name}: {text}", name)
+    value = int(text) or default
+    return max(low, min(high, value))
 
 
-def _encode_token(kind: str, data: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"k": kind, **data}).encode()).decode().rstrip("=")
+def _bool_param(params: dict[str, list[str]], name: str, *, default: bool) -> bool:
+    text = _param(params, name, "").lower()
+    if text == "":
+        return default
+    if text not in ("true", "false"):
+        raise _BadRequest(f"Invalid value for {name}: {text}", name)
+    return text == "true"
 
 
-def _decode_token(token: str, kind: str) -> dict[str, Any]:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except ValueError as error:
-        raise _BadRequest("Invalid pageToken") from error
-    if not isinstance(data, dict) or data.get("k") != kind:
-        raise _BadRequest("Invalid pageToken")
-    return data
+def _record_id(record: FakeHistoryRecord) -> int:
+    return record.id
 
 
 def _parse_headers(raw: bytes) -> Any:
@@ -807,6 +1069,9 @@ def make_app(fake: FakeGmail) -> web.Application:
                 )
             )
             return _drop(request)
+        lose = rule is not None and rule.action == "lose_response"
+        if lose:
+            rule = None
         if rule is not None:
             response = _fault_response(rule, oauth=kind == "token")
             fake._log(
@@ -818,17 +1083,26 @@ def make_app(fake: FakeGmail) -> web.Application:
         if kind == "token":
             response = fake.handle_token(dict(await request.post()), _basic_auth(request))
         elif kind == "batch":
-            return await _handle_batch(fake, request)
+            answer = await _handle_batch(fake, request, lose=lose)
+            return _drop(request) if lose else answer
         else:
             kind, message_id, response = fake.handle_api(
                 request.method, path, request.query_string, request.headers.get("Authorization")
             )
         fake._log(
             RequestRecord(
-                kind, request.method, path, request.query_string, response.status, False, message_id
+                kind,
+                request.method,
+                path,
+                request.query_string,
+                response.status,
+                False,
+                message_id,
+                lost=lose,
             )
         )
-        return _json_response(response)
+        # lose_response: everything above happened; the answer never leaves.
+        return _drop(request) if lose else _json_response(response)
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", handle)
@@ -843,8 +1117,13 @@ def _basic_auth(request: web.Request) -> tuple[str, str] | None:
     return client_id, secret
 
 
-async def _handle_batch(fake: FakeGmail, request: web.Request) -> web.Response:
-    """Answer a multipart/mixed batch: each application/http part is run like a request."""
+async def _handle_batch(
+    fake: FakeGmail, request: web.Request, *, lose: bool = False
+) -> web.StreamResponse:
+    """Answer a multipart/mixed batch: each application/http part is run like a request.
+
+    `lose`: the caller will drop the answer (recorded as lost on the outer request).
+    """
     body = await request.read()
     content_type = request.headers.get("Content-Type", "")
     outer_auth = request.headers.get("Authorization")
@@ -861,12 +1140,12 @@ async def _handle_batch(fake: FakeGmail, request: web.Request) -> web.Response:
         who = fake._authenticate(outer_auth)
         if isinstance(who, _Response):
             response = who
-    fake._log(
-        RequestRecord(
-            "batch", "POST", request.path, "", response.status if response else 200, False, None
-        )
-    )
+
+    def log_batch(status: int) -> None:
+        fake._log(RequestRecord("batch", "POST", request.path, "", status, False, None, lost=lose))
+
     if response is not None:
+        log_batch(response.status)
         return _json_response(response)
 
     answer_boundary = "batch_" + secrets.token_hex(12)
@@ -879,16 +1158,38 @@ async def _handle_batch(fake: FakeGmail, request: web.Request) -> web.Response:
         authorization = inner_headers.get("authorization", outer_auth)
         kind, message_id = _api_kind(split.path)
         rule = fake._take_fault("batch_part", in_batch=True, message_id=message_id)
-        if rule is not None:
+        if rule is not None and rule.action == "delay":
+            await asyncio.sleep(rule.delay)
+            rule = None
+        if rule is not None and rule.action == "drop":
+            # The parts before this one were processed; this one and the rest never are.
+            fake._log(RequestRecord(kind, method, split.path, split.query, 0, True, message_id))
+            log_batch(0)
+            return _drop(request)
+        part_lost = rule is not None and rule.action == "lose_response"
+        if rule is not None and not part_lost:
             response = _fault_response(rule)
         else:
             kind, message_id, response = fake.handle_api(
                 method, split.path, split.query, authorization
             )
         fake._log(
-            RequestRecord(kind, method, split.path, split.query, response.status, True, message_id)
+            RequestRecord(
+                kind,
+                method,
+                split.path,
+                split.query,
+                response.status,
+                True,
+                message_id,
+                lost=part_lost or lose,
+            )
         )
+        if part_lost:
+            # Processed, but the backend's answer did not reach the batch front end.
+            response = _Response(503, gmail_error_body(503, "Backend Error", "backendError"))
         chunks.append(_format_part(content_id, response))
+    log_batch(200)
     text = "".join(f"--{answer_boundary}\r\n{chunk}\r\n" for chunk in chunks)
     text += f"--{answer_boundary}--\r\n"
     return web.Response(
