@@ -141,7 +141,20 @@ _HISTORY_ID_GAP = 8
 _DELIVERY_LABEL_RECORDS = 0.5
 _FAULT_ACTIONS = ("status", "delay", "drop", "lose_response")
 # Parameters Google accepts on every method; they never bind a page token.
-_SYSTEM_PARAMS = {"alt", "fields", "prettyPrint", "quotaUser", "key", "access_token", "$.xgafv"}
+_SYSTEM_PARAMS = {
+    "$.xgafv",
+    "access_token",
+    "alt",
+    "callback",
+    "fields",
+    "key",
+    "oauth_token",
+    "prettyPrint",
+    "quotaUser",
+    "uploadType",
+    "upload_protocol",
+    "userIp",
+}
 
 
 def _api_kind(path: str) -> tuple[str, str | None]:
