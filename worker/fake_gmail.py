@@ -62,6 +62,8 @@ The contract it holds clients to, and the documentation it is read from:
   closes before the request is processed) and "lose_response" (the request is processed
   completely, state changes and counters included, then the connection closes without
   the answer), for direct requests, whole batches and single batch parts.
+  `on_request(hook)` runs code after each request is processed, e.g. to deliver mail
+  between the pages of a walk the pipeline drives itself.
 
 Manual use: `python -m worker.fake_gmail --eml-dir DIR --user EMAIL --port 8085`.
 """
@@ -84,7 +86,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser, HeaderParser
 from email.policy import compat32
@@ -410,6 +412,8 @@ class FakeGmail:
         self.faults: list[FaultRule] = []
         self.counts: Counter[str] = Counter()
         self.log: list[RequestRecord] = []
+        # Called with each request's record once it is logged, before it is answered.
+        self.request_hooks: list[Callable[[RequestRecord], object]] = []
 
     # ---- mailboxes and messages
 
@@ -645,6 +649,17 @@ class FakeGmail:
         with self._lock:
             self.faults.clear()
 
+    def on_request(self, hook: Callable[[RequestRecord], object]) -> None:
+        """Call `hook(record)` for each request once it is in the log (processed, or hit
+        by a fault), before its answer leaves.
+
+        It runs in the server's thread with the fake's lock held, so it may change the
+        mailbox (e.g. deliver mail after page 1 of a walk the test does not drive) but
+        must not wait for the server.
+        """
+        with self._lock:
+            self.request_hooks.append(hook)
+
     def reset_counters(self) -> None:
         with self._lock:
             self.counts.clear()
@@ -679,6 +694,8 @@ class FakeGmail:
         with self._lock:
             self.counts["batch_part" if record.in_batch else record.kind] += 1
             self.log.append(record)
+            for hook in list(self.request_hooks):
+                hook(record)
 
     # ---- request handling (shared by direct requests and batch parts)
 

@@ -301,6 +301,26 @@ def test_history_walk_serves_records_arriving_during_the_walk(fake_gmail, gmail_
     assert last.history_id == box.history_id == client.get_profile().history_id
 
 
+def test_mail_delivered_from_a_request_hook_during_a_walk(fake_gmail, gmail_client_factory):
+    # A walk the test does not drive (as mailbox_history_sync's): mail arrives after each
+    # of the first two history pages are served.
+    client = gmail_client_factory()
+    cursor = client.get_profile().history_id
+    before = add_synthetic(fake_gmail, 6)
+    during: list[str] = []
+
+    def deliver(record) -> None:
+        if record.kind == "history" and len(during) < 4:
+            during.extend(add_synthetic(fake_gmail, 2, start=200 + len(during)))
+
+    fake_gmail.on_request(deliver)
+    records, last = walk_history(client, cursor, max_results=3)
+
+    assert [m.id for r in records for m in r.messages_added] == before + during
+    assert len(during) == 4
+    assert last.history_id == fake_gmail.mailbox(GMAIL_TEST_USER).history_id
+
+
 def test_a_delivery_has_several_records_with_gaps_between_ids(fake_gmail, gmail_client_factory):
     client = gmail_client_factory()
     cursor = client.get_profile().history_id
