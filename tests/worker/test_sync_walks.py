@@ -76,14 +76,16 @@ async def test_a_history_walk_longer_than_a_page_keeps_its_query_and_loses_nothi
     mailbox_id = await synced_mailbox(ingest, db, 1)
     start = mailbox_row(db, mailbox_id)["history_id"]
 
-    for n in range(1, 36):  # a burst of 35 between two syncs: four pages of ten
+    for n in range(1, 36):  # a burst of 35 between two syncs: four pages of ten or more
         ingest.gmail.add_message(JOURNAL, question(n))
+    # A delivery may be followed by label records of its own (the fake is realistic).
+    records = [r for r in ingest.gmail.mailbox(JOURNAL).history if r.id > start]
     ingest.gmail.reset_counters()
     db.execute("SELECT logic.enqueue_history_sync(%s)", [mailbox_id])
     await ingest.run_worker()
 
     queries = history_queries(ingest.gmail)
-    assert len(queries) == 4
+    assert len(queries) == -(-len(records) // 10) >= 4
     # Every page of the walk is the same query; only the token moves it on.
     assert {q["startHistoryId"][0] for q in queries} == {str(start)}
     assert "pageToken" not in queries[0]
@@ -103,7 +105,7 @@ async def test_a_worker_killed_inside_a_history_walk_resumes_from_the_last_store
 ):
     mailbox_id = await synced_mailbox(ingest, db, 1)
     start = mailbox_row(db, mailbox_id)["history_id"]
-    for n in range(1, 701):  # 700 between two syncs: two pages of Gmail's 500
+    for n in range(1, 701):  # 700 between two syncs: two pages or more of Gmail's 500
         ingest.gmail.add_message(JOURNAL, question(n))
     # Slow pages, so the kill lands between the two pages of the walk.
     ingest.gmail.inject(FaultRule(endpoint="history", action="delay", delay=1.5, times=None))
