@@ -9,6 +9,9 @@ paths and JSON field names, so google-api-python-client can talk to it unmodifie
     GET  gmail/v1/users/{userId}/messages/{id}       (format=raw|minimal|metadata)
     GET  gmail/v1/users/{userId}/history             (startHistoryId, pageToken, maxResults,
                                                       historyTypes, labelId)
+    POST gmail/v1/users/{userId}/watch               ({"topicName"}: push notifications to a
+                                                      Pub/Sub topic; see worker/fake_pubsub.py)
+    POST gmail/v1/users/{userId}/stop
     POST batch/gmail/v1                               (multipart/mixed of application/http)
     POST token                                        (OAuth: refresh_token, authorization_code)
 
@@ -100,7 +103,21 @@ FAKE_CLIENT_ID = "fake-client-id.apps.googleusercontent.com"
 FAKE_CLIENT_SECRET = "fake-client-secret"  # noqa: S105 - a test fixture, not a secret
 DEFAULT_USER = "journal@example.com"
 
-ENDPOINT_KINDS = ("profile", "list", "get", "history", "batch", "token", "batch_part", "any")
+ENDPOINT_KINDS = (
+    "profile",
+    "list",
+    "get",
+    "history",
+    "watch",
+    "stop",
+    "batch",
+    "token",
+    "batch_part",
+    "any",
+)
+# users.watch: a watch lasts 7 days unless renewed; topics look like this.
+WATCH_LIFETIME_MS = 7 * 24 * 3600 * 1000
+_TOPIC_RE = re.compile(r"projects/[^/\s]+/topics/[^/\s]+")
 _HISTORY_TYPES = {
     "messageAdded": "messagesAdded",
     "messageDeleted": "messagesDeleted",
@@ -131,7 +148,7 @@ _REASON_PHRASES = {
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _API_PATH_RE = re.compile(
     r"^/?gmail/v1/users/(?P<user>[^/]+)/(?:(?P<profile>profile)|(?P<history>history)"
-    r"|messages(?:/(?P<message_id>[^/]+))?)$"
+    r"|(?P<watch>watch)|(?P<stop>stop)|messages(?:/(?P<message_id>[^/]+))?)$"
 )
 # Gives fake ids the look of real ones (16 hex digits) while staying ordered.
 _ID_BASE = 0x18C0_0000_0000_0000
@@ -168,6 +185,8 @@ def _api_kind(path: str) -> tuple[str, str | None]:
         return "profile", None
     if match["history"]:
         return "history", None
+    if match["watch"] or match["stop"]:
+        return ("watch" if match["watch"] else "stop"), None
     if match["message_id"]:
         return "get", match["message_id"]
     return "list", None
@@ -256,6 +275,9 @@ class FakeMailbox:
     messages: dict[str, FakeMessage] = field(default_factory=dict)
     history: list[FakeHistoryRecord] = field(default_factory=list)
     thread_by_message_id_header: dict[str, str] = field(default_factory=dict)
+    # users.watch: the topic changes are published to, until the expiration (epoch ms).
+    watch_topic: str | None = None
+    watch_expiration_ms: int = 0
 
     # The last listing built per include_spam_trash, with the state it was built from: every
     # change to the mailbox moves history_id, so a page of a long backfill does not sort the
@@ -414,6 +436,8 @@ class FakeGmail:
         self.log: list[RequestRecord] = []
         # Called with each request's record once it is logged, before it is answered.
         self.request_hooks: list[Callable[[RequestRecord], object]] = []
+        # Pub/Sub: topic -> callables(email, history_id), each a push subscription's publish.
+        self.topics: dict[str, list[Callable[[str, int], object]]] = {}
 
     # ---- mailboxes and messages
 
@@ -485,6 +509,7 @@ class FakeGmail:
         with self._lock:
             box = self.mailbox(email_address)
             box.history_id += by
+            self._notify(box)
             return box.history_id
 
     def _advance(self, box: FakeMailbox) -> int:
@@ -590,6 +615,51 @@ class FakeGmail:
             dropped = box.history[: len(box.history) - self.max_history_records]
             box.history = box.history[len(dropped) :]
             box.history_floor = max(box.history_floor, dropped[-1].id)
+        self._notify(box)
+
+    # ---- push notifications (users.watch)
+
+    def create_topic(self, topic: str, subscriber: Callable[[str, int], object]) -> None:
+        """A Pub/Sub topic Gmail may publish to, delivered to `subscriber(email, history_id)`
+        (e.g. FakePushSubscription.publish)."""
+        with self._lock:
+            self.topics.setdefault(topic, []).append(subscriber)
+
+    def _notify(self, box: FakeMailbox) -> None:
+        # Gmail publishes {emailAddress, historyId} for every change of a watched mailbox.
+        if box.watch_topic is None or box.watch_expiration_ms <= time.time() * 1000:
+            return
+        for subscriber in self.topics.get(box.watch_topic, ()):
+            subscriber(box.email, box.history_id)
+
+    def _watch(self, box: FakeMailbox, body: bytes) -> _Response:
+        try:
+            request = json.loads(body or b"{}")
+            topic = request.get("topicName") if isinstance(request, dict) else None
+        except ValueError as error:
+            raise _BadRequest("Invalid JSON payload received.") from error
+        if not isinstance(topic, str) or not _TOPIC_RE.fullmatch(topic):
+            raise _BadRequest(f"Invalid topicName does not match projects/*/topics/*: {topic}")
+        if topic not in self.topics:
+            # What Gmail answers when the topic is missing or Gmail may not publish to it.
+            return _Response(
+                403,
+                gmail_error_body(
+                    403,
+                    f"Error sending test message to Cloud PubSub {topic} : User not authorized "
+                    "to perform this action.",
+                ),
+            )
+        box.watch_topic = topic
+        box.watch_expiration_ms = int(time.time() * 1000) + WATCH_LIFETIME_MS
+        return _Response(
+            200, {"historyId": str(box.history_id), "expiration": str(box.watch_expiration_ms)}
+        )
+
+    def expire_watch(self, email_address: str) -> None:
+        """The watch lapses (not renewed for 7 days): no more notifications."""
+        with self._lock:
+            self.mailbox(email_address).watch_expiration_ms = 0
 
     # ---- OAuth grants
 
@@ -717,14 +787,14 @@ class FakeGmail:
             return grant.email
 
     def handle_api(
-        self, method: str, path: str, query: str, authorization: str | None
+        self, method: str, path: str, query: str, authorization: str | None, body: bytes = b""
     ) -> tuple[str, str | None, _Response]:
         """Answer one Gmail API call; returns (kind, message_id, response)."""
         match = _API_PATH_RE.match(path)
         if match is None:
             return "any", None, _Response(404, gmail_error_body(404, f"Not Found: {path}"))
         kind, message_id = _api_kind(path)
-        if method != "GET":
+        if method != ("POST" if kind in ("watch", "stop") else "GET"):
             return kind, message_id, _Response(405, gmail_error_body(400, "Method not allowed"))
         who = self._authenticate(authorization)
         if isinstance(who, _Response):
@@ -746,6 +816,11 @@ class FakeGmail:
                     response = self._list(box, params)
                 elif kind == "get":
                     response = self._get(box, message_id or "", params)
+                elif kind == "watch":
+                    response = self._watch(box, body)
+                elif kind == "stop":
+                    box.watch_topic, box.watch_expiration_ms = None, 0
+                    response = _Response(204, {})
                 else:
                     response = self._history(box, params)
             except _BadRequest as error:
@@ -1050,6 +1125,8 @@ def _thread_for(box: FakeMailbox, headers: Any, message_id: str) -> str:
 
 
 def _json_response(response: _Response) -> web.Response:
+    if response.status == 204:  # users.stop: no content
+        return web.Response(status=204, headers=response.headers)
     return web.Response(
         status=response.status,
         text=json.dumps(response.body),
@@ -1117,7 +1194,11 @@ def make_app(fake: FakeGmail) -> web.Application:
             return _drop(request) if lose else answer
         else:
             kind, message_id, response = fake.handle_api(
-                request.method, path, request.query_string, request.headers.get("Authorization")
+                request.method,
+                path,
+                request.query_string,
+                request.headers.get("Authorization"),
+                await request.read(),
             )
         fake._log(
             RequestRecord(
