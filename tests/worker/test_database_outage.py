@@ -4,47 +4,18 @@ restarts and stops at will."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.fixtures.api import TEST_SECRET
-from tests.fixtures.ingest import CORPUS
+from tests.fixtures.ingest import CORPUS, running_worker
 from worker.fake_gmail import FaultRule
 
-REPO = Path(__file__).resolve().parents[2]
 JOURNAL = "journal@example.com"
-
-
-@contextlib.contextmanager
-def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
-    """`ticketing worker` as a process; stopped with SIGTERM at the end (exit code kept in
-    `returncode`)."""
-    with (
-        log_path.open("w") as log,
-        subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker", "--concurrency", "4"],
-            env={**os.environ, **env},
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        ) as worker,
-    ):
-        try:
-            yield worker
-        finally:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-            worker.wait(timeout=60)
 
 
 def ping_answered(url: str, timeout: float) -> bool:

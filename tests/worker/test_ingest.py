@@ -6,21 +6,15 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.ingest import CORPUS
+from tests.fixtures.ingest import CORPUS, kill_when, running_worker
 from worker.fake_gmail import FaultRule
 from worker.mime import UnparseableMessage, parse_message
 
 JOURNAL = "journal@example.com"
-REPO = Path(__file__).resolve().parents[2]
 
 
 def corpus_files(limit: int | None = None) -> list[Path]:
@@ -400,8 +394,9 @@ async def test_killing_the_worker_mid_backfill_loses_and_duplicates_nothing(inge
     ingest.gmail.inject(FaultRule(endpoint="batch", action="delay", delay=1.0, times=None))
     db.execute("SELECT logic.enqueue_backfill(%s)", [mailbox_id])
 
-    env = {**os.environ, **ingest.worker_env()}
-    await asyncio.to_thread(_start_worker_then_kill_it, db, mailbox_id, env, tmp_path / "w.log")
+    await asyncio.to_thread(
+        _start_worker_then_kill_it, db, mailbox_id, ingest.worker_env(), tmp_path / "w.log"
+    )
     signatures, unparseable = expected_signatures(files)
     assert states(db, mailbox_id).get("routed", 0) < len(files) - unparseable
     unfinished = count(
@@ -434,21 +429,8 @@ async def test_killing_the_worker_mid_backfill_loses_and_duplicates_nothing(inge
 
 def _start_worker_then_kill_it(db, mailbox_id: str, env: dict, log_path: Path) -> None:
     """Run `ticketing worker` until some messages are through, then SIGKILL it."""
-    with (
-        log_path.open("w") as log,
-        subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker", "--concurrency", "4"],
-            env=env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        ) as worker,
-    ):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and states(db, mailbox_id).get("routed", 0) < 50:
-            time.sleep(0.1)
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=30)
+    with running_worker(env, log_path) as worker:
+        kill_when(worker, lambda: states(db, mailbox_id).get("routed", 0) >= 50)
 
 
 @pytest.mark.parametrize("bad", [b"", b"\x00\x01\x02binary", b"// not an email\n\nat all"])

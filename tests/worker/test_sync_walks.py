@@ -5,21 +5,15 @@ fake Gmail server, whose page tokens are valid only with the query that produced
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 from urllib.parse import parse_qs
 
 from psycopg_pool import AsyncConnectionPool
 
+from tests.fixtures.ingest import kill_when, running_worker
 from worker import pipeline
 from worker.fake_gmail import FaultRule
 
 JOURNAL = "journal@example.com"
-REPO = Path(__file__).resolve().parents[2]
 
 
 def question(n: int) -> bytes:
@@ -111,7 +105,7 @@ async def test_a_worker_killed_inside_a_history_walk_resumes_from_the_last_store
     ingest.gmail.inject(FaultRule(endpoint="history", action="delay", delay=1.5, times=None))
     db.execute("SELECT logic.enqueue_history_sync(%s)", [mailbox_id])
 
-    env = {**os.environ, **ingest.worker_env()}
+    env = ingest.worker_env()
     stored = await asyncio.to_thread(
         _kill_once_the_cursor_moves, db, mailbox_id, start, env, tmp_path
     )
@@ -147,24 +141,8 @@ async def test_a_worker_killed_inside_a_history_walk_resumes_from_the_last_store
 
 def _kill_once_the_cursor_moves(db, mailbox_id, start, env, tmp_path) -> int:
     """Run `ticketing worker`; SIGKILL it once a page is stored but before the walk ends."""
-    with (
-        (tmp_path / "worker.log").open("w") as log,
-        subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker", "--concurrency", "2"],
-            env=env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        ) as worker,
-    ):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            cursor = mailbox_row(db, mailbox_id)["history_id"]
-            if cursor != start:
-                break
-            time.sleep(0.05)
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=30)
+    with running_worker(env, tmp_path / "worker.log", concurrency=2) as worker:
+        kill_when(worker, lambda: mailbox_row(db, mailbox_id)["history_id"] != start)
     row = mailbox_row(db, mailbox_id)
     assert row["history_id"] != start, (tmp_path / "worker.log").read_text()
     return row["history_id"]
