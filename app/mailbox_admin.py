@@ -31,7 +31,7 @@ def register_gmail_mailbox(
     """Create (or re-key) the Gmail journal mailbox `email` of `organization`.
 
     The refresh token is encrypted bound to the organisation and mailbox; a backfill is
-    queued unless `backfill` is False. Returns {created, mailbox_id, organization_id, email,
+    queued unless `backfill` is False, and a push watch when GMAIL_PUBSUB_TOPIC is set. Returns {created, mailbox_id, organization_id, email,
     state, backfill_job_id}. Raises RegistrationError for an unknown organisation, a bad
     address or an empty token.
     """
@@ -51,8 +51,15 @@ def register_gmail_mailbox(
                 mailbox_id=target["mailbox_id"],
             )
             return conn.execute(
-                "SELECT ops.register_gmail_mailbox(%s, %s, %s, %s, %s) AS result",
-                [target["organization_id"], target["mailbox_id"], email, ciphertext, backfill],
+                "SELECT ops.register_gmail_mailbox(%s, %s, %s, %s, %s, %s) AS result",
+                [
+                    target["organization_id"],
+                    target["mailbox_id"],
+                    email,
+                    ciphertext,
+                    backfill,
+                    settings.push_enabled,
+                ],
             ).fetchone()["result"]
         except psycopg.Error as exc:
             # logic.fail errors carry a sentence meant for people: pass it on as is.

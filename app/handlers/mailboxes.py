@@ -257,8 +257,8 @@ async def oauth_callback(request: web.Request) -> web.Response:
         result = json.loads(
             await sql_json(
                 request,
-                "api.mailbox_gmail_connect(%s, %s, %s, %s)",
-                [target["mailbox_id"], profile.email, ciphertext, scopes],
+                "api.mailbox_gmail_connect(%s, %s, %s, %s, %s)",
+                [target["mailbox_id"], profile.email, ciphertext, scopes, settings.push_enabled],
             )
         )
     return web.json_response(result["mailbox"], status=201 if result["created"] else 200)
@@ -356,4 +356,8 @@ async def sync_pause(request: web.Request) -> web.Response:
 
 async def sync_resume(request: web.Request) -> web.Response:
     """Clear the pause and failure streak; queue a history sync (or a backfill)."""
-    return await respond_sql(request, "api.mailbox_sync_resume(%s)", [_mailbox_id(request)])
+    return await respond_sql(
+        request,
+        "api.mailbox_sync_resume(%s, %s)",
+        [_mailbox_id(request), request.app[SETTINGS].push_enabled],
+    )

@@ -147,7 +147,8 @@ COMMENT ON FUNCTION api.mailbox_gmail_connect_target(text) IS
     'or will have, so the refresh token can be encrypted bound to it before it is stored.';
 
 CREATE FUNCTION api.mailbox_gmail_connect(
-    p_mailbox_id uuid, p_email text, p_encrypted_refresh_token bytea, p_granted_scopes text[]
+    p_mailbox_id uuid, p_email text, p_encrypted_refresh_token bytea, p_granted_scopes text[],
+    p_watch boolean DEFAULT false  -- push is on (GMAIL_PUBSUB_TOPIC): queue mailbox_watch
 ) RETURNS jsonb
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -191,7 +192,9 @@ BEGIN
 
     -- A new mailbox starts with a full backfill; a reconnected one goes on where it was.
     v_queued := logic.enqueue_next_sync(v_mailbox);
-    PERFORM logic.enqueue_watch(v_mailbox.id);
+    IF p_watch THEN
+        PERFORM logic.enqueue_watch(v_mailbox.id);
+    END IF;
     v_task := v_queued->>'task';
     v_job_id := (v_queued->>'job_id')::bigint;
 
@@ -206,10 +209,11 @@ BEGIN
                               'queued', jsonb_build_object('task', v_task, 'job_id', v_job_id));
 END
 $$;
-COMMENT ON FUNCTION api.mailbox_gmail_connect(uuid, text, bytea, text[]) IS
+COMMENT ON FUNCTION api.mailbox_gmail_connect(uuid, text, bytea, text[], boolean) IS
     'GET /mailboxes/gmail/oauth/callback, step 3: create the Gmail journal mailbox (and queue '
     'its backfill) or store the new token of an existing one (state back to active, sync '
-    'queued), and queue its push watch; audited. Returns {created, mailbox, queued}.';
+    'queued), and with p_watch (push on) queue its push watch; audited. Returns {created, '
+    'mailbox, queued}.';
 
 CREATE FUNCTION api.mailbox_credentials(p_mailbox_id uuid)
     RETURNS TABLE (organization_id uuid, email text, provider text,
@@ -334,7 +338,8 @@ COMMENT ON FUNCTION api.mailbox_sync_pause(uuid, integer) IS
     'POST /mailboxes/{id}/sync/pause?minutes=N: pause ingestion for 1..10080 minutes with '
     'reason "paused by <email>"; sync steps do nothing until it expires or is resumed.';
 
-CREATE FUNCTION api.mailbox_sync_resume(p_mailbox_id uuid) RETURNS jsonb
+CREATE FUNCTION api.mailbox_sync_resume(p_mailbox_id uuid, p_watch boolean DEFAULT false)
+    RETURNS jsonb
     LANGUAGE plpgsql AS $$
 DECLARE
     v_mailbox core.mailboxes := api.mailbox_find(p_mailbox_id, true);
@@ -352,7 +357,9 @@ BEGIN
     RETURNING * INTO v_mailbox;
 
     v_queued := logic.enqueue_next_sync(v_mailbox);
-    PERFORM logic.enqueue_watch(v_mailbox.id);
+    IF p_watch THEN
+        PERFORM logic.enqueue_watch(v_mailbox.id);
+    END IF;
     v_task := v_queued->>'task';
     v_job_id := (v_queued->>'job_id')::bigint;
 
@@ -366,7 +373,7 @@ BEGIN
                                      'job_id', v_job_id));
 END
 $$;
-COMMENT ON FUNCTION api.mailbox_sync_resume(uuid) IS
+COMMENT ON FUNCTION api.mailbox_sync_resume(uuid, boolean) IS
     'POST /mailboxes/{id}/sync/resume: clear the pause and the failure streak, then queue a '
-    'history sync (a backfill when the mailbox has no cursor yet) and a renewal of its push '
-    'watch.';
+    'history sync (a backfill when the mailbox has no cursor yet) and, with p_watch (push '
+    'on), a renewal of its push watch.';

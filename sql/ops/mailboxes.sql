@@ -34,7 +34,8 @@ COMMENT ON FUNCTION ops.gmail_mailbox_target(text, text) IS
 
 CREATE FUNCTION ops.register_gmail_mailbox(
     p_organization_id uuid, p_mailbox_id uuid, p_email text,
-    p_encrypted_refresh_token bytea, p_backfill boolean DEFAULT true
+    p_encrypted_refresh_token bytea, p_backfill boolean DEFAULT true,
+    p_watch boolean DEFAULT false  -- push is on (GMAIL_PUBSUB_TOPIC): queue mailbox_watch
 ) RETURNS jsonb
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -67,7 +68,9 @@ BEGIN
     IF p_backfill THEN
         v_job_id := logic.enqueue_backfill(v_mailbox.id);
     END IF;
-    PERFORM logic.enqueue_watch(v_mailbox.id);
+    IF p_watch THEN
+        PERFORM logic.enqueue_watch(v_mailbox.id);
+    END IF;
     PERFORM logic.audit(p_organization_id,
                         CASE WHEN v_created THEN 'mailbox.register' ELSE 'mailbox.reregister' END,
                         'mailbox', v_mailbox.id::text,
@@ -80,7 +83,7 @@ BEGIN
                               'backfill_job_id', v_job_id);
 END
 $$;
-COMMENT ON FUNCTION ops.register_gmail_mailbox(uuid, uuid, text, bytea, boolean) IS
+COMMENT ON FUNCTION ops.register_gmail_mailbox(uuid, uuid, text, bytea, boolean, boolean) IS
     'Registration step 2: create the Gmail journal mailbox with its encrypted refresh token '
-    '(or replace the token of the existing one), optionally queue a backfill, queue its push '
-    'watch; audited.';
+    '(or replace the token of the existing one), optionally queue a backfill and (push on) its '
+    'push watch; audited.';

@@ -29,7 +29,8 @@ def watch_row(db, mailbox_id: str) -> dict:
 @pytest.fixture
 def push_on(ingest):
     """Workers configured with a Pub/Sub topic the fake Gmail may publish to."""
-    ingest.runtime.settings = ingest.settings.with_overrides(gmail_pubsub_topic=TOPIC)
+    ingest.settings = ingest.settings.with_overrides(gmail_pubsub_topic=TOPIC)
+    ingest.runtime.settings = ingest.settings
     return ingest
 
 
@@ -68,7 +69,7 @@ async def test_watches_are_renewed_daily_and_stopped_when_push_is_turned_off(pus
     assert watch_row(db, mailbox_id)["watch_renewed_at"] > before
 
     # GMAIL_PUBSUB_TOPIC unset: every watch is stopped, in Gmail too.
-    ingest.runtime.settings = ingest.settings
+    ingest.runtime.settings = ingest.settings.with_overrides(gmail_pubsub_topic=None)
     assert db.execute("SELECT worker.enqueue_due_watches(NULL) AS n").fetchone()["n"] == 1
     await ingest.run_worker()
     row = watch_row(db, mailbox_id)
