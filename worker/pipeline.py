@@ -150,10 +150,10 @@ async def _record_failure(pool, mailbox_id: str, exc: Exception) -> None:
     # In its own transaction: the failure must be recorded even though the step rolls back.
     async with pool.connection() as conn:
         if isinstance(exc, GmailReconnectRequired):
-            await conn.execute("SELECT logic.mark_needs_reconnect(%s, %s)", [mailbox_id, str(exc)])
+            await conn.execute("SELECT worker.mark_needs_reconnect(%s, %s)", [mailbox_id, str(exc)])
         else:
             await conn.execute(
-                "SELECT logic.record_sync_failure(%s, %s)",
+                "SELECT worker.record_sync_failure(%s, %s)",
                 [mailbox_id, f"{type(exc).__name__}: {exc}"],
             )
 
@@ -235,7 +235,7 @@ async def history_sync(pool, mailbox_id: str) -> dict[str, Any]:
             )
         except GmailHistoryExpired:
             async with pool.connection() as conn:
-                await conn.execute("SELECT logic.enqueue_backfill(%s)", [mailbox_id])
+                await conn.execute("SELECT worker.restart_backfill(%s)", [mailbox_id])
             return {"history_expired": True, "backfill_queued": True}
         except GmailError as exc:
             await _record_failure(pool, mailbox_id, exc)

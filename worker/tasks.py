@@ -78,10 +78,10 @@ async def occurrence_parse(
     )
 
 
-async def _sql_stage(context: JobContext, function: str, occurrence_ids: list[int]) -> Any:
+async def _sql_stage(context: JobContext, call: str, occurrence_ids: list[int]) -> Any:
     # Stitching and routing are SQL functions; their tasks only call them.
     async with _pool(context).connection() as conn:
-        cursor = await conn.execute(f"SELECT worker.{function}(%s)", [occurrence_ids])
+        cursor = await conn.execute(call, [occurrence_ids])
         return (await cursor.fetchone())[0]
 
 
@@ -90,7 +90,7 @@ async def occurrence_stitch(
     context: JobContext, mailbox_id: str, occurrence_ids: list[int]
 ) -> dict[str, Any]:
     """Message → ticket (new or existing) with the reason; the SQL function does it all."""
-    return await _sql_stage(context, "stitch_occurrences", occurrence_ids)
+    return await _sql_stage(context, "SELECT worker.stitch_occurrences(%s)", occurrence_ids)
 
 
 @app.task(name="ticket_apply_routing", pass_context=True, queue="ingest", retry=OCCURRENCE_RETRY)
@@ -98,7 +98,7 @@ async def ticket_apply_routing(
     context: JobContext, mailbox_id: str, occurrence_ids: list[int]
 ) -> dict[str, Any]:
     """Allowlist and rules → status and assignee of new tickets; follow-ups are only marked."""
-    return await _sql_stage(context, "route_occurrences", occurrence_ids)
+    return await _sql_stage(context, "SELECT worker.route_occurrences(%s)", occurrence_ids)
 
 
 @app.periodic(cron="* * * * *")
@@ -110,9 +110,9 @@ async def mailbox_sync_due(context: JobContext, timestamp: int) -> int:
 
 
 async def enqueue_due_syncs(worker_app: procrastinate.App) -> int:
-    """logic.enqueue_due_syncs: the sync every mailbox needs now; returns how many queued."""
+    """worker.enqueue_due_syncs: the sync every mailbox needs now; returns how many queued."""
     async with worker_app.connector.pool.connection() as conn:
-        cursor = await conn.execute("SELECT logic.enqueue_due_syncs()")
+        cursor = await conn.execute("SELECT worker.enqueue_due_syncs()")
         return (await cursor.fetchone())[0]
 
 
@@ -169,7 +169,7 @@ async def recover_stalled(
     async with worker_app.connector.pool.connection() as conn:
         cursor = await conn.execute(
             "SELECT worker.recover_stalled_jobs("
-            "coalesce(%s::double precision, logic.stalled_worker_seconds()), %s::bigint[])",
+            "coalesce(%s::double precision, worker.stalled_worker_seconds()), %s::bigint[])",
             [stalled_seconds, dead_worker_ids or []],
         )
         result = (await cursor.fetchone())[0]

@@ -46,14 +46,13 @@ GRANT EXECUTE ON FUNCTION logic.mailbox_lag_seconds(core.mailboxes) TO ticketing
 
 CREATE FUNCTION logic.enqueue_sync_job(p_mailbox_id uuid, p_task text) RETURNS bigint
     LANGUAGE sql AS $$
-    -- Sync jobs of a mailbox run one at a time (lock) on the sync queue, and a request never
-    -- doubles a waiting job of the same task (queueing lock). They go before ingestion jobs
-    -- (priority; workers take jobs by priority, then age): a backfill page is cheap and feeds
-    -- the whole pipeline, and behind a backlog of fetch jobs it would starve it.
+    -- Sync jobs of a mailbox run one at a time (lock), and a request never doubles a waiting
+    -- job of the same task (queueing lock); queue and priority come from the stage catalog.
     SELECT logic.enqueue(
         p_task, jsonb_build_object('mailbox_id', p_mailbox_id),
-        p_queue => 'sync', p_lock => 'mailbox:' || p_mailbox_id,
-        p_queueing_lock => p_task || ':' || p_mailbox_id, p_priority => 30)
+        p_queue => stage.queue, p_lock => 'mailbox:' || p_mailbox_id,
+        p_queueing_lock => p_task || ':' || p_mailbox_id, p_priority => stage.priority)
+    FROM logic.pipeline_stage(p_task) AS stage
 $$;
 COMMENT ON FUNCTION logic.enqueue_sync_job(uuid, text) IS
     'Queue mailbox_backfill or mailbox_history_sync for a mailbox with the sync conventions '
@@ -64,8 +63,10 @@ CREATE FUNCTION logic.enqueue_watch(p_mailbox_id uuid) RETURNS bigint
     -- Not under the mailbox's sync lock: a watch renewal never waits behind a long walk.
     -- The task itself decides between watch and stop (push on or off, mailbox enabled).
     SELECT logic.enqueue('mailbox_watch', jsonb_build_object('mailbox_id', p_mailbox_id),
-                         p_queue => 'sync', p_queueing_lock => 'mailbox_watch:' || p_mailbox_id,
-                         p_priority => 30)
+                         p_queue => stage.queue,
+                         p_queueing_lock => 'mailbox_watch:' || p_mailbox_id,
+                         p_priority => stage.priority)
+    FROM logic.pipeline_stage('mailbox_history_sync') AS stage  -- a sync step's place
 $$;
 COMMENT ON FUNCTION logic.enqueue_watch(uuid) IS
     'Queue mailbox_watch for a mailbox (set up, renew or stop its Gmail push watch); NULL '

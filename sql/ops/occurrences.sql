@@ -26,19 +26,16 @@ BEGIN
     FOR batch IN
         WITH reset AS (
             UPDATE core.message_occurrences o
-            SET state = CASE o.failed_stage WHEN 'occurrence_fetch_raw' THEN 'discovered'
-                                            ELSE 'raw_fetched' END::core.occurrence_state,
-                failed_stage = NULL, updated_at = now()
+            SET state = stage.from_state, failed_stage = NULL, updated_at = now()
+            FROM logic.pipeline_stages() stage
             WHERE o.id = ANY(p_occurrence_ids) AND o.state = 'failed'
+              AND stage.task = o.failed_stage
               AND o.failed_stage IN ('occurrence_fetch_raw', 'occurrence_parse')
-            RETURNING o.id, o.mailbox_id, o.state
+            RETURNING o.id, o.mailbox_id, stage.task
         )
-        SELECT mailbox_id, state, array_agg(id) AS ids FROM reset GROUP BY mailbox_id, state
+        SELECT mailbox_id, task, array_agg(id) AS ids FROM reset GROUP BY mailbox_id, task
     LOOP
-        PERFORM worker.enqueue_occurrence_batches(
-            CASE batch.state WHEN 'discovered' THEN 'occurrence_fetch_raw'
-                             ELSE 'occurrence_parse' END,
-            batch.mailbox_id, batch.ids);
+        PERFORM worker.enqueue_stage(batch.task, batch.mailbox_id, batch.ids);
         v_retried := v_retried + cardinality(batch.ids);
     END LOOP;
     RETURN v_retried;

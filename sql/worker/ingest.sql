@@ -19,30 +19,37 @@ $$;
 COMMENT ON FUNCTION worker.batch_occurrence_ids(jsonb) IS
     'The occurrence_id of each element of a stage''s result array.';
 
-CREATE FUNCTION worker.enqueue_occurrence_batches(
+CREATE FUNCTION worker.enqueue_stage(
     p_task text, p_mailbox_id uuid, p_occurrence_ids bigint[]
 ) RETURNS integer
     LANGUAGE sql AS $$
-    -- Later stages go first (priority; workers take jobs by priority, then age), so work in
-    -- progress stays small and occurrences finish early instead of every stage's backlog
-    -- growing at once. Routing (25) stays below sync steps (30, logic.enqueue_sync_job).
+    -- Queue and priority from the stage catalog (logic.pipeline_stages).
     SELECT count(logic.enqueue(p_task,
                                jsonb_build_object('mailbox_id', p_mailbox_id,
                                                   'occurrence_ids', to_jsonb(ids)),
-                               p_queue => 'ingest',
-                               p_priority => CASE p_task WHEN 'ticket_apply_routing' THEN 25
-                                                         WHEN 'occurrence_stitch' THEN 20
-                                                         WHEN 'occurrence_parse' THEN 10
-                                                         ELSE 0 END))::integer
-    FROM (
+                               p_queue => stage.queue, p_priority => stage.priority))::integer
+    FROM logic.pipeline_stage(p_task) AS stage
+    CROSS JOIN (
         SELECT array_agg(id ORDER BY id) AS ids
         FROM (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n
               FROM unnest(p_occurrence_ids) AS id) numbered
         GROUP BY n / worker.batch_size()
     ) batches
 $$;
-COMMENT ON FUNCTION worker.enqueue_occurrence_batches(text, uuid, bigint[]) IS
+COMMENT ON FUNCTION worker.enqueue_stage(text, uuid, bigint[]) IS
     'Queue p_task for the occurrences in batches of worker.batch_size(); returns the job count.';
+
+CREATE FUNCTION worker.enqueue_next_stage(
+    p_task_done text, p_mailbox_id uuid, p_occurrence_ids bigint[]
+) RETURNS integer
+    LANGUAGE sql AS $$
+    SELECT worker.enqueue_stage(stage.next_task, p_mailbox_id, p_occurrence_ids)
+    FROM logic.pipeline_stage(p_task_done) AS stage
+    WHERE stage.next_task IS NOT NULL
+$$;
+COMMENT ON FUNCTION worker.enqueue_next_stage(text, uuid, bigint[]) IS
+    'Queue the stage that follows p_task_done (logic.pipeline_stages) for the occurrences it '
+    'moved on; returns the job count.';
 
 CREATE FUNCTION worker.mailbox_for_sync(p_mailbox_id uuid)
     RETURNS TABLE (mailbox core.mailboxes, blocked_reason text)
@@ -94,7 +101,7 @@ BEGIN
     END IF;
 
     v_new := worker.discover_occurrences(m, p_messages);
-    PERFORM worker.enqueue_occurrence_batches('occurrence_fetch_raw', m.id, v_new);
+    PERFORM worker.enqueue_next_stage('mailbox_backfill', m.id, v_new);
 
     UPDATE core.mailboxes
     SET backfill_history_id = coalesce(backfill_history_id, p_history_id),
@@ -175,7 +182,7 @@ BEGIN
     END IF;
 
     v_new := worker.discover_occurrences(m, p_added);
-    PERFORM worker.enqueue_occurrence_batches('occurrence_fetch_raw', m.id, v_new);
+    PERFORM worker.enqueue_next_stage('mailbox_history_sync', m.id, v_new);
 
     UPDATE core.message_occurrences o
     SET deleted_in_gmail_at = now(), updated_at = now()
@@ -258,8 +265,8 @@ BEGIN
     IF p_parse_ids IS NOT NULL THEN
         -- Chunks recorded earlier (by this run, or by a run that died) are parsed together
         -- with the last one: one parse job per fetch batch.
-        PERFORM worker.enqueue_occurrence_batches(
-            'occurrence_parse', p_mailbox_id,
+        PERFORM worker.enqueue_next_stage(
+            'occurrence_fetch_raw', p_mailbox_id,
             ARRAY(SELECT o.id FROM core.message_occurrences o
                   WHERE o.id = ANY (p_parse_ids) AND o.state = 'raw_fetched' ORDER BY o.id));
     END IF;
@@ -277,14 +284,9 @@ CREATE FUNCTION worker.give_up_batch(
 ) RETURNS integer
     LANGUAGE plpgsql AS $$
 DECLARE
-    v_waiting core.occurrence_state := CASE p_stage
-        WHEN 'occurrence_fetch_raw' THEN 'discovered'
-        WHEN 'occurrence_parse' THEN 'raw_fetched' END;
+    v_waiting core.occurrence_state := (logic.pipeline_stage(p_stage)).from_state;
     v_failed integer;
 BEGIN
-    IF v_waiting IS NULL THEN
-        RAISE 'worker.give_up_batch: no batch stage named %', p_stage;
-    END IF;
     -- Only what still waits for the stage fails: a fetch batch records its chunks as it
     -- goes, and what it stored before giving up goes on to parsing.
     v_failed := worker.fail_occurrences(p_stage, (
@@ -323,7 +325,7 @@ BEGIN
         RETURNING id
     )
     SELECT coalesce(array_agg(id), '{}') INTO v_new FROM inserted;
-    PERFORM worker.enqueue_occurrence_batches('occurrence_parse', m.id, v_new);
+    PERFORM worker.enqueue_stage('occurrence_parse', m.id, v_new);
     RETURN jsonb_build_object('new_occurrences', cardinality(v_new),
                               'already_imported', jsonb_array_length(p_items) - cardinality(v_new));
 END
@@ -331,3 +333,30 @@ $$;
 COMMENT ON FUNCTION worker.record_imported(uuid, jsonb) IS
     'import-mbox: record messages whose raw bytes are already stored as raw_fetched '
     'occurrences and queue their parsing (re-importing adds nothing).';
+
+-- The worker's Python calls only worker.* functions; these name the logic it shares with
+-- the API, so each call the worker makes is greppable in this schema.
+CREATE FUNCTION worker.enqueue_due_syncs() RETURNS integer
+    LANGUAGE sql AS 'SELECT logic.enqueue_due_syncs()';
+COMMENT ON FUNCTION worker.enqueue_due_syncs() IS
+    'Periodic sync (mailbox_sync_due, the SYNC_POLL_SECONDS loop): logic.enqueue_due_syncs.';
+
+CREATE FUNCTION worker.restart_backfill(p_mailbox_id uuid) RETURNS bigint
+    LANGUAGE sql AS 'SELECT logic.enqueue_backfill(p_mailbox_id)';
+COMMENT ON FUNCTION worker.restart_backfill(uuid) IS
+    'History too old for Gmail (404): a full backfill from the first page (logic.enqueue_backfill).';
+
+CREATE FUNCTION worker.record_sync_failure(p_mailbox_id uuid, p_error text) RETURNS void
+    LANGUAGE sql AS 'SELECT logic.record_sync_failure(p_mailbox_id, p_error)';
+COMMENT ON FUNCTION worker.record_sync_failure(uuid, text) IS
+    'A sync step failed (logic.record_sync_failure: the circuit breaker counts it).';
+
+CREATE FUNCTION worker.mark_needs_reconnect(p_mailbox_id uuid, p_error text) RETURNS void
+    LANGUAGE sql AS 'SELECT logic.mark_needs_reconnect(p_mailbox_id, p_error)';
+COMMENT ON FUNCTION worker.mark_needs_reconnect(uuid, text) IS
+    'Gmail revoked the grant (logic.mark_needs_reconnect).';
+
+CREATE FUNCTION worker.stalled_worker_seconds() RETURNS double precision
+    LANGUAGE sql IMMUTABLE AS 'SELECT logic.stalled_worker_seconds()';
+COMMENT ON FUNCTION worker.stalled_worker_seconds() IS
+    'logic.stalled_worker_seconds(), for the worker''s recovery calls.';

@@ -164,7 +164,7 @@ BEGIN
     WHERE o.id = i.id;
 
     PERFORM worker.fail_occurrences('occurrence_parse', p_failures);
-    PERFORM worker.enqueue_occurrence_batches('occurrence_stitch', p_mailbox_id, v_parsed);
+    PERFORM worker.enqueue_next_stage('occurrence_parse', p_mailbox_id, v_parsed);
     RETURN jsonb_build_object('parsed', cardinality(v_parsed),
                               'new_messages', cardinality(v_created),
                               'failed', jsonb_array_length(p_failures));

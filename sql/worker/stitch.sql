@@ -508,7 +508,7 @@ BEGIN
         FROM core.message_occurrences oc WHERE oc.id = ANY (v_stitched)
         GROUP BY oc.mailbox_id
     LOOP
-        PERFORM worker.enqueue_occurrence_batches('ticket_apply_routing', b.mailbox_id, b.ids);
+        PERFORM worker.enqueue_next_stage('occurrence_stitch', b.mailbox_id, b.ids);
     END LOOP;
 
     RETURN jsonb_build_object('stitched', cardinality(v_stitched),

@@ -94,7 +94,7 @@ async def test_failed_occurrences_are_listed_per_stage_and_retried(ingest, db):
         "WHERE id = (SELECT min(id) FROM core.message_occurrences) RETURNING id, message_id"
     ).fetchone()
     db.execute(
-        "SELECT worker.enqueue_occurrence_batches('occurrence_parse', %s, %s)",
+        "SELECT worker.enqueue_stage('occurrence_parse', %s, %s)",
         [mailbox_id, [victim["id"]]],
     )
     await ingest.run_worker()
