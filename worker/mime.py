@@ -37,6 +37,7 @@ from email.policy import compat32
 from functools import lru_cache
 from typing import Any, TextIO
 
+import charset_normalizer
 import nh3
 
 __all__ = [
@@ -143,6 +144,7 @@ class ParsedMessage:
     loose_fingerprint: str
     body_sha256: str
     defects: list[str] = field(default_factory=list)
+    parse_evidence: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable summary (attachments without payload bytes)."""
@@ -167,6 +169,7 @@ class ParsedMessage:
             "loose_fingerprint": self.loose_fingerprint,
             "body_sha256": self.body_sha256,
             "defects": list(self.defects),
+            "parse_evidence": self.parse_evidence,
         }
 
 
@@ -207,16 +210,40 @@ _CHARSET_ALIASES = {
     "macintosh": "mac-roman",
     "cp-850": "cp850",
     "ansi_x3.4-1968": "ascii",
+    # Microsoft's names for UTF-16/UCS: "unicode" is what .NET calls UTF-16 (BOM or LE).
+    "unicode": "utf-16",
+    "ucs-2": "utf-16",
+    "ucs2": "utf-16",
+    "iso-10646-ucs-2": "utf-16-be",
+    "unicodefffe": "utf-16-be",
+    "ucs-4": "utf-32",
+    "iso-10646-ucs-4": "utf-32-be",
 }
-# Labels that promise nothing useful: try UTF-8 first, then Windows-1252.
+# Labels that promise nothing useful: the bytes are treated as undeclared.
 _WEAK_LABELS = frozenset({"", "ascii", "us-ascii", "none", "x-unknown", "unknown-8bit", "default"})
 # Codecs that Python knows but that are not text charsets or are dangerous to apply blindly.
 _REJECTED_CODECS = frozenset(
     {"undefined", "unicode_escape", "raw_unicode_escape", "idna", "punycode", "mbcs", "oem"}
 )
-# Codecs whose output for pure-ASCII input is not simply that ASCII.
-_NOT_ASCII_COMPATIBLE = ("utf_7", "utf_16", "utf_32", "iso2022", "hz")
 _CHARSET_LABEL = re.compile(r"[a-z0-9._:+-]{1,40}")
+# Byte order marks, longest first (the UTF-32-LE mark begins with the UTF-16-LE one). A
+# mark overrides the declared label, as browsers do: it is the stronger evidence.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+# Charsets the detector may answer with, most common in mail first: the order breaks ties
+# between equally plausible readings (short text often reads as well in several).
+_DETECTABLE = (
+    "cp1252", "cp1250", "cp1251", "koi8_r", "iso8859_2", "iso8859_15", "gb18030",
+    "big5", "cp932", "euc_jp", "cp949", "koi8_u", "iso8859_5", "cp1253", "iso8859_7",
+    "cp1254", "cp1255", "iso8859_8", "cp1256", "cp1257", "cp874", "cp866", "mac_cyrillic",
+)  # fmt: skip
+_DETECT_LIMIT = 65536  # bytes looked at; the detector samples anyway
+_ISO2022_ESCAPE = re.compile(rb"\x1b[$(][@A-Z]")
 
 
 @lru_cache(maxsize=256)
@@ -237,23 +264,162 @@ def _codec_name(label: str | None) -> str | None:
     return info.name
 
 
-def decode_text(data: bytes, charset: str | None) -> str:
+@lru_cache(maxsize=256)
+def _ascii_compatible(codec: str) -> bool:
+    """Whether ASCII bytes mean ASCII in `codec` (not so for UTF-7/16/32, ISO-2022, HZ,
+    EBCDIC...): decided by decoding, not by name, so no codec can slip through a list."""
+    # Escapes that switch stateful codecs (ISO-2022, UTF-7, HZ) are part of the sample:
+    # some of those codecs pass every other ASCII byte through unchanged.
+    sample = bytes(range(128)) + b"\x1b$B\x1b(B+AOk-~{~}"
+    try:
+        return sample.decode(codec) == sample.decode("ascii")
+    except (UnicodeDecodeError, ValueError, LookupError):
+        return False
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How one run of bytes became text; part of the parse evidence.
+
+    `method`: ascii (7-bit, no charset needed), bom (a byte order mark), declared (the
+    label), utf-8 (valid UTF-8 whatever the label said), mostly-utf-8 (UTF-8 with a few
+    broken bytes as U+FFFD), detected (charset-normalizer), replacement (undecodable
+    bytes became U+FFFD).
+    """
+
+    charset: str
+    method: str
+    declared: str | None = None
+    detector: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "charset": self.charset,
+            "method": self.method,
+            "declared": self.declared,
+        }
+        if self.detector is not None:
+            result["detector"] = self.detector
+        return result
+
+
+def _label(charset: str | None) -> str | None:
+    """The declared label as evidence (printable, bounded), or None."""
+    if charset is None:
+        return None
+    text = _clean(str(charset)).strip()[:60]
+    return "".join(c if c.isprintable() else "?" for c in text) or None
+
+
+def _utf16_or_32(data: bytes, codec: str) -> str:
+    """Pick the byte order for utf-16/utf-32 without a BOM: ASCII-range text leaves the zero
+    bytes on one side (RFC 2781 says big-endian, but most unmarked mail is Windows's LE)."""
+    width = 2 if codec == "utf-16" else 4
+    sample = data[:4096]
+    zeros_first = sum(1 for i in range(0, len(sample) - width + 1, width) if sample[i] == 0)
+    zeros_last = sum(1 for i in range(width - 1, len(sample), width) if sample[i] == 0)
+    return f"{codec}-be" if zeros_first > zeros_last else f"{codec}-le"
+
+
+@lru_cache(maxsize=64)
+def _detect(data: bytes) -> tuple[str, dict[str, Any]] | None:
+    """Guess the charset of undeclared 8-bit text with charset-normalizer.
+
+    Among the readings with the least mess, the most language-coherent wins, then the one
+    most common in mail (`_DETECTABLE` order). Confidence is `high` when one reading stands
+    out, `low` when the order had to break a tie.
+    """
+    matches = list(
+        charset_normalizer.from_bytes(data[:_DETECT_LIMIT], cp_isolation=list(_DETECTABLE))
+    )
+    if not matches:
+        return None
+    rank = {codecs.lookup(name).name: n for n, name in enumerate(_DETECTABLE)}
+
+    def key(match) -> tuple[float, float, int]:
+        name = codecs.lookup(match.encoding).name
+        return (round(match.chaos, 2), -round(match.coherence, 2), rank.get(name, len(rank)))
+
+    matches.sort(key=key)
+    best = matches[0]
+    runner_up = matches[1] if len(matches) > 1 else None
+    clear = runner_up is None or key(best)[:2] != key(runner_up)[:2]
+    codec = codecs.lookup(best.encoding).name
+    return codec, {
+        "name": "charset-normalizer",
+        "confidence": "high" if clear else "low",
+        "chaos": round(best.chaos, 3),
+        "coherence": round(best.coherence, 3),
+        "language": best.language,
+        "alternatives": [codecs.lookup(m.encoding).name for m in matches[1:6]],
+        "bytes": min(len(data), _DETECT_LIMIT),
+    }
+
+
+def decode_bytes(
+    data: bytes, charset: str | None, guess: tuple[str, dict[str, Any]] | None = None
+) -> tuple[str, Decoding]:
     """Decode bytes declared as `charset`; never fails, never drops the text.
 
-    Order: the declared codec strictly, then UTF-8 strictly, then the declared codec with
-    replacement characters. Unknown or weak labels (us-ascii, bogus names) try UTF-8, then
-    Windows-1252, then UTF-8 with replacement characters.
+    A byte order mark wins. A known label is tried strictly, then UTF-8 (mislabelled
+    UTF-8 is common), then the label with replacement characters. Undeclared, weak or
+    unknown labels: 7-bit text is ASCII (or ISO-2022 when it carries its escapes), then
+    UTF-8 (also when only a few bytes are broken), then `guess` (the message's detected charset, see `_Charsets`), then a detection
+    on these bytes alone, then UTF-8 with replacement characters.
     """
+    declared = _label(charset)
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return _clean(data[len(bom) :].decode(name, errors="replace")), Decoding(
+                name, "bom", declared
+            )
     codec = _codec_name(charset)
-    if data.isascii() and (codec is None or not codec.startswith(_NOT_ASCII_COMPATIBLE)):
-        return _clean(data.decode("ascii"))
-    attempts = [codec, "utf-8"] if codec else ["utf-8", "cp1252"]
-    for name in attempts:
-        try:
-            return _clean(data.decode(name))
-        except (UnicodeDecodeError, LookupError, ValueError):
+    if codec in ("utf-16", "utf-32"):
+        codec = _utf16_or_32(data, codec)
+    if data.isascii() and (codec is None or _ascii_compatible(codec)):
+        if codec is None and _ISO2022_ESCAPE.search(data):
+            try:
+                return _clean(data.decode("iso2022_jp_2")), Decoding(
+                    "iso2022_jp_2", "detected", declared, {"name": "iso-2022 escapes"}
+                )
+            except UnicodeDecodeError:
+                pass
+        return _clean(data.decode("ascii")), Decoding("ascii", "ascii", declared)
+    if codec is not None:
+        for name, method in ((codec, "declared"), ("utf-8", "utf-8")):
+            try:
+                return _clean(data.decode(name)), Decoding(name, method, declared)
+            except (UnicodeDecodeError, LookupError, ValueError):
+                continue
+        text = data.decode(codec, errors="replace")
+        return _clean(text), Decoding(codec, "replacement", declared)
+    lossy = data.decode("utf-8", errors="replace")
+    if "\ufffd" not in lossy or _mostly_utf8(lossy):
+        method = "utf-8" if "\ufffd" not in lossy else "mostly-utf-8"
+        return _clean(lossy), Decoding("utf-8", method, declared)
+    for candidate in (guess, _detect(data)):
+        if candidate is None:
             continue
-    return _clean(data.decode(codec or "utf-8", errors="replace"))
+        try:
+            text = data.decode(candidate[0])
+        except (UnicodeDecodeError, LookupError):
+            continue
+        return _clean(text), Decoding(candidate[0], "detected", declared, candidate[1])
+    text = data.decode("utf-8", errors="replace")
+    return _clean(text), Decoding("utf-8", "replacement", declared)
+
+
+def _mostly_utf8(lossy: str) -> bool:
+    """UTF-8 with a few broken bytes (truncated, spliced): read as UTF-8, not re-guessed,
+    when valid multi-byte characters clearly outnumber the replaced bytes."""
+    broken = lossy.count("\ufffd")
+    valid = sum(1 for c in lossy if ord(c) > 0x7F) - broken
+    return valid >= 3 * broken
+
+
+def decode_text(data: bytes, charset: str | None) -> str:
+    """`decode_bytes` without the evidence."""
+    return decode_bytes(data, charset)[0]
 
 
 def _clean(text: str) -> str:
@@ -267,18 +433,25 @@ def _clean(text: str) -> str:
     return text
 
 
-def _from_surrogates(value: str, fallback_charset: str | None) -> str:
-    """Turn a compat32 string (raw 8-bit bytes kept as surrogate escapes) into clean text."""
+def _raw_bytes(value: str) -> bytes | None:
+    """The raw 8-bit bytes a compat32 string stands for, or None when it holds none."""
     if value.isascii():
-        return _clean(value)
+        return None
     try:
         value.encode("utf-8")
-        return _clean(value)  # already real text (no escaped raw bytes)
+        return None  # already real text (no escaped raw bytes)
     except UnicodeEncodeError:
         pass
     try:
-        data = value.encode("utf-8", errors="surrogateescape")
+        return value.encode("utf-8", errors="surrogateescape")
     except UnicodeEncodeError:
+        return None
+
+
+def _from_surrogates(value: str, fallback_charset: str | None) -> str:
+    """Turn a compat32 string (raw 8-bit bytes kept as surrogate escapes) into clean text."""
+    data = _raw_bytes(value)
+    if data is None:
         return _clean(value)
     try:
         # UTF-8 validates itself and is what RFC 6532 allows in headers: try it first.
@@ -649,11 +822,20 @@ def _sanitize_filename(name: str) -> str:
     return _safe_name(name.replace("\\", "/").rsplit("/", 1)[-1])  # never trust a path
 
 
-def _filename(part: Message, fallback_charset: str | None) -> str | None:
-    value = _safe_call(part.get_filename)
+def _filename(part: Message, charsets: _Charsets) -> str | None:
+    source = part
+    raw_values = [(h, _raw_header(part, h)) for h in ("content-disposition", "content-type")]
+    if any(raw is not None and _raw_bytes(raw) is not None for _, raw in raw_values):
+        # compat32's get_filename() has already turned raw 8-bit bytes into U+FFFD: read
+        # the raw values instead, as UTF-8 where valid (RFC 6532), else the message's charset.
+        source = Message()
+        for header, raw in raw_values:
+            if raw is not None:
+                source[header] = _from_surrogates(raw, charsets.header_charset)
+    value = _safe_call(source.get_filename)
     if value is None:
         for header, key in (("content-disposition", "filename"), ("content-type", "name")):
-            raw = _raw_header(part, header)
+            raw = _raw_header(source, header)
             match = raw and _PARAM_FALLBACK[key].search(_unfold(raw))
             if match:
                 value = match.group(1) if match.group(1) is not None else match.group(2)
@@ -663,7 +845,7 @@ def _filename(part: Message, fallback_charset: str | None) -> str | None:
     if not isinstance(value, str):
         value = str(value)
     name = _sanitize_filename(
-        decode_encoded_words(_from_surrogates(_unfold(value), fallback_charset))
+        decode_encoded_words(_from_surrogates(_unfold(value), charsets.header_charset))
     )
     return name or None
 
@@ -703,6 +885,9 @@ def _uudecode(data: bytes) -> bytes:
     return b"".join(out) if inside else data
 
 
+_LONE_CR = re.compile(rb"\r(?!\n)")
+
+
 def _payload_bytes(part: Message) -> bytes:
     """The decoded body of a leaf part; never raises (bad encodings degrade to raw bytes)."""
     # compat32 keeps the body as str with raw bytes as surrogate escapes; read it directly
@@ -721,7 +906,9 @@ def _payload_bytes(part: Message) -> bytes:
     if encoding == "base64":
         return _decode_base64(data)
     if encoding == "quoted-printable":
-        return binascii.a2b_qp(data)
+        # A lone CR in quoted-printable is a line break (RFC 2045 6.7), but a2b_qp knows soft
+        # breaks only before LF: CR-only mail would keep its "=<CR>" breaks in the text.
+        return binascii.a2b_qp(_LONE_CR.sub(b"\r\n", data))
     if encoding in ("x-uuencode", "uuencode", "x-uue", "uue"):
         return _uudecode(data)
     return data
@@ -761,65 +948,207 @@ def _embedded_subject(data: bytes) -> str:
     return _decode_header(raw, None) if raw else ""
 
 
-class _Collector:
-    """Walks the part tree once, choosing the bodies and collecting attachments."""
+class _Charsets:
+    """One message's charset decisions for text that declares no usable charset.
 
-    def __init__(self, fallback_charset: str | None) -> None:
-        self.fallback_charset = fallback_charset
+    Headers with raw 8-bit bytes that are not UTF-8 use the first charset a body part
+    declares (the same client wrote both), else a detection over all of the message's
+    undeclared 8-bit bytes together (headers of every part and undeclared text parts): a
+    subject alone is too short to tell KOI8-R from Windows-1252, the subject and the body
+    together are not. Computed on first use only.
+    """
+
+    def __init__(self, root: Message) -> None:
+        self.root = root
+        self._guess: tuple[str, dict[str, Any]] | None = None
+        self._guessed = False
+        self._header: tuple[str | None, dict[str, Any] | None] | None = None
+
+    @property
+    def guess(self) -> tuple[str, dict[str, Any]] | None:
+        if not self._guessed:
+            self._guessed = True
+            pool = self._undeclared_bytes()
+            self._guess = _detect(pool) if pool else None
+        return self._guess
+
+    @property
+    def header_charset(self) -> str | None:
+        return self._header_choice()[0]
+
+    @property
+    def header_evidence(self) -> dict[str, Any] | None:
+        return self._header_choice()[1]
+
+    def _header_choice(self) -> tuple[str | None, dict[str, Any] | None]:
+        if self._header is None:
+            declared = _fallback_charset(self.root)
+            if declared is not None:
+                charset = _codec_name(declared)
+                self._header = (declared, {"charset": charset, "source": "body part charset"})
+            elif self.guess is not None:
+                charset, detector = self.guess
+                self._header = (charset, {"charset": charset, "source": "detected"} | detector)
+            else:
+                self._header = (None, None)
+        return self._header
+
+    def _undeclared_bytes(self) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        for part in self.root.walk():
+            for _, value in part.raw_items():
+                data = _raw_bytes(value)
+                if data is not None and not _is_utf8(data):
+                    chunks.append(data)
+                    size += len(data)
+            content_type = _content_type(part)
+            if (
+                not part.is_multipart()
+                and content_type.startswith("text/")
+                and not getattr(part, "too_deep", False)
+                and _codec_name(_charset(part)) is None
+            ):
+                data = _payload_bytes(part)
+                if not data.isascii() and not _is_utf8(data):
+                    chunks.append(data)
+                    size += len(data)
+            if size >= _DETECT_LIMIT:
+                break
+        return b"\n".join(chunks)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@dataclass
+class _Leaf:
+    """A leaf of the part tree, in document order, before bodies are chosen."""
+
+    part: Message
+    path: str  # IMAP-style section number: "1", "1.2"
+    content_type: str
+    in_alternative: bool
+    opaque_name: str | None = None  # message/* or too deep: kept whole as an attachment
+    filename: str | None = None
+    disposition: str | None = None
+
+    @property
+    def body_kind(self) -> str | None:
+        """'text', 'html' or 'broken' (a multipart without a usable boundary) when this leaf
+        could be a body: inline, no filename; None when it can only be an attachment."""
+        if self.opaque_name is not None or self.filename is not None:
+            return None
+        if self.disposition == "attachment":
+            return None
+        # Text parts without a filename are bodies even when they carry a Content-ID (some
+        # clients put one on every part); the Content-ID rule is for images and the like.
+        if self.content_type == "text/plain":
+            return "text"
+        if self.content_type == "text/html":
+            return "html"
+        if self.content_type.startswith("multipart/"):
+            return "broken"
+        return None
+
+
+class _Collector:
+    """Walks the part tree, then chooses the bodies by content and collects attachments.
+
+    The text body is the first inline text/plain part with non-blank text (a multipart
+    without a usable boundary, read as text, only when there is none); the HTML body the
+    first non-blank inline text/html part. Blank body candidates are skipped, other
+    renderings inside multipart/alternative are dropped, every other leaf is an attachment.
+    Each decision is recorded as evidence.
+    """
+
+    def __init__(self, charsets: _Charsets) -> None:
+        self.charsets = charsets
+        self.leaves: list[_Leaf] = []
         self.text: str | None = None
         self.html: str | None = None
+        self.evidence: dict[str, Any] = {"text_body": None, "html_body": None, "skipped": []}
         self.attachments: list[Attachment] = []
         self.defects: set[str] = set()
 
-    def walk(self, part: Message, in_alternative: bool = False) -> None:
+    def walk(self, part: Message, path: str = "", in_alternative: bool = False) -> None:
         for defect in part.defects:
             self.defects.add(type(defect).__name__)
+        content_type = _content_type(part)
+        leaf = _Leaf(part, path or "1", content_type, in_alternative)
         if getattr(part, "too_deep", False):
             self.defects.add("MimeNestingTooDeep")
-            self._attach(part, _content_type(part), default_name="nested-part")
+            leaf.opaque_name = "nested-part"
+        elif part.is_multipart():
+            inside = in_alternative or content_type == "multipart/alternative"
+            for number, child in enumerate(part.get_payload(), 1):
+                self.walk(child, f"{path}.{number}" if path else str(number), inside)
             return
-        if part.is_multipart():
-            inside = in_alternative or _content_type(part) == "multipart/alternative"
-            for child in part.get_payload():
-                self.walk(child, inside)
-            return
-        content_type = _content_type(part)
-        maintype = content_type.split("/", 1)[0]
-        if maintype == "message":
-            self._attach(part, content_type, default_name=content_type.split("/", 1)[1])
-            return
-        filename = _filename(part, self.fallback_charset)
-        disposition = _disposition(part)
-        # Text parts without a filename are bodies even when they carry a Content-ID (some
-        # clients put one on every part); the Content-ID rule is for images and the like.
-        is_text = content_type in ("text/plain", "text/html") or maintype == "multipart"
-        if is_text and filename is None and disposition != "attachment":
-            # multipart/* without a usable boundary arrives as a flat leaf: read it as text.
-            if content_type == "text/html":
-                if self.html is None:
-                    self.html = decode_text(_payload_bytes(part), _charset(part))
-                    return
-            elif self.text is None:
-                self.text = decode_text(_payload_bytes(part), _charset(part))
-                return
-            if in_alternative:
-                return  # another rendering of a body already chosen
-        self._attach(part, content_type, filename=filename, disposition=disposition)
+        elif content_type.startswith("message/"):
+            leaf.opaque_name = content_type.split("/", 1)[1]
+        else:
+            leaf.filename = _filename(part, self.charsets)
+            leaf.disposition = _disposition(part)
+        self.leaves.append(leaf)
 
-    def _attach(
-        self,
-        part: Message,
-        content_type: str,
-        *,
-        filename: str | None = None,
-        disposition: str | None = None,
-        default_name: str = "attachment",
-    ) -> None:
+    def finish(self) -> None:
+        """Choose the bodies, then turn the remaining leaves into attachments (in order)."""
+        chosen: dict[str, _Leaf] = {}
+        blank: set[int] = set()
+        decoded: dict[int, tuple[str, Decoding]] = {}
+        for kind in ("text", "html", "broken"):
+            slot = "text" if kind == "broken" else kind
+            if slot in chosen:
+                continue
+            for index, leaf in enumerate(self.leaves):
+                if leaf.body_kind != kind or index in blank:
+                    continue
+                data = _payload_bytes(leaf.part)
+                text, decoding = decode_bytes(data, _charset(leaf.part), self.charsets.guess)
+                if not text.strip():
+                    blank.add(index)
+                    continue
+                decoded[index] = (text, decoding)
+                chosen[slot] = leaf
+                self.evidence[f"{slot}_body"] = {
+                    "part": leaf.path,
+                    "content_type": leaf.content_type,
+                    **decoding.to_json(),
+                }
+                break
+        if "text" in chosen:
+            self.text = decoded[self.leaves.index(chosen["text"])][0]
+        if "html" in chosen:
+            self.html = decoded[self.leaves.index(chosen["html"])][0]
+        chosen_ids = {id(leaf) for leaf in chosen.values()}
+        for index, leaf in enumerate(self.leaves):
+            if id(leaf) in chosen_ids:
+                continue
+            kind = leaf.body_kind
+            if kind is not None and (index in blank or not _payload_bytes(leaf.part).strip()):
+                self._skip(leaf, "empty body part")
+            elif kind is not None and leaf.in_alternative and _slot(kind) in chosen:
+                self._skip(leaf, "another rendering of the chosen body")
+            else:
+                self._attach(leaf)
+
+    def _skip(self, leaf: _Leaf, reason: str) -> None:
+        self.evidence["skipped"].append(
+            {"part": leaf.path, "content_type": leaf.content_type, "reason": reason}
+        )
+
+    def _attach(self, leaf: _Leaf) -> None:
+        part, content_type = leaf.part, leaf.content_type
         payload = _payload_bytes(part)
-        if filename is None:
-            filename = _filename(part, self.fallback_charset)
-        if disposition is None:
-            disposition = _disposition(part)
+        filename = leaf.filename
+        if filename is None and leaf.opaque_name is not None:
+            filename = _filename(part, self.charsets)
+        disposition = leaf.disposition if leaf.opaque_name is None else _disposition(part)
         content_id = _content_id(part)
         if filename is None:
             if content_type in ("message/rfc822", "message/global"):
@@ -827,6 +1156,7 @@ class _Collector:
                 filename = f"{subject[:100]}.eml" if subject else "message.eml"
             else:
                 number = len(self.attachments) + 1
+                default_name = leaf.opaque_name or "attachment"
                 filename = f"{default_name}-{number}{_EXTENSIONS.get(content_type, '.bin')}"
         inline = disposition == "inline" or (disposition is None and content_id is not None)
         self.attachments.append(
@@ -840,6 +1170,52 @@ class _Collector:
                 payload=payload,
             )
         )
+
+
+def _slot(kind: str) -> str:
+    return "text" if kind == "broken" else kind
+
+
+# Why a message shows no text: checked in this order against its attachments.
+_EMPTY_BODY_REASONS = (
+    (
+        lambda a: a.content_type == "message/partial",
+        "The message is one fragment (message/partial) of a message sent in several parts; "
+        "fragments are not reassembled, so its content is only in the attachment {name}.",
+    ),
+    (
+        lambda a: a.content_type == "application/ms-tnef" or a.filename.lower() == "winmail.dat",
+        "The body is inside {name} (Microsoft TNEF, sent by Outlook), which is kept as an "
+        "attachment and not decoded.",
+    ),
+    (
+        lambda a: (
+            a.content_type
+            in ("application/pkcs7-mime", "application/x-pkcs7-mime", "application/pgp-encrypted")
+        ),
+        "The message is encrypted ({name}); it is kept as an attachment and not decrypted.",
+    ),
+    (
+        lambda a: a.content_type.startswith("text/"),
+        "The only text is in the attachment {name}.",
+    ),
+)
+
+
+def _empty_body_reason(
+    attachments: list[Attachment], skipped: list[dict[str, Any]], has_html: bool
+) -> str:
+    if has_html:
+        return "The HTML body has no text (only images or layout)."
+    for matches, sentence in _EMPTY_BODY_REASONS:
+        for attachment in attachments:
+            if matches(attachment):
+                return sentence.format(name=attachment.filename)
+    if attachments:
+        return f"The message has no text part; its content is in {len(attachments)} attachment(s)."
+    if skipped:
+        return "The message's text parts are empty."
+    return "The message has no body."
 
 
 def _content_id(part: Message) -> str | None:
@@ -857,6 +1233,22 @@ def _fallback_charset(message: Message) -> str | None:
         if _codec_name(charset):
             return charset
     return None
+
+
+def _header_decodings(raw_headers: dict[str, list[str]], charsets: _Charsets) -> dict[str, Any]:
+    """Evidence for header fields with raw 8-bit bytes: how each field's bytes were read."""
+    fields: dict[str, Any] = {}
+    for name, values in raw_headers.items():
+        for value in values:
+            data = _raw_bytes(value)
+            if data is None:
+                continue
+            if _is_utf8(data):
+                fields[name] = Decoding("utf-8", "utf-8").to_json()
+            else:
+                fields[name] = decode_bytes(data, charsets.header_charset)[1].to_json()
+            break
+    return {"charset": charsets.header_evidence, "fields": fields}
 
 
 def _parse_date(value: str | None) -> datetime | None:
@@ -943,19 +1335,50 @@ def _canonical_hash(values: list[Any]) -> str:
     return _sha256_text(encoded)
 
 
-def _strict_signature(message: ParsedMessage, attachment_hashes: list[str]) -> str:
+def strict_signature(
+    message_id: str | None,
+    date: datetime | None,
+    from_address: str | None,
+    to: list[str],
+    cc: list[str],
+    normalized_subject: str,
+    body_sha256: str,
+    attachment_hashes: list[str],
+    html_body: str | None,
+) -> str:
+    """The strict dedupe key (SPEC 2.4) from the stored form of a message's fields.
+
+    v2 adds the sanitised HTML body, whitespace-collapsed (line endings and re-wrapping by
+    relays do not count, markup and links do): two messages whose text matches but whose
+    HTML differs are different messages. Migration 0014 recomputed v1 keys with this.
+    """
     return _canonical_hash(
         [
-            "strict-v1",
-            message.message_id,
-            message.date.isoformat() if message.date else None,
-            message.from_[1] if message.from_ else None,
-            sorted(address for _, address in message.to),
-            sorted(address for _, address in message.cc),
-            message.normalized_subject,
-            message.body_sha256,
-            attachment_hashes,
+            "strict-v2",
+            message_id,
+            date.astimezone(UTC).isoformat() if date else None,
+            from_address,
+            sorted(to),
+            sorted(cc),
+            normalized_subject,
+            body_sha256,
+            sorted(attachment_hashes),
+            _sha256_text(" ".join((html_body or "").split())),
         ]
+    )
+
+
+def _strict_signature(message: ParsedMessage, attachment_hashes: list[str]) -> str:
+    return strict_signature(
+        message.message_id,
+        message.date,
+        message.from_[1] if message.from_ else None,
+        [address for _, address in message.to],
+        [address for _, address in message.cc],
+        message.normalized_subject,
+        message.body_sha256,
+        attachment_hashes,
+        message.html_body,
     )
 
 
@@ -999,7 +1422,8 @@ def parse_message(raw: bytes, *, journal_address: str | None = None) -> ParsedMe
         raise UnparseableMessage("no RFC 5322 header fields found")
 
     needs_fallback = any(not v.isascii() for values in raw_headers.values() for v in values)
-    fallback = _fallback_charset(root) if needs_fallback else None
+    charsets = _Charsets(root)
+    fallback = charsets.header_charset if needs_fallback else None
     headers = {
         name: [_decode_header(value, fallback) for value in values]
         for name, values in raw_headers.items()
@@ -1010,16 +1434,26 @@ def parse_message(raw: bytes, *, journal_address: str | None = None) -> ParsedMe
 
     senders = addresses("from")
     subject = headers.get("subject", [""])[0]
-    collector = _Collector(fallback)
+    collector = _Collector(charsets)
     collector.walk(root)
+    collector.finish()
+    evidence = collector.evidence
 
     html_source = collector.html
     text_body = (collector.text or "").strip("\r\n")
     text_body = text_body.replace("\r\n", "\n").replace("\r", "\n")
     if not text_body.strip() and html_source:
         text_body = html_to_text(html_source)
+        evidence["text_body"] = {"derived_from": "html_body"}
+    if not text_body.strip():
+        evidence["empty_body_reason"] = _empty_body_reason(
+            collector.attachments, evidence["skipped"], html_source is not None
+        )
+    if needs_fallback:
+        evidence["headers"] = _header_decodings(raw_headers, charsets)
     normalized_body = " ".join(text_body.split())
     attachment_hashes = sorted(a.sha256 for a in collector.attachments)
+    html_body = sanitize_html(html_source) if html_source is not None else None
 
     message = ParsedMessage(
         message_id=_message_id(headers.get("message-id", [])),
@@ -1034,7 +1468,7 @@ def parse_message(raw: bytes, *, journal_address: str | None = None) -> ParsedMe
         references=reference_ids(headers.get("references", [])),
         headers=headers,
         text_body=text_body,
-        html_body=sanitize_html(html_source) if html_source is not None else None,
+        html_body=html_body,
         attachments=collector.attachments,
         snippet=_snippet(text_body),
         recipient_evidence=recipient_evidence(raw_headers, journal_address, fallback),
@@ -1042,6 +1476,7 @@ def parse_message(raw: bytes, *, journal_address: str | None = None) -> ParsedMe
         loose_fingerprint="",
         body_sha256=_sha256_text(normalized_body),
         defects=sorted(collector.defects),
+        parse_evidence=evidence,
     )
     message.strict_signature = _strict_signature(message, attachment_hashes)
     message.loose_fingerprint = _loose_fingerprint(message, normalized_body, attachment_hashes)
