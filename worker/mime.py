@@ -61,6 +61,7 @@ MAX_REFERENCES = 50
 # it would also exceed PostgreSQL's btree index row limit.
 MAX_MESSAGE_ID_LENGTH = 995
 SNIPPET_LENGTH = 200
+MAX_SKIPPED_EVIDENCE = 50
 LOOSE_BODY_PREFIX = 512
 
 Address = tuple[str, str]
@@ -1109,7 +1110,12 @@ class _Collector:
                 if leaf.body_kind != kind or index in blank:
                     continue
                 data = _payload_bytes(leaf.part)
-                text, decoding = decode_bytes(data, _charset(leaf.part), self.charsets.guess)
+                charset = _charset(leaf.part)
+                # The message-wide guess costs a walk and a detection: only for 8-bit text
+                # that declares nothing usable.
+                undeclared = not data.isascii() and _codec_name(charset) is None
+                guess = self.charsets.guess if undeclared else None
+                text, decoding = decode_bytes(data, charset, guess)
                 if not text.strip():
                     blank.add(index)
                     continue
@@ -1138,9 +1144,11 @@ class _Collector:
                 self._attach(leaf)
 
     def _skip(self, leaf: _Leaf, reason: str) -> None:
-        self.evidence["skipped"].append(
-            {"part": leaf.path, "content_type": leaf.content_type, "reason": reason}
-        )
+        skipped = self.evidence["skipped"]
+        if len(skipped) < MAX_SKIPPED_EVIDENCE:  # fuzzed mail can hold thousands
+            skipped.append({"part": leaf.path, "content_type": leaf.content_type, "reason": reason})
+        else:
+            self.evidence["skipped_not_listed"] = self.evidence.get("skipped_not_listed", 0) + 1
 
     def _attach(self, leaf: _Leaf) -> None:
         part, content_type = leaf.part, leaf.content_type
