@@ -449,6 +449,15 @@ SCHEMAS: dict[str, Any] = {
             "snippet": STR,
             "text_body": STR,
             "html_body": {**STR, "description": "Sanitised; cid: images point at downloads."},
+            "parse_evidence": {
+                **OBJ,
+                "description": "How the parser read the message: text_body and html_body "
+                "(part, charset, method: ascii, bom, declared, utf-8, mostly-utf-8, detected "
+                "or replacement, detector confidence), headers (raw 8-bit fields), skipped "
+                "parts with the reason, and empty_body_reason when there is no text. {} for "
+                "messages parsed before evidence was recorded.",
+                "properties": {"empty_body_reason": STR},
+            },
             "direction": {"type": "string", "enum": ["inbound", "outbound"]},
             "stitch": _object(
                 {

@@ -435,6 +435,7 @@ def parsed_payload(
         "body_sha256": parsed.body_sha256,
         "strict_signature": parsed.strict_signature,
         "loose_fingerprint": parsed.loose_fingerprint,
+        "parse_evidence": parsed.parse_evidence,
         "attachments": [
             {
                 **attachment.to_json(),

@@ -349,6 +349,7 @@ CREATE FUNCTION api.ticket_message_json(p_ticket_id bigint, m core.messages,
         'snippet', m.snippet,
         'text_body', coalesce(c.text_body, ''),
         'html_body', api.ticket_message_html(p_ticket_id, m.id, coalesce(c.html_body, '')),
+        'parse_evidence', coalesce(c.parse_evidence, '{}'),
         'direction', m.direction,
         'stitch', jsonb_build_object('reason', tm.stitch_reason,
                                      'confidence', tm.stitch_confidence,
@@ -382,7 +383,7 @@ $$;
 COMMENT ON FUNCTION api.ticket_message_json(bigint, core.messages, core.message_contents,
                                             core.ticket_messages) IS
     'A thread message of ticket p_ticket_id in the detail shape: headers, bodies (cid images '
-    'rewritten), direction, stitch {reason, confidence, evidence}, attachments (metadata and '
+    'rewritten), parse evidence (charsets, skipped parts, why the body is empty), direction, stitch {reason, confidence, evidence}, attachments (metadata and '
     'download_url) and occurrences with their recipient evidence.';
 
 CREATE FUNCTION api.ticket_detail(p_ticket_id bigint) RETURNS jsonb

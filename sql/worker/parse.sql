@@ -66,9 +66,10 @@ BEGIN
     ),
     contents AS (
         INSERT INTO core.message_contents (message_id, organization_id, headers, text_body,
-                                           html_body, body_sha256)
+                                           html_body, body_sha256, parse_evidence)
         SELECT c.id, c.org, coalesce(c.p->'headers', '{}'), coalesce(c.p->>'text_body', ''),
-               coalesce(c.p->>'html_body', ''), coalesce(c.p->>'body_sha256', '')
+               coalesce(c.p->>'html_body', ''), coalesce(c.p->>'body_sha256', ''),
+               coalesce(c.p->'parse_evidence', '{}')
         FROM created c
     ),
     attachments AS (
