@@ -15,6 +15,11 @@ Design notes
 * Multipart nesting deeper than `MAX_MIME_DEPTH` is not descended into: the subtree is kept
   as one opaque attachment (the stdlib parser would otherwise slow down quadratically and
   finally hit the recursion limit).
+* Bodies are chosen by content after the walk (`_Collector.finish`), not by position:
+  an empty part or a multipart without a usable boundary never takes the body's place.
+* Charsets: a label means the codec Python knows for it; what decides ASCII compatibility
+  is decoding, not the codec's name. Undeclared 8-bit text is detected once per message
+  (`_Charsets`). Every decision goes into `ParsedMessage.parse_evidence`.
 * Every string leaving this module is valid Unicode without NUL (PostgreSQL `text` rejects
   NUL; lone surrogates cannot be encoded as UTF-8): NUL becomes U+FFFD.
 """
