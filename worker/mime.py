@@ -248,6 +248,7 @@ _DETECTABLE = (
     "big5", "cp932", "euc_jp", "cp949", "koi8_u", "iso8859_5", "cp1253", "iso8859_7",
     "cp1254", "cp1255", "iso8859_8", "cp1256", "cp1257", "cp874", "cp866", "mac_cyrillic",
 )  # fmt: skip
+_DETECT_RANK = {codecs.lookup(name).name: rank for rank, name in enumerate(_DETECTABLE)}
 _DETECT_LIMIT = 65536  # bytes looked at; the detector samples anyway
 _ISO2022_ESCAPE = re.compile(rb"\x1b[$(][@A-Z]")
 
@@ -327,7 +328,6 @@ def _utf16_or_32(data: bytes, codec: str) -> str:
     return f"{codec}-be" if zeros_first > zeros_last else f"{codec}-le"
 
 
-@lru_cache(maxsize=64)
 def _detect(data: bytes) -> tuple[str, dict[str, Any]] | None:
     """Guess the charset of undeclared 8-bit text with charset-normalizer.
 
@@ -340,11 +340,10 @@ def _detect(data: bytes) -> tuple[str, dict[str, Any]] | None:
     )
     if not matches:
         return None
-    rank = {codecs.lookup(name).name: n for n, name in enumerate(_DETECTABLE)}
 
     def key(match) -> tuple[float, float, int]:
-        name = codecs.lookup(match.encoding).name
-        return (round(match.chaos, 2), -round(match.coherence, 2), rank.get(name, len(rank)))
+        rank = _DETECT_RANK.get(codecs.lookup(match.encoding).name, len(_DETECT_RANK))
+        return (round(match.chaos, 2), -round(match.coherence, 2), rank)
 
     matches.sort(key=key)
     best = matches[0]
@@ -370,8 +369,9 @@ def decode_bytes(
     A byte order mark wins. A known label is tried strictly, then UTF-8 (mislabelled
     UTF-8 is common), then the label with replacement characters. Undeclared, weak or
     unknown labels: 7-bit text is ASCII (or ISO-2022 when it carries its escapes), then
-    UTF-8 (also when only a few bytes are broken), then `guess` (the message's detected charset, see `_Charsets`), then a detection
-    on these bytes alone, then UTF-8 with replacement characters.
+    UTF-8 (also when only a few bytes are broken), then `guess` (the message's detected
+    charset, see `_Charsets`), then a detection of these bytes alone, then UTF-8 with
+    replacement characters.
     """
     declared = _label(charset)
     for bom, name in _BOMS:
@@ -829,6 +829,12 @@ def _sanitize_filename(name: str) -> str:
 
 
 def _filename(part: Message, charsets: _Charsets) -> str | None:
+    def text(value: str) -> str:
+        # The message's header charset is worked out only for raw 8-bit bytes.
+        if _raw_bytes(value) is None:
+            return _clean(value)
+        return _from_surrogates(value, charsets.header_charset)
+
     source = part
     raw_values = [(h, _raw_header(part, h)) for h in ("content-disposition", "content-type")]
     if any(raw is not None and _raw_bytes(raw) is not None for _, raw in raw_values):
@@ -837,7 +843,7 @@ def _filename(part: Message, charsets: _Charsets) -> str | None:
         source = Message()
         for header, raw in raw_values:
             if raw is not None:
-                source[header] = _from_surrogates(raw, charsets.header_charset)
+                source[header] = text(raw)
     value = _safe_call(source.get_filename)
     if value is None:
         for header, key in (("content-disposition", "filename"), ("content-type", "name")):
@@ -850,9 +856,7 @@ def _filename(part: Message, charsets: _Charsets) -> str | None:
         return None
     if not isinstance(value, str):
         value = str(value)
-    name = _sanitize_filename(
-        decode_encoded_words(_from_surrogates(_unfold(value), charsets.header_charset))
-    )
+    name = _sanitize_filename(decode_encoded_words(text(_unfold(value))))
     return name or None
 
 
@@ -1104,15 +1108,14 @@ class _Collector:
 
     def finish(self) -> None:
         """Choose the bodies, then turn the remaining leaves into attachments (in order)."""
-        chosen: dict[str, _Leaf] = {}
+        chosen: dict[str, int] = {}  # slot ('text' or 'html') -> index of its leaf
         blank: set[int] = set()
-        decoded: dict[int, tuple[str, Decoding]] = {}
         for kind in ("text", "html", "broken"):
-            slot = "text" if kind == "broken" else kind
-            if slot in chosen:
-                continue
+            slot = _slot(kind)
             for index, leaf in enumerate(self.leaves):
-                if leaf.body_kind != kind or index in blank:
+                if slot in chosen:
+                    break
+                if leaf.body_kind != kind:
                     continue
                 data = _payload_bytes(leaf.part)
                 charset = _charset(leaf.part)
@@ -1124,21 +1127,15 @@ class _Collector:
                 if not text.strip():
                     blank.add(index)
                     continue
-                decoded[index] = (text, decoding)
-                chosen[slot] = leaf
+                chosen[slot] = index
+                setattr(self, slot, text)
                 self.evidence[f"{slot}_body"] = {
                     "part": leaf.path,
                     "content_type": leaf.content_type,
                     **decoding.to_json(),
                 }
-                break
-        if "text" in chosen:
-            self.text = decoded[self.leaves.index(chosen["text"])][0]
-        if "html" in chosen:
-            self.html = decoded[self.leaves.index(chosen["html"])][0]
-        chosen_ids = {id(leaf) for leaf in chosen.values()}
         for index, leaf in enumerate(self.leaves):
-            if id(leaf) in chosen_ids:
+            if index in chosen.values():
                 continue
             kind = leaf.body_kind
             if kind is not None and (index in blank or not _payload_bytes(leaf.part).strip()):
