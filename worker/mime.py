@@ -290,8 +290,8 @@ class Decoding:
 
     `method`: ascii (7-bit, no charset needed), bom (a byte order mark), declared (the
     label), utf-8 (valid UTF-8 whatever the label said), mostly-utf-8 (UTF-8 with a few
-    broken bytes as U+FFFD), detected (charset-normalizer), replacement (undecodable
-    bytes became U+FFFD).
+    broken bytes as U+FFFD), message charset (the charset another part declares),
+    detected (charset-normalizer), replacement (undecodable bytes became U+FFFD).
     """
 
     charset: str
@@ -369,9 +369,9 @@ def decode_bytes(
     A byte order mark wins. A known label is tried strictly, then UTF-8 (mislabelled
     UTF-8 is common), then the label with replacement characters. Undeclared, weak or
     unknown labels: 7-bit text is ASCII (or ISO-2022 when it carries its escapes), then
-    UTF-8 (also when only a few bytes are broken), then `guess` (the message's detected
-    charset, see `_Charsets`), then a detection of these bytes alone, then UTF-8 with
-    replacement characters.
+    UTF-8 (also when only a few bytes are broken), then `guess` (the charset another part
+    declares, or the one detected for the message: `_Charsets`), then a detection of
+    these bytes alone, then UTF-8 with replacement characters.
     """
     declared = _label(charset)
     for bom, name in _BOMS:
@@ -398,9 +398,20 @@ def decode_bytes(
             except (UnicodeDecodeError, LookupError, ValueError):
                 continue
         text = data.decode(codec, errors="replace")
+        if not _mostly_valid(text):
+            # Hardly anything decodes as labelled: the label is wrong (Latin-1 text sent
+            # as UTF-8 is the classic), so the bytes are read as if undeclared.
+            detected = _detect(data)
+            if detected is not None:
+                try:
+                    text = data.decode(detected[0])
+                except (UnicodeDecodeError, LookupError):
+                    pass
+                else:
+                    return _clean(text), Decoding(detected[0], "detected", declared, detected[1])
         return _clean(text), Decoding(codec, "replacement", declared)
     lossy = data.decode("utf-8", errors="replace")
-    if "\ufffd" not in lossy or _mostly_utf8(lossy):
+    if "\ufffd" not in lossy or _mostly_valid(lossy):
         method = "utf-8" if "\ufffd" not in lossy else "mostly-utf-8"
         return _clean(lossy), Decoding("utf-8", method, declared)
     for candidate in (guess, _detect(data)):
@@ -410,14 +421,16 @@ def decode_bytes(
             text = data.decode(candidate[0])
         except (UnicodeDecodeError, LookupError):
             continue
+        if candidate[1].get("source") == "body part charset":
+            return _clean(text), Decoding(candidate[0], "message charset", declared)
         return _clean(text), Decoding(candidate[0], "detected", declared, candidate[1])
     text = data.decode("utf-8", errors="replace")
     return _clean(text), Decoding("utf-8", "replacement", declared)
 
 
-def _mostly_utf8(lossy: str) -> bool:
-    """UTF-8 with a few broken bytes (truncated, spliced): read as UTF-8, not re-guessed,
-    when valid multi-byte characters clearly outnumber the replaced bytes."""
+def _mostly_valid(lossy: str) -> bool:
+    """Whether a replacement decode is right but for a few broken bytes (truncated,
+    spliced): valid non-ASCII characters clearly outnumber the replaced bytes."""
     broken = lossy.count("\ufffd")
     valid = sum(1 for c in lossy if ord(c) > 0x7F) - broken
     return valid >= 3 * broken
@@ -961,47 +974,42 @@ def _embedded_subject(data: bytes) -> str:
 class _Charsets:
     """One message's charset decisions for text that declares no usable charset.
 
-    Headers with raw 8-bit bytes that are not UTF-8 use the first charset a body part
-    declares (the same client wrote both), else a detection over all of the message's
-    undeclared 8-bit bytes together (headers of every part and undeclared text parts): a
-    subject alone is too short to tell KOI8-R from Windows-1252, the subject and the body
-    together are not. Computed on first use only.
+    Raw 8-bit header bytes that are not UTF-8, and undeclared 8-bit body parts, use the
+    first charset a body part declares (the same client wrote them all), else a detection
+    over all of the message's undeclared 8-bit bytes together (headers of every part and
+    undeclared text parts): a subject alone is too short to tell KOI8-R from Windows-1252,
+    the subject and the body together are not. Computed on first use only.
     """
 
     def __init__(self, root: Message) -> None:
         self.root = root
-        self._guess: tuple[str, dict[str, Any]] | None = None
-        self._guessed = False
-        self._header: tuple[str | None, dict[str, Any] | None] | None = None
+        self._fallback: tuple[str, dict[str, Any]] | None = None
+        self._decided = False
 
     @property
-    def guess(self) -> tuple[str, dict[str, Any]] | None:
-        if not self._guessed:
-            self._guessed = True
-            pool = self._undeclared_bytes()
-            self._guess = _detect(pool) if pool else None
-        return self._guess
+    def fallback(self) -> tuple[str, dict[str, Any]] | None:
+        """(codec, evidence) for the message's undeclared 8-bit text, or None."""
+        if not self._decided:
+            self._decided = True
+            declared = _fallback_charset(self.root)
+            if declared is not None:
+                codec = _codec_name(declared) or declared
+                self._fallback = (codec, {"charset": codec, "source": "body part charset"})
+            else:
+                pool = self._undeclared_bytes()
+                detected = _detect(pool) if pool else None
+                if detected is not None:
+                    codec, detector = detected
+                    self._fallback = (codec, {"charset": codec, "source": "detected"} | detector)
+        return self._fallback
 
     @property
     def header_charset(self) -> str | None:
-        return self._header_choice()[0]
+        return self.fallback[0] if self.fallback else None
 
     @property
     def header_evidence(self) -> dict[str, Any] | None:
-        return self._header_choice()[1]
-
-    def _header_choice(self) -> tuple[str | None, dict[str, Any] | None]:
-        if self._header is None:
-            declared = _fallback_charset(self.root)
-            if declared is not None:
-                charset = _codec_name(declared)
-                self._header = (declared, {"charset": charset, "source": "body part charset"})
-            elif self.guess is not None:
-                charset, detector = self.guess
-                self._header = (charset, {"charset": charset, "source": "detected"} | detector)
-            else:
-                self._header = (None, None)
-        return self._header
+        return self.fallback[1] if self.fallback else None
 
     def _undeclared_bytes(self) -> bytes:
         chunks: list[bytes] = []
@@ -1122,7 +1130,9 @@ class _Collector:
                 # The message-wide guess costs a walk and a detection: only for 8-bit text
                 # that declares nothing usable.
                 undeclared = not data.isascii() and _codec_name(charset) is None
-                guess = self.charsets.guess if undeclared else None
+                if undeclared and kind == "html" and (meta := _html_meta_charset(data)):
+                    charset = meta  # the HTML says it itself
+                guess = self.charsets.fallback if undeclared else None
                 text, decoding = decode_bytes(data, charset, guess)
                 if not text.strip():
                     blank.add(index)
@@ -1180,6 +1190,20 @@ class _Collector:
                 payload=payload,
             )
         )
+
+
+_META_CHARSET = re.compile(
+    rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9._:+-]{1,40})""", re.I
+)
+
+
+def _html_meta_charset(data: bytes) -> str | None:
+    """The charset an HTML part names in its own <meta> (looked for near the start)."""
+    match = _META_CHARSET.search(data[:4096])
+    if match is None:
+        return None
+    label = match.group(1).decode("ascii")
+    return label if _codec_name(label) else None
 
 
 def _slot(kind: str) -> str:

@@ -434,7 +434,8 @@ def test_addresses_are_decoded_and_lowercased():
     [
         ("x-bogus-charset", "café crème".encode(), "café crème"),
         ("x-bogus-charset", "café".encode("latin-1"), "café"),
-        ("utf-8", b"caf\xe9 ok", "caf\ufffd ok"),
+        ("utf-8", b"caf\xe9 ok", "café ok"),  # Latin-1 labelled UTF-8: the label is wrong
+        ("utf-8", "Grüße aus Köln".encode() + b"\xff", "Grüße aus Köln\ufffd"),  # one bad byte
         ("us-ascii", "naïve".encode(), "naïve"),
         ("iso-8859-2", "Łódź".encode("iso-8859-2"), "Łódź"),
         ("gb2312", "你好".encode("gb2312"), "你好"),

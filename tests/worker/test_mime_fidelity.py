@@ -262,10 +262,18 @@ def test_corpus_big5_without_a_usable_charset():
     assert parsed.text_body.startswith("顏是家訓")
 
 
-def test_undecodable_bytes_fall_back_to_replacement_and_say_so():
-    parsed = parse_message(single_part("text/plain; charset=utf-8", b"ok \xff\xfe\xfd", "8bit"))
-    assert parsed.text_body == "ok \ufffd\ufffd\ufffd"
+def test_a_few_broken_bytes_in_declared_text_are_replaced_and_the_evidence_says_so():
+    body = "Grüße aus Köln, bis bald".encode() + b"\xff"
+    parsed = parse_message(single_part("text/plain; charset=utf-8", body, "8bit"))
+    assert parsed.text_body == "Grüße aus Köln, bis bald\ufffd"
     assert parsed.parse_evidence["text_body"]["method"] == "replacement"
+
+
+def test_latin1_labelled_utf8_is_read_as_latin1():
+    parsed = parse_message(corpus_bytes("php-mime-mail-parser/m0019.eml"))
+    assert "Det här är ett flerdelat meddelande" in parsed.text_body
+    decoding = parsed.parse_evidence["text_body"]
+    assert (decoding["declared"], decoding["method"]) == ("utf-8", "detected")
 
 
 # ------------------------------------------------------------- why the body is empty
@@ -361,3 +369,18 @@ def test_strict_signature_function_is_what_the_parser_uses():
         [a.sha256 for a in parsed.attachments],
         parsed.html_body,
     )
+
+
+def test_an_undeclared_part_uses_the_charset_its_sibling_declares():
+    # Italian newsletter: text/plain says iso-8859-1, the HTML alternative says nothing.
+    parsed = parse_message(corpus_bytes("spamscope-mail-parser/mail_test_2.eml"))
+    assert "Domani e martedì la rimonta" in parsed.html_body
+    assert parsed.parse_evidence["html_body"]["method"] == "message charset"
+
+
+def test_an_undeclared_html_part_uses_its_own_meta_charset():
+    html = '<html><head><meta charset="koi8-r"></head><body>Привет, мир</body></html>'
+    parsed = parse_message(single_part("text/html", html.encode("koi8-r"), "8bit"))
+    assert "Привет, мир" in parsed.html_body
+    assert parsed.text_body == "Привет, мир"
+    assert parsed.parse_evidence["html_body"]["declared"] == "koi8-r"
