@@ -56,6 +56,7 @@ __all__ = [
     "parse_files",
     "parse_message",
     "sanitize_html",
+    "strict_signature",
 ]
 
 MAX_MIME_DEPTH = 50
@@ -1227,7 +1228,8 @@ _EMPTY_BODY_REASONS = (
             a.content_type
             in ("application/pkcs7-mime", "application/x-pkcs7-mime", "application/pgp-encrypted")
         ),
-        "The message is encrypted ({name}); it is kept as an attachment and not decrypted.",
+        "The message is encrypted or wrapped in an opaque S/MIME or PGP envelope ({name}); "
+        "it is kept as an attachment and not opened.",
     ),
     (
         lambda a: a.content_type.startswith("text/"),
