@@ -32,6 +32,7 @@ import hashlib
 import html as html_lib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import utils as email_utils
@@ -44,6 +45,7 @@ from typing import Any, TextIO
 
 import charset_normalizer
 import nh3
+from charset_normalizer.constant import FREQUENCIES
 
 __all__ = [
     "MAX_MIME_DEPTH",
@@ -251,6 +253,15 @@ _DETECTABLE = (
 )  # fmt: skip
 _DETECT_RANK = {codecs.lookup(name).name: rank for rank, name in enumerate(_DETECTABLE)}
 _DETECT_LIMIT = 65536  # bytes looked at; the detector samples anyway
+_MULTIBYTE = frozenset(
+    codecs.lookup(name).name for name in ("gb18030", "big5", "cp932", "euc_jp", "cp949")
+)
+_FIT_SAMPLE = 4000  # characters of a reading scored by _alphabet_fit
+# Each language's most frequent letters, weighted by rank (charset-normalizer's own table).
+_LETTER_WEIGHTS = {
+    language: {char: 1 - n / (2 * len(chars)) for n, char in enumerate(chars)}
+    for language, chars in FREQUENCIES.items()
+}
 _ISO2022_ESCAPE = re.compile(rb"\x1b[$(][@A-Z]")
 
 
@@ -329,12 +340,73 @@ def _utf16_or_32(data: bytes, codec: str) -> str:
     return f"{codec}-be" if zeros_first > zeros_last else f"{codec}-le"
 
 
+def _words(text: str) -> list[str]:
+    """Runs of letters, marks and non-ASCII symbols (a mojibake "letter" is often a
+    symbol: box drawing, degree sign), lower-cased; punctuation and spaces separate."""
+    words, word = [], []
+    for char in text.lower():
+        category = unicodedata.category(char)
+        if category[0] in "LM" or (category[0] == "S" and not char.isascii()):
+            word.append(char)
+        elif word:
+            words.append("".join(word))
+            word = []
+    if word:
+        words.append("".join(word))
+    return words
+
+
+def _script(char: str) -> str | None:
+    name = unicodedata.name(char, "")
+    return name.split(" ", 1)[0] if name and not name.startswith("COMBINING") else None
+
+
+def _alphabet_fit(text: str) -> float:
+    """How well a reading's non-ASCII letters fit one language's common letters (0 to 1).
+
+    Short text gives charset-normalizer too little to measure: "Привет" in KOI8-R reads as
+    well as "Ďđčâĺň" in Windows-1250 to it. A real reading uses frequent letters of one
+    language, one script per word; mojibake mixes rare letters of several scripts. Letters
+    among a language's common ones weigh 0.5 to 1 by rank, others 0, and so do all the
+    non-ASCII letters of a word that mixes scripts. A reading without non-ASCII letters
+    (symbols only, such as the trade mark sign) scores a neutral 0.5.
+    """
+    letters: list[str] = []
+    for word in _words(text[:_FIT_SAMPLE]):
+        wide = [c for c in word if not c.isascii() and (c.isalpha() or _is_mark(c))]
+        if not wide:
+            continue
+        scripts = {_script(c) for c in word if c.isalpha() or _is_mark(c)} - {None}
+        letters.extend(wide if len(scripts) == 1 else "\0" * len(wide))
+    if not letters or not _LETTER_WEIGHTS:
+        return 0.5
+    return max(
+        sum(weights.get(char, 0.0) for char in letters) / len(letters)
+        for weights in _LETTER_WEIGHTS.values()
+    )
+
+
+def _is_mark(char: str) -> bool:
+    return unicodedata.category(char)[0] == "M"
+
+
+def _halfwidth_kana(text: str) -> bool:
+    """Whether a CJK reading is full of half-width katakana, which mail hardly uses: the
+    classic sign of single-byte text read as Shift_JIS."""
+    sample = text[:_FIT_SAMPLE]
+    wide = sum(1 for char in sample if ord(char) > 0x7F)
+    kana = sum(1 for char in sample if "\uff61" <= char <= "\uff9f")
+    return wide > 0 and kana * 10 >= wide
+
+
 def _detect(data: bytes) -> tuple[str, dict[str, Any]] | None:
     """Guess the charset of undeclared 8-bit text with charset-normalizer.
 
-    Among the readings with the least mess, the most language-coherent wins, then the one
-    most common in mail (`_DETECTABLE` order). Confidence is `high` when one reading stands
-    out, `low` when the order had to break a tie.
+    Readings are ordered by mess (least first), language coherence, then how common the
+    charset is in mail (`_DETECTABLE` order). Unless the best is a multi-byte (CJK)
+    charset, the single-byte readings as little messy as it are ordered again by
+    `_alphabet_fit` first. Confidence is `high` when one reading stands out, `low` when
+    a tie had to be broken.
     """
     matches = list(
         charset_normalizer.from_bytes(data[:_DETECT_LIMIT], cp_isolation=list(_DETECTABLE))
@@ -342,16 +414,29 @@ def _detect(data: bytes) -> tuple[str, dict[str, Any]] | None:
     if not matches:
         return None
 
-    def key(match) -> tuple[float, float, int]:
-        rank = _DETECT_RANK.get(codecs.lookup(match.encoding).name, len(_DETECT_RANK))
-        return (round(match.chaos, 2), -round(match.coherence, 2), rank)
+    def rank(match) -> int:
+        return _DETECT_RANK.get(codecs.lookup(match.encoding).name, len(_DETECT_RANK))
 
-    matches.sort(key=key)
+    matches.sort(key=lambda m: (round(m.chaos, 2), -round(m.coherence, 2), rank(m)))
     best = matches[0]
-    runner_up = matches[1] if len(matches) > 1 else None
-    clear = runner_up is None or key(best)[:2] != key(runner_up)[:2]
-    codec = codecs.lookup(best.encoding).name
-    return codec, {
+    fits: dict[int, float] = {}
+    if codecs.lookup(best.encoding).name not in _MULTIBYTE or _halfwidth_kana(str(best)):
+        peers = [
+            m
+            for m in matches
+            if round(m.chaos, 2) == round(best.chaos, 2)
+            and codecs.lookup(m.encoding).name not in _MULTIBYTE
+        ]
+        fits = {id(m): round(_alphabet_fit(str(m)), 2) for m in peers}
+        peers.sort(key=lambda m: (-fits[id(m)], -round(m.coherence, 2), rank(m)))
+        matches = peers + [m for m in matches if id(m) not in fits]
+        best = matches[0]
+
+    def standing(match) -> tuple[float, float, float]:
+        return (round(match.chaos, 2), -fits.get(id(match), 0.0), -round(match.coherence, 2))
+
+    clear = len(matches) == 1 or standing(best) != standing(matches[1])
+    detector: dict[str, Any] = {
         "name": "charset-normalizer",
         "confidence": "high" if clear else "low",
         "chaos": round(best.chaos, 3),
@@ -360,15 +445,23 @@ def _detect(data: bytes) -> tuple[str, dict[str, Any]] | None:
         "alternatives": [codecs.lookup(m.encoding).name for m in matches[1:6]],
         "bytes": min(len(data), _DETECT_LIMIT),
     }
+    if id(best) in fits:
+        detector["alphabet_fit"] = fits[id(best)]
+    return codecs.lookup(best.encoding).name, detector
 
 
 def decode_bytes(
-    data: bytes, charset: str | None, guess: tuple[str, dict[str, Any]] | None = None
+    data: bytes,
+    charset: str | None,
+    guess: tuple[str, dict[str, Any]] | None = None,
+    *,
+    relabel: bool = False,
 ) -> tuple[str, Decoding]:
     """Decode bytes declared as `charset`; never fails, never drops the text.
 
     A byte order mark wins. A known label is tried strictly, then UTF-8 (mislabelled
-    UTF-8 is common), then the label with replacement characters. Undeclared, weak or
+    UTF-8 is common), then the label with replacement characters; with `relabel` (body
+    parts: enough text to judge), text that hardly decodes as labelled is detected. Undeclared, weak or
     unknown labels: 7-bit text is ASCII (or ISO-2022 when it carries its escapes), then
     UTF-8 (also when only a few bytes are broken), then `guess` (the charset another part
     declares, or the one detected for the message: `_Charsets`), then a detection of
@@ -399,7 +492,7 @@ def decode_bytes(
             except (UnicodeDecodeError, LookupError, ValueError):
                 continue
         text = data.decode(codec, errors="replace")
-        if not _mostly_valid(text):
+        if relabel and not _mostly_valid(text):
             # Hardly anything decodes as labelled: the label is wrong (Latin-1 text sent
             # as UTF-8 is the classic), so the bytes are read as if undeclared.
             detected = _detect(data)
@@ -1134,7 +1227,7 @@ class _Collector:
                 if undeclared and kind == "html" and (meta := _html_meta_charset(data)):
                     charset = meta  # the HTML says it itself
                 guess = self.charsets.fallback if undeclared else None
-                text, decoding = decode_bytes(data, charset, guess)
+                text, decoding = decode_bytes(data, charset, guess, relabel=True)
                 if not text.strip():
                     blank.add(index)
                     continue

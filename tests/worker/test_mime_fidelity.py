@@ -384,3 +384,30 @@ def test_an_undeclared_html_part_uses_its_own_meta_charset():
     assert "Привет, мир" in parsed.html_body
     assert parsed.text_body == "Привет, мир"
     assert parsed.parse_evidence["html_body"]["declared"] == "koi8-r"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "subject", "body"),
+    [
+        ("koi8-r", "Привет", "Как дела?"),
+        ("cp1251", "Привет", "Как дела?"),
+        ("koi8-r", "Отчёт за март", "Добрый день! Отчёт во вложении."),
+        ("cp1253", "Ερώτηση", "Ευχαριστώ πολύ"),
+        ("cp1254", "Fatura hakkında", "Teşekkürler, iyi günler"),
+        ("iso8859-2", "Zapytanie ofertowe", "Dziękuję, pozdrawiam"),
+        ("cp1252", "Réunion demain", "Merci beaucoup, à bientôt"),
+        ("cp1252", "Acme™ product – now 50% off", "Señor García, ¿cómo está?"),
+        ("gb18030", "关于发票的问题", "请查收附件，谢谢。"),
+        ("cp932", "請求書について", "よろしくお願いします。"),
+        ("cp1256", "مرحبا", "شكرا جزيلا"),
+    ],
+)
+def test_short_undeclared_mail_is_read_in_its_own_alphabet(encoding, subject, body):
+    """Too short for language statistics: ties go to the reading whose words use one
+    language's common letters, not to mojibake mixing scripts or rare letters."""
+    raw = (
+        b"From: a@b.example\r\nSubject: " + subject.encode(encoding) + b"\r\n"
+        b"Content-Type: text/plain\r\n\r\n" + body.encode(encoding)
+    )
+    parsed = parse_message(raw)
+    assert (parsed.subject, parsed.text_body) == (subject, body)
