@@ -26,7 +26,7 @@ from datetime import UTC
 
 from yoyo import step
 
-__depends__ = {"0012.recent-search"}
+__depends__ = {"0012.recent-search", "0013.ingestion-reliability"}
 
 log = logging.getLogger("app.migrate")
 MIGRATION_ID = "0014.mail-fidelity"
