@@ -9,6 +9,7 @@ Handlers that need several statements in one transaction use `transaction(reques
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from app.blobstore import BlobStore
 from app.errors import ApiError
-from app.security import RateLimiter, session_token_hash
+from app.security import RateLimiter, session_token_hash, well_formed_token
 from app.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -48,6 +49,8 @@ BLOBS = web.AppKey("blobs", BlobStore)  # attachment downloads
 REQUEST_ID = web.RequestKey("request_id", str)
 DB = web.RequestKey("db", psycopg.AsyncConnection)  # the authenticated request's connection
 MIN_ROLE = web.RequestKey("min_role", str)  # the route's minimum role
+# Set once the request's session went to the database (which then accepted it unless 401).
+SESSION_CHECKED = web.RequestKey("session_checked", bool)
 
 
 def json_text(body: str, status: int = 200) -> web.Response:
@@ -71,8 +74,9 @@ async def anonymous_sql_json(
 
 def _session_params(request: web.Request) -> list[Any]:
     settings = request.app[SETTINGS]
-    token = request.cookies.get(settings.session_cookie_name)
+    token = well_formed_token(request.cookies.get(settings.session_cookie_name))
     token_hash = session_token_hash(settings, token) if token else None
+    request[SESSION_CHECKED] = True
     return [token_hash, request[MIN_ROLE], request[REQUEST_ID]]
 
 
@@ -110,17 +114,106 @@ async def transaction(request: web.Request) -> AsyncIterator[psycopg.AsyncConnec
         yield conn
 
 
+# Characters PostgreSQL text cannot hold (NUL) and that UTF-8 cannot encode (lone
+# surrogates, which aiohttp produces from undecodable bytes in the URL and headers).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKETS = str.maketrans("", "", "".join(c for c in map(chr, range(128)) if c not in "[]{}"))
+_JSON_EMPTY_PAIR = re.compile(r"\[\]|\{\}")
+
+
+def check_text(value: str, where: str) -> str:
+    """`value` unless it holds a character PostgreSQL text cannot store (400 invalid_text)."""
+    if _UNSTORABLE.search(value):
+        raise ApiError(
+            400,
+            "invalid_text",
+            f"{where} contains a character that cannot be stored (NUL or a lone surrogate).",
+        )
+    return value
+
+
+def check_request_text(request: web.Request) -> None:
+    """The one edge check of text that reaches SQL from the URL and the headers we store."""
+    for name, value in request.query.items():
+        check_text(name, "A query parameter name")
+        check_text(value, f"Query parameter {name}")
+    for value in request.match_info.values():
+        check_text(value, "The path")
+    for header in ("User-Agent", "X-Forwarded-For"):
+        check_text(request.headers.get(header, ""), f"Header {header}")
+
+
+def _check_json_text(value: Any) -> None:
+    # Iterative, so that the walk itself is bounded by the depth check, not the stack.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            check_text(item, "The request body")
+        elif isinstance(item, dict):
+            for key, member in item.items():
+                check_text(key, "The request body")
+                pending.append(member)
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
+def _json_depth_exceeds(text: str, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than `limit`, in `limit` linear passes."""
+    brackets = _JSON_STRING.sub("", text).translate(_JSON_BRACKETS)
+    for _ in range(limit):
+        if not brackets:
+            return False
+        reduced = _JSON_EMPTY_PAIR.sub("", brackets)
+        if reduced == brackets:
+            return False  # unbalanced: the parser reports it as invalid JSON
+        brackets = reduced
+    return bool(_JSON_EMPTY_PAIR.search(brackets))
+
+
+def _number(text: str) -> int | float:
+    # JSON Schema counts 600.0 as an integer, so the API does too.
+    value = float(text)
+    return int(value) if value.is_integer() and abs(value) < 2**63 else value
+
+
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object; an empty body is `{}`."""
+    """The request body as a JSON object; an empty body is `{}`.
+
+    The edge for bodies: `application/json` only (415), nesting at most MAX_JSON_DEPTH
+    (400), size capped by the app's client_max_size (413), and no string that PostgreSQL
+    text cannot hold (400).
+    """
     raw = await request.read()
     if not raw.strip():
         return {}
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Send the request body as application/json.")
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_json", "The request body is not valid UTF-8.") from exc
+    if _json_depth_exceeds(text, MAX_JSON_DEPTH):
+        raise ApiError(
+            400, "json_too_deep", f"The request body nests deeper than {MAX_JSON_DEPTH} levels."
+        )
+    try:
+        body = json.loads(text, parse_float=_number)
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from exc
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+    _check_json_text(body)
+    return body
+
+
+async def read_json_patch(request: web.Request) -> dict[str, Any]:
+    """A PATCH body: a JSON object naming at least one field to change (422 otherwise)."""
+    body = await read_json_object(request)
+    if not body:
+        raise ApiError(422, "no_changes", "Send at least one field to change.")
     return body
 
 

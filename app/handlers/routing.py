@@ -12,7 +12,7 @@ from aiohttp import web
 from psycopg.types.json import Jsonb
 
 from app.errors import ApiError
-from app.http import Route, read_json_object, respond_sql, sql_json
+from app.http import Route, read_json_object, read_json_patch, respond_sql, sql_json
 
 
 def _path_uuid(request: web.Request, name: str, code: str, what: str) -> str:
@@ -56,7 +56,7 @@ async def create_allowlist_entry(request: web.Request) -> web.Response:
 async def update_allowlist_entry(request: web.Request) -> web.Response:
     """Change an allowlist pattern {pattern?, enabled?}."""
     entry_id = _allowlist_id(request)
-    body = await read_json_object(request)
+    body = await read_json_patch(request)
     return await respond_sql(
         request, "api.routing_allowlist_update(%s, %s)", [entry_id, Jsonb(body)]
     )
@@ -81,7 +81,7 @@ async def create_rule(request: web.Request) -> web.Response:
 async def update_rule(request: web.Request) -> web.Response:
     """Merge changes into a rule; its version goes up."""
     rule_id = _rule_id(request)
-    body = await read_json_object(request)
+    body = await read_json_patch(request)
     return await respond_sql(request, "api.routing_rule_update(%s, %s)", [rule_id, Jsonb(body)])
 
 

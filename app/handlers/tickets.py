@@ -23,6 +23,7 @@ from app.http import (
     SETTINGS,
     Route,
     read_json_object,
+    read_json_patch,
     required_str,
     respond_sql,
     sql_json,
@@ -49,7 +50,8 @@ def _ticket_id(request: web.Request) -> int:
 
 
 def _query_uuid(request: web.Request, name: str) -> str | None:
-    value = request.query.get(name) or None
+    # Absent means no filter; present but empty is no UUID (as the document says).
+    value = request.query.get(name)
     if value is None:
         return None
     try:
@@ -91,7 +93,7 @@ async def get_ticket(request: web.Request) -> web.Response:
 async def update_ticket(request: web.Request) -> web.Response:
     """Change status, priority or assignee (agent); the database validates the values."""
     ticket_id = _ticket_id(request)
-    body = await read_json_object(request)
+    body = await read_json_patch(request)
     return await respond_sql(request, "api.ticket_update(%s, %s)", [ticket_id, Jsonb(body)])
 
 
