@@ -50,7 +50,7 @@ _SQLSTATE_ERRORS: dict[str, tuple[int, str, str]] = {
     "08": (503, "database_unavailable", "The database cannot be reached; retry later."),
 }
 
-_HTTP_CODES = {
+HTTP_CODES = {
     400: "bad_request",
     401: "not_authenticated",
     403: "forbidden",
@@ -90,7 +90,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        code = _HTTP_CODES.get(exc.status, "http_error")
+        code = HTTP_CODES.get(exc.status, "http_error")
         return error_response(exc.status, code, exc.reason, headers)
     except psycopg_pool.PoolTimeout:
         log.warning("database pool exhausted for %s %s", request.method, request.path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import re
 import secrets
@@ -18,6 +19,15 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Every token we issue is URL-safe base64 (a CSRF token: two of them joined by a dot).
+# Anything else, including undecodable bytes, is no token at all.
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
+
+
+def well_formed_token(value: str | None) -> str | None:
+    """`value` when it could be a token this server issued, else None."""
+    return value if value and _TOKEN_RE.match(value) else None
+
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -53,6 +63,7 @@ def new_csrf_token(settings: Settings) -> str:
 
 def csrf_token_valid(settings: Settings, cookie: str | None, header: str | None) -> bool:
     """Double submit: header equals cookie (constant time) and the cookie carries our signature."""
+    cookie, header = well_formed_token(cookie), well_formed_token(header)
     if not cookie or not header:
         return False
     if not hmac.compare_digest(cookie.encode(), header.encode()):
@@ -111,7 +122,13 @@ def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
 
 
 class RateLimiter:
-    """Token bucket per client: `per_minute` requests, refilled continuously; 0 disables."""
+    """Token bucket per client: `per_minute` requests, refilled continuously; 0 disables.
+
+    A client is a session once the database has accepted that session (so many people
+    behind one proxy or NAT each get their own budget); anything else, including a
+    cookie that names no live session, is its address. Random cookies therefore buy no
+    extra budget: they are charged to the address until a request proves them.
+    """
 
     _MAX_CLIENTS = 50_000
 
@@ -120,6 +137,29 @@ class RateLimiter:
         self.refill_per_second = per_minute / 60.0
         self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._sessions: dict[str, None] = {}  # proven session keys, oldest first
+
+    @staticmethod
+    def session_key(token: str) -> str:
+        # A digest, so the limiter never holds a usable token.
+        return hashlib.sha256(token.encode()).hexdigest()[:32]
+
+    def client_key(self, session_key: str | None, address: str) -> str:
+        """The bucket a request spends from: its proven session's, else its address's."""
+        if session_key is not None and session_key in self._sessions:
+            return "session:" + session_key
+        return "address:" + address
+
+    def session_checked(self, session_key: str, accepted: bool) -> None:
+        """Record what the database said of a session: accepted (own bucket) or not."""
+        if not accepted:
+            self._sessions.pop(session_key, None)
+            return
+        if session_key not in self._sessions and len(self._sessions) >= self._MAX_CLIENTS:
+            # Forget the oldest proven half; they prove themselves again on their next request.
+            for stale in list(self._sessions)[: self._MAX_CLIENTS // 2]:
+                del self._sessions[stale]
+        self._sessions[session_key] = None
 
     def take(self, client: str) -> float | None:
         """Spend one token; return None if allowed, else seconds until the next token."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 
 from app import db, migrate, openapi
 from app.blobstore import blob_store_from_settings
-from app.errors import ApiError, error_middleware
+from app.errors import HTTP_CODES, error_middleware, error_response
 from app.handlers import auth, health, mailboxes, ops, queues, routing, tickets, webhooks
 from app.http import (
     BLOBS,
@@ -16,9 +17,11 @@ from app.http import (
     POOL,
     RATE_LIMITER,
     REQUEST_ID,
+    SESSION_CHECKED,
     SETTINGS,
     Route,
     authenticated,
+    check_request_text,
 )
 from app.metrics import HTTP_METRICS, HttpMetrics, http_metrics_middleware, metrics, route_label
 from app.push import PUSH_AUTHENTICATOR, PushAuthenticator
@@ -29,6 +32,7 @@ from app.security import (
     client_address,
     request_id_of,
     require_csrf,
+    well_formed_token,
 )
 from app.settings import Settings
 
@@ -60,6 +64,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/openapi.json", openapi.openapi_json, None),
 )
 
+# Names the product, not the versions of Python and aiohttp (aiohttp's default).
+SERVER_HEADER = "oss-ticketing"
+
 # Probes must answer even when a client is throttled; Pub/Sub pushes come from Google's
 # addresses in bursts, are authenticated by their token and only queue a job.
 _UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/webhooks/gmail/pubsub"})
@@ -72,24 +79,69 @@ async def request_context_middleware(request: web.Request, handler) -> web.Strea
     request[REQUEST_ID] = request_id_of(request)
     response = await handler(request)
     response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
+    response.headers["Server"] = SERVER_HEADER
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     return response
 
 
+_AIOHTTP_HANDLE_ERROR = web_protocol.RequestHandler.handle_error
+
+
+def _json_handle_error(self, request, status=500, exc=None, message=None):
+    """aiohttp's answer to a request it could not parse (or a handler crash), as our JSON.
+
+    aiohttp answers those before any middleware runs and offers no hook, hence this
+    replacement of its method; the original still logs and refuses a half-sent response.
+    """
+    _AIOHTTP_HANDLE_ERROR(self, request, status, exc, message)
+    if status >= 500:
+        code, detail = "internal_error", "Something went wrong on our side."
+    else:
+        code = HTTP_CODES.get(status, "bad_request")
+        detail = "The HTTP request is malformed or exceeds the server's limits."
+    headers = {
+        **SECURITY_HEADERS,
+        "Server": SERVER_HEADER,
+        REQUEST_ID_HEADER: uuid.uuid4().hex,
+    }
+    response = error_response(status, code, detail, headers)
+    response.force_close()
+    return response
+
+
+def install_parser_error_json() -> None:
+    """Make every aiohttp server in this process answer its own errors as JSON."""
+    web_protocol.RequestHandler.handle_error = _json_handle_error
+
+
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler) -> web.StreamResponse:
-    if request.path not in _UNLIMITED_PATHS:
-        settings = request.app[SETTINGS]
-        client = client_address(request, settings.trust_forwarded_for)
-        wait = request.app[RATE_LIMITER].take(client)
-        if wait is not None:
-            raise ApiError(
-                429,
-                "rate_limited",
-                "Too many requests from this client; slow down.",
-                {"Retry-After": str(max(1, round(wait)))},
-            )
+    """Outside the error middleware, so that it sees every answer's status (401 included)."""
+    if request.path in _UNLIMITED_PATHS:
+        return await handler(request)
+    settings = request.app[SETTINGS]
+    limiter = request.app[RATE_LIMITER]
+    token = well_formed_token(request.cookies.get(settings.session_cookie_name))
+    session = limiter.session_key(token) if token else None
+    client = limiter.client_key(session, client_address(request, settings.trust_forwarded_for))
+    wait = limiter.take(client)
+    if wait is not None:
+        return error_response(
+            429,
+            "rate_limited",
+            "Too many requests from this client; slow down.",
+            {"Retry-After": str(max(1, round(wait)))},
+        )
+    response = await handler(request)
+    if session is not None and request.get(SESSION_CHECKED):
+        limiter.session_checked(session, accepted=response.status != 401)
+    return response
+
+
+@web.middleware
+async def input_middleware(request: web.Request, handler) -> web.StreamResponse:
+    check_request_text(request)
     return await handler(request)
 
 
@@ -125,12 +177,14 @@ def _database(settings: Settings, database_url: str | None):
 def create_app(settings: Settings, database_url: str | None = None) -> web.Application:
     """Build the API application; `database_url` overrides the settings' database."""
     settings.check_startup()
+    install_parser_error_json()
     app = web.Application(
         middlewares=[
             request_context_middleware,
             http_metrics_middleware,
-            error_middleware,
             rate_limit_middleware,
+            error_middleware,
+            input_middleware,
             csrf_middleware,
         ],
         client_max_size=1024 * 1024,
