@@ -359,7 +359,11 @@ SCHEMAS: dict[str, Any] = {
         ]
     },
     "SimulateRequest": _request(
-        {"recipient": STR, "sender": STR, "direction": {"enum": ["inbound", "outbound"]}},
+        {
+            "recipient": {**NSTR, "description": "null: the mail revealed no recipient."},
+            "sender": {**NSTR, "description": "null: the mail revealed no sender."},
+            "direction": {"enum": ["inbound", "outbound"]},
+        },
         ("recipient", "sender"),
     ),
     "Reroute": _object(

@@ -82,10 +82,12 @@ COMMENT ON FUNCTION api.routing_uuid(jsonb, text) IS
 
 -- A glob pattern as admins may write it: `*` and `?` are the only wildcards; characters
 -- other glob dialects treat as special are refused rather than silently taken literally.
+-- Runs of `*` mean what one `*` means and are stored as one; at most 16 wildcards and 320
+-- characters keep every pattern's matching cost small (logic.glob_regex).
 CREATE FUNCTION api.routing_pattern(p_value text, p_field text) RETURNS text
     LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
-    v_pattern text := btrim(p_value);
+    v_pattern text := regexp_replace(btrim(p_value), '\*{2,}', '*', 'g');
 BEGIN
     IF p_value IS NULL THEN
         RETURN NULL;
@@ -94,6 +96,9 @@ BEGIN
     ELSIF length(v_pattern) > 320 THEN
         PERFORM logic.fail(422, 'invalid_' || p_field,
                            p_field || ' must be at most 320 characters');
+    ELSIF length(v_pattern) - length(translate(v_pattern, '*?', '')) > 16 THEN
+        PERFORM logic.fail(422, 'invalid_' || p_field,
+                           p_field || ' must have at most 16 wildcards (* and ?)');
     ELSIF v_pattern ~ '[[:space:][:cntrl:]]' THEN
         PERFORM logic.fail(422, 'invalid_' || p_field, p_field || ' must not contain whitespace');
     ELSIF v_pattern ~ '[][{}\\]' THEN
@@ -104,8 +109,9 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.routing_pattern(text, text) IS
-    'A valid glob pattern (trimmed, lower case; non-empty, <= 320 characters, no whitespace, '
-    'only * and ? as wildcards), else 422 invalid_<field>.';
+    'A valid glob pattern (trimmed, lower case, runs of * as one; non-empty, <= 320 '
+    'characters, <= 16 wildcards, no whitespace, only * and ? as wildcards), else 422 '
+    'invalid_<field>.';
 
 CREATE FUNCTION api.routing_direction(p_value text, p_field text) RETURNS text
     LANGUAGE plpgsql IMMUTABLE AS $$
@@ -494,6 +500,9 @@ BEGIN
         || jsonb_build_object(
                'conditions', v_current->'conditions' || api.routing_object(p_body, 'conditions'),
                'actions', v_current->'actions' || api.routing_object(p_body, 'actions')));
+    IF v_spec = v_current THEN
+        RETURN api.routing_rule_json(v_rule);  -- nothing changed: no new version
+    END IF;
     v_rule := api.routing_rule_save(p_id, v_spec);
     -- Every change is a new version: routing events name the version that decided.
     UPDATE core.routing_rules SET version = version + 1, updated_at = now()
@@ -507,7 +516,8 @@ END
 $$;
 COMMENT ON FUNCTION api.routing_rule_update(uuid, jsonb) IS
     'PATCH /tickets/routing/rules/{id}: merge the body into the rule, validate the result as '
-    'on create, bump version; 404 rule_not_found, 422, 409 rule_name_exists.';
+    'on create, bump version when anything changed; 404 rule_not_found, 422, 409 '
+    'rule_name_exists.';
 
 CREATE FUNCTION api.routing_rule_delete(p_id uuid) RETURNS jsonb
     LANGUAGE plpgsql AS $$
@@ -639,6 +649,13 @@ BEGIN
                                               'the simulation');
     v_recipient := logic.routing_address(api.routing_text(p_body, 'recipient'));
     v_sender := logic.routing_address(api.routing_text(p_body, 'sender'));
+    -- Both are required; null stands for an address the mail did not reveal (as routing
+    -- meets it), so a forgotten field is an error rather than a silent "unknown".
+    IF NOT p_body ? 'recipient' OR NOT p_body ? 'sender' THEN
+        PERFORM logic.fail(422, CASE WHEN p_body ? 'recipient' THEN 'invalid_sender'
+                                     ELSE 'invalid_recipient' END,
+                           'recipient and sender are required (null when unknown)');
+    END IF;
     IF v_recipient !~ '^[^@[:space:]]+@[^@[:space:]]+$' OR length(v_recipient) > 320 THEN
         PERFORM logic.fail(422, 'invalid_recipient', 'recipient must be an email address');
     END IF;
@@ -656,7 +673,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.routing_simulate(jsonb) IS
-    'POST /tickets/routing/simulate {recipient, sender, direction?}: the decision of '
+    'POST /tickets/routing/simulate {recipient, sender, direction?} (null: unknown address): '
+    'the decision of '
     'logic.route_decision (dry run), an explanation, and its effect on a new ticket.';
 
 -- ---------------------------------------------------------------------------- re-route

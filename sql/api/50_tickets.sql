@@ -184,8 +184,10 @@ BEGIN
     IF length(v_q) > 500 THEN
         PERFORM logic.fail(422, 'invalid_q', 'q must be at most 500 characters');
     END IF;
-    -- The same configuration stitching uses to write core.tickets.search.
-    v_query := websearch_to_tsquery('simple', v_q);
+    -- The same configuration stitching uses to write core.tickets.search. A run of `-`
+    -- with no word between (`--x`, `- - x`, `-(-x`) is one negation: the parser stacks one
+    -- operator per `-` and fails past 32 ("tsquery stack too small").
+    v_query := websearch_to_tsquery('simple', regexp_replace(v_q, '-[^[:alnum:]"]*(?=-)', '', 'g'));
 
     -- A cursor only continues the listing it came from (limit may change between pages).
     -- A 64-bit hash tells listings apart, at a fraction of md5's cost per request.

@@ -6,15 +6,25 @@
 -- Glob patterns: `*` any run of characters, `?` one character, everything else literal;
 -- case-insensitive. Translated to an anchored regular expression after escaping every
 -- regular-expression metacharacter, so `.`, `+`, `(`, `[`, `\` ... match only themselves.
+-- A run of `*` becomes one `.*`: the same language, and the compiled form (and the cost of
+-- matching it) no longer grows with the run, also for patterns stored before the API
+-- collapsed runs.
+CREATE FUNCTION logic.glob_regex(p_pattern text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT '^'
+           || replace(replace(regexp_replace(regexp_replace(p_pattern, '\*{2,}', '*', 'g'),
+                                             '([.^$*+?()\[\]{}|\\])', '\\\1', 'g'),
+                              '\*', '.*'),
+                      '\?', '.')
+           || '$'
+$$;
+COMMENT ON FUNCTION logic.glob_regex(text) IS
+    'The anchored regular expression glob p_pattern compiles to (runs of * as one .*).';
+GRANT EXECUTE ON FUNCTION logic.glob_regex(text) TO ticketing_api;
+
 CREATE FUNCTION logic.glob_match(p_pattern text, p_value text) RETURNS boolean
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(
-        p_value ~* ('^'
-                    || replace(replace(regexp_replace(p_pattern, '([.^$*+?()\[\]{}|\\])', '\\\1', 'g'),
-                                       '\*', '.*'),
-                               '\?', '.')
-                    || '$'),
-        false)
+    SELECT coalesce(p_value ~* logic.glob_regex(p_pattern), false)
 $$;
 COMMENT ON FUNCTION logic.glob_match(text, text) IS
     'Whether p_value matches glob p_pattern (* and ? wildcards, all else literal), '

@@ -536,7 +536,7 @@ async def test_simulator_explains_spam_and_no_rule(login):
     assert spam["new_ticket"]["after"]["status"] == "spam"
     assert any("matches no enabled allowlist pattern" in s for s in spam["explanation"])
 
-    unknown = await _ok(await admin.post(SIMULATE, json={"sender": "a@b.org"}))
+    unknown = await _ok(await admin.post(SIMULATE, json={"recipient": None, "sender": "a@b.org"}))
     assert unknown["outcome"] == "auto_spam" and unknown["input"]["recipient"] is None
     assert "unknown" in unknown["explanation"][0]
 
@@ -558,7 +558,9 @@ async def test_simulator_explains_spam_and_no_rule(login):
         ({"recipient": "not an address", "sender": "a@b.org"}, "invalid_recipient"),
         ({"recipient": 5}, "invalid_recipient"),
         ({"recipient": "a@acme.example", "sender": "nobody"}, "invalid_sender"),
-        ({"recipient": "a@acme.example", "direction": "up"}, "invalid_direction"),
+        ({"recipient": "a@acme.example", "sender": None, "direction": "up"}, "invalid_direction"),
+        ({}, "invalid_recipient"),
+        ({"recipient": "a@acme.example"}, "invalid_sender"),
         ({"recipient": "a@acme.example", "to": "x"}, "unknown_field"),
     ],
 )
