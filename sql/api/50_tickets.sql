@@ -141,6 +141,17 @@ $$;
 COMMENT ON FUNCTION api.ticket_cursor_encode(timestamptz, bigint, text) IS
     'The opaque ticket list cursor: base64url of {t: last_activity_at, id, f: filter hash}.';
 
+-- Search text as a tsquery, in the configuration stitching uses to write
+-- core.tickets.search. A run of `-` with no word between (`--x`, `- - x`, `-(-x`) is one
+-- negation: the websearch parser stacks an operator per `-` and fails past 32 of them
+-- ("tsquery stack too small"), so any text a user types must not reach it as such.
+CREATE FUNCTION api.ticket_search_query(p_q text) RETURNS tsquery
+    LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT websearch_to_tsquery('simple', regexp_replace(p_q, '-[^[:alnum:]"]*(?=-)', '', 'g'))
+$$;
+COMMENT ON FUNCTION api.ticket_search_query(text) IS
+    'The tsquery of search text q (websearch syntax, config simple; runs of - as one).';
+
 CREATE FUNCTION api.ticket_list(
     p_status text, p_q text, p_assignee_user_id uuid, p_assignee_queue_id uuid,
     p_limit integer, p_cursor text
@@ -184,10 +195,7 @@ BEGIN
     IF length(v_q) > 500 THEN
         PERFORM logic.fail(422, 'invalid_q', 'q must be at most 500 characters');
     END IF;
-    -- The same configuration stitching uses to write core.tickets.search. A run of `-`
-    -- with no word between (`--x`, `- - x`, `-(-x`) is one negation: the parser stacks one
-    -- operator per `-` and fails past 32 ("tsquery stack too small").
-    v_query := websearch_to_tsquery('simple', regexp_replace(v_q, '-[^[:alnum:]"]*(?=-)', '', 'g'));
+    v_query := api.ticket_search_query(v_q);
 
     -- A cursor only continues the listing it came from (limit may change between pages).
     -- A 64-bit hash tells listings apart, at a fraction of md5's cost per request.

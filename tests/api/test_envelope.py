@@ -8,6 +8,7 @@ from aiohttp.test_utils import TestClient
 
 from app.errors import database_error
 from app.security import RateLimiter
+from tests.fixtures.api import dev_login
 
 
 async def _client(server) -> TestClient:
@@ -48,6 +49,37 @@ async def test_forwarded_for_is_used_only_when_trusted(api_factory, trusted, exp
         assert other.status == expected_last
     finally:
         await client.session.close()
+
+
+async def test_rate_limit_keys_sessions_apart_behind_one_address(api_factory, client_factory):
+    # Every test client is 127.0.0.1, like people behind one proxy or NAT.
+    server = await api_factory(rate_limit_requests_per_minute=6)
+    ana = await dev_login(await client_factory(server), "ana@acme.example", "Acme")
+    bob = await dev_login(await client_factory(server), "bob@acme.example", "Acme")
+    # The address has spent 4 tokens on the two logins (csrf + login each); each session's
+    # first request proves it (charged to the address), then it spends its own budget.
+    assert (await ana.get("/me")).status == 200
+    assert (await bob.get("/me")).status == 200
+    for user in (ana, bob):
+        statuses = [(await user.get("/me")).status for _ in range(6)]
+        assert statuses == [200] * 6
+        assert (await user.get("/me")).status == 429
+    # The address's own bucket is empty: anonymous requests are limited...
+    anonymous = await client_factory(server)
+    assert (await anonymous.get("/auth/csrf")).status == 429
+    # ...and a made-up session cookie is charged to the address, not given a bucket.
+    forged = await anonymous.get("/me", cookies={"oss_session": "made-up-token"})
+    assert forged.status == 429
+
+
+def test_rate_limiter_forgets_a_refused_session():
+    limiter = RateLimiter(60)
+    key = RateLimiter.session_key("token")
+    assert limiter.client_key(key, "10.0.0.1") == "address:10.0.0.1"
+    limiter.session_checked(key, accepted=True)
+    assert limiter.client_key(key, "10.0.0.1") == "session:" + key
+    limiter.session_checked(key, accepted=False)  # revoked, expired or never valid
+    assert limiter.client_key(key, "10.0.0.1") == "address:10.0.0.1"
 
 
 def test_rate_limiter_refills_over_time():

@@ -857,3 +857,29 @@ async def test_explicit_reroute_applies_todays_rules(login, db):
     globex = await login("admin@globex.example", "Globex")
     await _error(await globex.post(f"/tickets/{ticket_id}/reroute"), 404, "ticket_not_found")
     await _error(await agent.post("/tickets/abc/reroute"), 404, "ticket_not_found")
+
+
+async def test_allowlist_patterns_are_bounded_and_runs_of_stars_stored_as_one(login):
+    admin = await login("admin@acme.example", "Acme")
+    entry = await _ok(await admin.post(ALLOWLIST, json={"pattern": "*" * 320}), 201)
+    assert entry["pattern"] == "*"
+    entry = await _ok(await admin.post(ALLOWLIST, json={"pattern": "a**b?*@acme.example"}), 201)
+    assert entry["pattern"] == "a*b?*@acme.example"
+    sixteen = "".join(f"{n}*" for n in range(16))
+    await _ok(await admin.post(ALLOWLIST, json={"pattern": sixteen}), 201)
+    body = await _error(
+        await admin.post(ALLOWLIST, json={"pattern": sixteen + "?"}), 422, "invalid_pattern"
+    )
+    assert "16 wildcards" in body["detail"]
+
+
+async def test_rule_version_moves_only_when_something_changes(login):
+    admin = await login("admin@acme.example", "Acme")
+    rule = await _ok(
+        await admin.post(RULES, json={"name": "r", "actions": {"set_status": "open"}}), 201
+    )
+    same = await _ok(await admin.patch(f"{RULES}/{rule['id']}", json={"name": "r"}))
+    assert same["version"] == rule["version"]
+    await _error(await admin.patch(f"{RULES}/{rule['id']}", json={}), 422, "no_changes")
+    changed = await _ok(await admin.patch(f"{RULES}/{rule['id']}", json={"name": "r2"}))
+    assert changed["version"] == rule["version"] + 1

@@ -402,3 +402,28 @@ def test_routing_effect(db, before, decision, after):
         "SELECT logic.routing_effect(%s, %s) AS after", [Jsonb(decision), Jsonb(before)]
     ).fetchone()["after"]
     assert result == after
+
+
+# ------------------------------------------------------ glob cost (issue 15, defect 9)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "compiled"),
+    [
+        ("*" * 320, "^.*$"),
+        ("a**b***c", "^a.*b.*c$"),
+        ("*?*", "^.*..*$"),
+        ("a.b+*@x", "^a\\.b\\+.*@x$"),
+    ],
+)
+def test_glob_compiles_a_run_of_stars_to_one(db, pattern, compiled):
+    # The regular expression's size, not a timing, is the cost measure: runs collapse.
+    row = db.execute("SELECT logic.glob_regex(%s) AS r", [pattern]).fetchone()
+    assert row["r"] == compiled
+
+
+def test_a_long_run_of_stars_still_matches_like_one(db):
+    row = db.execute(
+        "SELECT logic.glob_match(%s, 'x@acme.example') AS m", ["*" * 320 + "@acme.example"]
+    ).fetchone()
+    assert row["m"] is True
