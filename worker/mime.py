@@ -766,6 +766,10 @@ _DROP_WITH_CONTENT = {
     "math",
 }  # fmt: skip
 _LINK_SCHEMES = ("http:", "https:", "mailto:")
+# Values of the allowed properties: lengths, numbers, names, colours, quoted font names.
+# No backslash, parenthesis (but colour functions), slash, colon or at sign.
+_SAFE_CSS_VALUE = re.compile(r"^[A-Za-z0-9#%.,!'\" -]*[A-Za-z0-9#%'\"]\s*$")
+_CSS_COLOR_FUNCTION = re.compile(r"\b(?:rgb|rgba|hsl|hsla)\([0-9.%,\s]*\)", re.IGNORECASE)
 
 
 def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
@@ -776,12 +780,15 @@ def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
         # Remote (and data:) images would let senders track reads; inline cid: images are
         # kept verbatim so the API can point them at the attachment download URL.
         return value if tag == "img" and lowered.startswith("cid:") else None
-    if attribute == "style" and ("url(" in lowered or "expression" in lowered):
-        # Keep the harmless declarations; drop the ones that could load or run something.
+    if attribute == "style":
+        # Keep the declarations whose property and value are both allowed; the rest could
+        # load or run something. A CSS escape (`\65` for `e`) would be decoded later, past
+        # any check of the text, so a declaration with a backslash is always dropped.
         kept = [
-            declaration
-            for declaration in value.split(";")
-            if "url(" not in declaration.lower() and "expression" not in declaration.lower()
+            f"{name.strip().lower()}:{css_value.strip()}"
+            for name, _, css_value in (d.partition(":") for d in value.split(";"))
+            if name.strip().lower() in _SAFE_STYLE_PROPERTIES
+            and _SAFE_CSS_VALUE.match(_CSS_COLOR_FUNCTION.sub("0", css_value))
         ]
         return ";".join(kept) or None
     return value
