@@ -179,12 +179,15 @@ def _number(text: str) -> int | float:
     return int(value) if value.is_integer() and abs(value) < 2**63 else value
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
+async def read_json_object(
+    request: web.Request, fields: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """The request body as a JSON object; an empty body is `{}`.
 
     The edge for bodies: `application/json` only (415), nesting at most MAX_JSON_DEPTH
     (400), size capped by the app's client_max_size (413), and no string that PostgreSQL
-    text cannot hold (400).
+    text cannot hold (400). With `fields`, any other field is 422 unknown_field (bodies
+    passed whole to SQL are checked there).
     """
     raw = await request.read()
     if not raw.strip():
@@ -201,11 +204,18 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         )
     try:
         body = json.loads(text, parse_float=_number)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also integers past 4300 digits
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from exc
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
     _check_json_text(body)
+    unknown = sorted(set(body) - set(fields)) if fields is not None else []
+    if unknown:
+        raise ApiError(
+            422,
+            "unknown_field",
+            f"Unknown field {unknown[0]}; expected {', '.join(fields or ())}.",
+        )
     return body
 
 

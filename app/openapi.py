@@ -41,7 +41,7 @@ def _object(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[
 
 
 def _request(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A request body object: unknown fields are refused (422 unknown_field or ignored)."""
+    """A request body object: unknown fields are refused (422 unknown_field)."""
     schema: dict[str, Any] = {
         "type": "object",
         "properties": properties,
@@ -50,6 +50,19 @@ def _request(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict
     if required:
         schema["required"] = list(required)
     return schema
+
+
+def _set(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """An object where `name` is present and matches `schema`."""
+    return {"required": [name], "properties": {name: schema}}
+
+
+def _both(first: str, first_schema: dict[str, Any], second: str, second_schema: dict[str, Any]):
+    """An object where both fields are present and match their schemas."""
+    return {
+        "required": [first, second],
+        "properties": {first: first_schema, second: second_schema},
+    }
 
 
 def _list_of(item: str) -> dict[str, Any]:
@@ -68,6 +81,29 @@ NTS = {"type": ["string", "null"], "format": "date-time"}
 OBJ = {"type": "object"}
 STR_LIST = {"type": "array", "items": STR}
 ROLE = {"type": "string", "enum": ["viewer", "agent", "admin"]}
+NBOOL = {"type": ["boolean", "null"]}
+
+
+def _text(max_length: int, nullable: bool = False) -> dict[str, Any]:
+    """Required-style text as logic.require_text checks it: not blank, at most max_length."""
+    return {
+        "type": ["string", "null"] if nullable else "string",
+        "maxLength": max_length,
+        "pattern": "[^ \\t\\r\\n\\f]",  # something besides the whitespace it trims
+    }
+
+
+# A glob as api.routing_pattern accepts it (spaces around it are trimmed; runs of * count as
+# one wildcard; at most 16 wildcards).
+_GLOB_CHAR = "[^*?\\s\\x00-\\x1f\\x7f\\[\\]{}\\\\]"
+GLOB = {
+    "type": "string",
+    "maxLength": 320,
+    "pattern": f"^ *(?:(?:{_GLOB_CHAR}*(?:\\*+|\\?)){{1,16}}{_GLOB_CHAR}*|{_GLOB_CHAR}+) *$",
+    "description": "Glob: * and ? are wildcards (at most 16; a run of * is one); no "
+    "whitespace, [ ] { } or \\.",
+}
+NGLOB = {**GLOB, "type": ["string", "null"]}
 
 # ------------------------------------------------------------------ schemas
 
@@ -128,7 +164,15 @@ SCHEMAS: dict[str, Any] = {
         "description": "A new session plus the rotated CSRF token to use from now on.",
     },
     "DevLoginRequest": _request(
-        {"email": STR, "organization_name": STR, "role": ROLE},
+        {
+            "email": {
+                "type": "string",
+                "maxLength": 320,
+                "pattern": "^ *[^@\\s]+@[^@\\s]+\\.[^@\\s]+ *$",
+            },
+            "organization_name": _text(200),
+            "role": {"enum": ["viewer", "agent", "admin", None]},
+        },
         ("email", "organization_name"),
     ),
     "SwitchOrgRequest": _request({"organization_id": UUID}, ("organization_id",)),
@@ -137,7 +181,7 @@ SCHEMAS: dict[str, Any] = {
     "Queue": _object({"id": UUID, "name": STR, "description": STR, "created_at": TS}),
     "QueueList": _list_of("Queue"),
     "QueueCreate": _request(
-        {"name": {**STR, "maxLength": 100}, "description": {**STR, "maxLength": 2000}},
+        {"name": _text(100), "description": {**NSTR, "maxLength": 2000}},
         ("name",),
     ),
     # ---- mailboxes
@@ -261,11 +305,12 @@ SCHEMAS: dict[str, Any] = {
         {"id": UUID, "pattern": STR, "enabled": BOOL, "created_at": TS, "updated_at": TS}
     ),
     "AllowlistEntryList": _list_of("AllowlistEntry"),
-    "AllowlistEntryCreate": _request(
-        {"pattern": {**STR, "description": "Glob: * and ? are wildcards."}, "enabled": BOOL},
-        ("pattern",),
-    ),
-    "AllowlistEntryUpdate": _request({"pattern": STR, "enabled": BOOL}),
+    "AllowlistEntryCreate": _request({"pattern": GLOB, "enabled": NBOOL}, ("pattern",)),
+    "AllowlistEntryUpdate": {
+        **_request({"pattern": NGLOB, "enabled": NBOOL}),
+        "minProperties": 1,
+        "description": "Fields sent replace the stored ones; null leaves a field as it is.",
+    },
     "RuleConditions": _object(
         {
             "recipient_pattern": NSTR,
@@ -298,28 +343,94 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "RuleList": _list_of("Rule"),
+    "RuleConditionsInput": _request(
+        {
+            "recipient_pattern": NGLOB,
+            "sender_domain_pattern": {
+                **NGLOB,
+                "pattern": GLOB["pattern"].replace("\\s", "\\s@"),
+                "description": "Glob over the sender's domain (no @).",
+            },
+            "sender_email_pattern": NGLOB,
+            "direction": {"enum": ["inbound", "outbound", None]},
+        }
+    ),
+    "RuleActionsInput": {
+        **_request(
+            {
+                "assign_queue_id": {
+                    **NUUID,
+                    "description": "A queue of this organisation (else 422 unknown_queue).",
+                },
+                "assign_user_id": {
+                    **NUUID,
+                    "description": "A member of this organisation (else 422 unknown_user).",
+                },
+                "set_status": {
+                    "enum": ["new", "open", "pending", "resolved", "closed", "spam", None]
+                },
+                "auto_close": NBOOL,
+                "drop": NBOOL,
+                "add_tags": {
+                    "type": ["array", "null"],
+                    "maxItems": 20,
+                    "items": {
+                        "type": "string",
+                        "pattern": "^ *[^\\s,\\x00-\\x1f\\x7f]{1,50} *$",
+                    },
+                },
+            }
+        ),
+        # A queue or a user, not both; at most one of set_status, auto_close and drop
+        # (422 conflicting_assignees, conflicting_status_actions).
+        "not": {
+            "anyOf": [
+                _both("assign_queue_id", UUID, "assign_user_id", UUID),
+                _both("set_status", STR, "auto_close", {"const": True}),
+                _both("set_status", STR, "drop", {"const": True}),
+                _both("auto_close", {"const": True}, "drop", {"const": True}),
+            ]
+        },
+    },
     "RuleCreate": _request(
         {
-            "name": STR,
-            "priority": {**INT, "minimum": 0, "maximum": 10000, "default": 100},
-            "enabled": BOOL,
-            "conditions": OBJ,
-            "actions": OBJ,
+            "name": _text(200),
+            "priority": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "maximum": 10000,
+                "default": 100,
+            },
+            "enabled": NBOOL,
+            "conditions": _nullable(_ref("RuleConditionsInput")),
+            "actions": {
+                "allOf": [_ref("RuleActionsInput")],
+                # At least one action (else 422 rule_has_no_actions).
+                "anyOf": [
+                    _set("assign_queue_id", UUID),
+                    _set("assign_user_id", UUID),
+                    _set("set_status", STR),
+                    _set("auto_close", {"const": True}),
+                    _set("drop", {"const": True}),
+                    _set("add_tags", {"type": "array", "minItems": 1}),
+                ],
+            },
         },
         ("name", "actions"),
     ),
     "RuleUpdate": {
         **_request(
             {
-                "name": STR,
-                "priority": {**INT, "minimum": 0, "maximum": 10000},
-                "enabled": BOOL,
-                "conditions": OBJ,
-                "actions": OBJ,
+                "name": _text(200),
+                "priority": {"type": ["integer", "null"], "minimum": 0, "maximum": 10000},
+                "enabled": NBOOL,
+                "conditions": _nullable(_ref("RuleConditionsInput")),
+                "actions": _nullable(_ref("RuleActionsInput")),
             }
         ),
+        "minProperties": 1,
         "description": "Merge patch: sent fields replace stored ones; null clears a "
-        "condition or action.",
+        "condition or action. The merged rule is validated as on create (422).",
     },
     "RoutingState": _object(
         {
@@ -362,7 +473,7 @@ SCHEMAS: dict[str, Any] = {
         {
             "recipient": {**NSTR, "description": "null: the mail revealed no recipient."},
             "sender": {**NSTR, "description": "null: the mail revealed no sender."},
-            "direction": {"enum": ["inbound", "outbound"]},
+            "direction": {"enum": ["inbound", "outbound", None], "default": "inbound"},
         },
         ("recipient", "sender"),
     ),
@@ -521,7 +632,9 @@ SCHEMAS: dict[str, Any] = {
         "minProperties": 1,
         "description": "null clears an assignee; assigning a user clears the queue and back.",
     },
-    "NoteCreate": _request({"body": {**STR, "minLength": 1, "maxLength": 20000}}, ("body",)),
+    "NoteCreate": _request(
+        {"body": {"type": "string", "maxLength": 20000, "pattern": "\\S"}}, ("body",)
+    ),
     # ---- ops (admin)
     "OpsMailboxSync": _object(
         {
@@ -659,12 +772,19 @@ SCHEMAS["PubSubPush"] = {
 # ------------------------------------------------------------------ shared pieces
 
 _ERROR_RESPONSES = {
-    "400": ("BadRequest", "Malformed input: invalid_json, invalid_cursor, ..."),
+    "400": (
+        "BadRequest",
+        "Malformed input: invalid_json, json_too_deep (nesting past 32 levels), invalid_text "
+        "(NUL or a lone surrogate anywhere), invalid_cursor, or an HTTP request the server "
+        "cannot parse (bad_request).",
+    ),
     "401": ("Unauthorized", "No valid session: not_authenticated, session_expired, not_a_member."),
     "403": ("Forbidden", "Role too low (forbidden) or CSRF header missing/wrong (csrf_failed)."),
     "404": ("NotFound", "Unknown id in this organisation (or feature disabled)."),
     "409": ("Conflict", "Conflicts with the current state."),
     "422": ("UnprocessableEntity", "A value is invalid: invalid_<field>, unknown_field, ..."),
+    "413": ("PayloadTooLarge", "The body is over 1 MiB (payload_too_large)."),
+    "415": ("UnsupportedMediaType", "A body that is not application/json."),
     "429": ("TooManyRequests", "Rate limited (rate_limited); see Retry-After."),
     "503": ("ServiceUnavailable", "Database or Google unavailable; retry later."),
 }
@@ -919,7 +1039,12 @@ PATHS: dict[str, dict[str, Any]] = {
             "/ insufficient_scope; 409 mailbox_connect_conflict. Minimum role: admin.",
             "x-min-role": "admin",
             "parameters": [
-                {"name": "state", "in": "query", "required": True, "schema": STR},
+                {
+                    "name": "state",
+                    "in": "query",
+                    "required": True,
+                    "schema": {**STR, "minLength": 1},
+                },
                 {"name": "code", "in": "query", "schema": STR},
                 {"name": "error", "in": "query", "schema": STR},
             ],
@@ -1435,6 +1560,24 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 
+# Answered by the edge before any handler: 400 for any request (malformed HTTP, text
+# PostgreSQL cannot hold), 413 and 415 for a body, 429 everywhere but the probes.
+_UNLIMITED = ("/healthz", "/readyz", "/metrics")
+
+
+def _with_edge_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    for path, operations in paths.items():
+        for operation in operations.values():
+            statuses = [400]
+            if "requestBody" in operation:
+                statuses += [413, 415]
+            if path not in _UNLIMITED:
+                statuses.append(429)
+            for status, ref in _errors(*statuses).items():
+                operation["responses"].setdefault(status, ref)
+    return paths
+
+
 def document() -> dict[str, Any]:
     """The whole OpenAPI document (a fresh dict on every call)."""
     return copy.deepcopy(
@@ -1466,7 +1609,7 @@ def document() -> dict[str, Any]:
                     "meta",
                 )
             ],
-            "paths": PATHS,
+            "paths": _with_edge_errors(copy.deepcopy(PATHS)),
             "components": {
                 "securitySchemes": {
                     "session": {

@@ -48,7 +48,7 @@ async def dev_login(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     if not settings.allow_dev_login:
         raise ApiError(404, "not_found", "Not Found")
-    body = await read_json_object(request)
+    body = await read_json_object(request, ("email", "organization_name", "role"))
     token = new_session_token()
     async with request.app[POOL].connection() as conn:
         text = await anonymous_sql_json(
@@ -88,7 +88,7 @@ async def logout(request: web.Request) -> web.Response:
 
 async def switch_org(request: web.Request) -> web.Response:
     """Move the session to another organisation the user belongs to."""
-    body = await read_json_object(request)
+    body = await read_json_object(request, ("organization_id",))
     return await respond_sql(
         request, "api.switch_org(%s)", [required_uuid(body, "organization_id")]
     )

@@ -14,7 +14,7 @@ async def list_queues(request: web.Request) -> web.Response:
 
 async def create_queue(request: web.Request) -> web.Response:
     """Create a queue (admin)."""
-    body = await read_json_object(request)
+    body = await read_json_object(request, ("name", "description"))
     response = await respond_sql(
         request,
         "api.queue_create(%s, %s)",

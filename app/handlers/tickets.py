@@ -100,7 +100,7 @@ async def update_ticket(request: web.Request) -> web.Response:
 async def add_note(request: web.Request) -> web.Response:
     """Add an internal note (agent)."""
     ticket_id = _ticket_id(request)
-    body = await read_json_object(request)
+    body = await read_json_object(request, ("body",))
     response = await respond_sql(
         request, "api.ticket_add_note(%s, %s)", [ticket_id, required_str(body, "body")]
     )

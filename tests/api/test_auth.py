@@ -156,7 +156,9 @@ async def test_invalid_json_body_is_400(new_client):
     client = await new_client()
     csrf = (await (await client.get("/auth/csrf")).json())["csrf_token"]
     response = await client.post(
-        "/auth/dev/login", data=b"{not json", headers={"x-csrf-token": csrf}
+        "/auth/dev/login",
+        data=b"{not json",
+        headers={"x-csrf-token": csrf, "Content-Type": "application/json"},
     )
     assert response.status == 400
     assert await response.json() == {
