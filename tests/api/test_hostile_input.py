@@ -82,6 +82,13 @@ CASES = [
         b'{"name": "r", "actions": ' + b'{"a": ' * DEEP + b"1" + b"}" * DEEP + b"}",
     ),
     Case(
+        "integer_past_python_digit_limit",
+        "POST /tickets/routing/rules",
+        400,
+        "invalid_json",
+        b'{"name": "r", "priority": ' + b"9" * 5000 + b', "actions": {"drop": true}}',
+    ),
+    Case(
         "huge_json", "POST /queues", 413, "payload_too_large", b'{"name": "' + b"a" * 2**21 + b'"}'
     ),
     # 3. Lone surrogates: as a JSON escape, as raw bytes in the body and in the URL.
