@@ -3,7 +3,9 @@
 Every generated request carries a development-login session (admin of its own
 organisation) and the CSRF header that goes with it. Each operation has a session of its
 own, so that POST /auth/logout ends only its own; a 401 makes the session again and retries
-the request.
+the request. When SCHEMATHESIS_TICKET_ID names a ticket of that organisation, every
+well-formed ticket id in a path becomes that one, so the ticket operations are exercised
+on a real ticket rather than answering 404.
 """
 
 from __future__ import annotations
@@ -40,3 +42,12 @@ class DevLoginSession:
     def set(self, case, data, context):
         case.cookies = {**(case.cookies or {}), **data["cookies"]}
         case.headers = {**(case.headers or {}), "x-csrf-token": data["csrf"]}
+
+
+@schemathesis.hook
+def map_path_parameters(context, path_parameters):
+    ticket_id = os.environ.get("SCHEMATHESIS_TICKET_ID")
+    value = (path_parameters or {}).get("ticket_id")
+    if ticket_id and isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        path_parameters["ticket_id"] = int(ticket_id)
+    return path_parameters

@@ -75,6 +75,14 @@ CASES = [
         session=False,
     ),
     Case(
+        "json_at_depth_limit",  # 32 levels parse; the value is then refused for what it is
+        "POST /auth/dev/login",
+        422,
+        "invalid_email",
+        b'{"email": ' + b"[" * 31 + b"]" * 31 + b', "organization_name": "Acme"}',
+        session=False,
+    ),
+    Case(
         "deep_json_in_object",
         "POST /tickets/routing/rules",
         400,

@@ -4,26 +4,33 @@ A short, deterministic profile (schemathesis.toml: fixed seed, deterministic gen
 every operation, a development-login session and its CSRF header on every request) run
 against `ticketing serve` on a fresh database. It fails on any 5xx, any response that the
 document does not describe, and any request handled against the document (schema-valid
-refused, schema-violating accepted). The longer profile is the README's command.
+refused, schema-violating accepted).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import requests
+
 from app.openapi import document
+from tests.api.test_tickets import Seed
 from tests.fixtures.api import TEST_SECRET
 from tests.test_cli import REPO, _env, _free_port, _healthz_once_up, _serving
+from worker.fake_gmail import FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, FakeGmailServer
 
 SCHEMATHESIS = [str(Path(sys.executable).parent / "schemathesis")]
-CI_EXAMPLES = "10"
+# The CI profile: 10 examples per operation (about 20 s). The longer profile is the same
+# test with SCHEMATHESIS_MAX_EXAMPLES=500 (README).
+MAX_EXAMPLES = os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "10")
 
 
-def _server_env(db_url: str) -> dict[str, str]:
+def _server_env(db_url: str, gmail: FakeGmailServer) -> dict[str, str]:
     return _env(
         DATABASE_URL=db_url,
         APP_ENV="test",
@@ -31,19 +38,39 @@ def _server_env(db_url: str) -> dict[str, str]:
         ALLOW_DEV_LOGIN="true",
         RATE_LIMIT_REQUESTS_PER_MINUTE="0",
         ENABLE_PROMETHEUS_METRICS="true",  # so that GET /metrics, documented, exists
-        # A Gmail client that can start the connect flow; its token endpoint answers nothing.
-        GOOGLE_CLIENT_ID="schemathesis",
-        GOOGLE_CLIENT_SECRET="schemathesis",
-        GOOGLE_TOKEN_URI="http://127.0.0.1:9/token",
+        # The connect flow runs end to end against the fake Gmail (which knows no codes).
+        GOOGLE_CLIENT_ID=FAKE_CLIENT_ID,
+        GOOGLE_CLIENT_SECRET=FAKE_CLIENT_SECRET,
+        GOOGLE_TOKEN_URI=gmail.token_uri,
+        GMAIL_API_BASE_URL=gmail.base_url,
     )
 
 
-def test_schemathesis_short_profile_finds_nothing(db_url, tmp_path):
+def _seed_ticket(db, port: int) -> int:
+    """A ticket with a message in the organisation the hooks log in to; its id."""
+    base = f"http://127.0.0.1:{port}"
+    with requests.Session() as http:
+        csrf = http.get(f"{base}/auth/csrf", timeout=10).json()["csrf_token"]
+        login = http.post(
+            f"{base}/auth/dev/login",
+            json={"email": "fuzz@schemathesis.example", "organization_name": "Schemathesis"},
+            headers={"x-csrf-token": csrf},
+            timeout=10,
+        ).json()
+    seed = Seed(db, login["organization"]["id"])
+    ticket_id = seed.ticket()
+    seed.message(ticket_id)
+    return ticket_id
+
+
+def test_schemathesis_short_profile_finds_nothing(db, db_url, fake_gmail_thread, tmp_path):
     port = _free_port()
     log_path = tmp_path / "serve.log"
-    with _serving("--port", str(port), env=_server_env(db_url), log_path=log_path) as server:
+    env = _server_env(db_url, fake_gmail_thread)
+    with _serving("--port", str(port), env=env, log_path=log_path) as server:
         try:
             assert _healthz_once_up(port, server, 60) is not None, log_path.read_text()
+            ticket_id = _seed_ticket(db, port)
             run = subprocess.run(
                 [
                     *SCHEMATHESIS,
@@ -53,13 +80,13 @@ def test_schemathesis_short_profile_finds_nothing(db_url, tmp_path):
                     "run",
                     f"http://127.0.0.1:{port}/openapi.json",
                     "--max-examples",
-                    CI_EXAMPLES,
+                    MAX_EXAMPLES,
                 ],
-                env=_env(PYTHONPATH=str(REPO)),
+                env=_env(PYTHONPATH=str(REPO), SCHEMATHESIS_TICKET_ID=str(ticket_id)),
                 cwd=tmp_path,
                 capture_output=True,
                 text=True,
-                timeout=240,
+                timeout=240 if MAX_EXAMPLES == "10" else None,
                 check=False,
             )
         finally:
