@@ -892,10 +892,11 @@ PATHS: dict[str, dict[str, Any]] = {
                     "name": "scope",
                     "in": "query",
                     "schema": {"type": "string", "enum": ["pipeline"]},
-                    "description": "`pipeline`: also 503 when ingestion cannot run by itself.",
+                    "description": "`pipeline`: also 503 when ingestion cannot run by itself; "
+                    "any other value is 422 invalid_scope.",
                 }
             ],
-            "responses": {"200": _json("Ready.", "Ready"), **_errors(503)},
+            "responses": {"200": _json("Ready.", "Ready"), **_errors(422, 503)},
         }
     },
     "/auth/csrf": {

@@ -15,6 +15,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """The database answers and carries exactly the migrations and SQL code of this build."""
+    scope = request.query.get("scope")
+    if scope not in (None, "pipeline"):
+        raise ApiError(422, "invalid_scope", "scope must be pipeline (or left out).")
     async with request.app[POOL].connection(timeout=5) as conn:
         cursor = await conn.execute("SELECT api.schema_status() AS status")
         status = (await cursor.fetchone())["status"]
@@ -32,7 +35,7 @@ async def readyz(request: web.Request) -> web.Response:
         cursor = await conn.execute("SELECT api.pipeline_health() AS pipeline")
         pipeline = (await cursor.fetchone())["pipeline"]
     problems = pipeline_problems(pipeline)
-    if request.query.get("scope") == "pipeline" and problems:
+    if scope == "pipeline" and problems:
         raise ApiError(503, "pipeline_degraded", "; ".join(problems) + ".")
     return web.json_response(
         {

@@ -160,6 +160,7 @@ CASES = [
     Case("simulate_without_body", "POST /tickets/routing/simulate", 422, "invalid_recipient"),
     Case("empty_rule_patch", f"PATCH {RULE}", 422, "no_changes", b"{}"),
     Case("empty_allowlist_patch", f"PATCH {ALLOWLIST}", 422, "no_changes", b"{}"),
+    Case("unknown_readiness_scope", "GET /readyz?scope=x", 422, "invalid_scope", session=False),
     Case(
         "empty_assignee_filter", "GET /tickets?assignee_user_id=", 422, "invalid_assignee_user_id"
     ),
