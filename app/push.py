@@ -25,6 +25,7 @@ from aiohttp import web
 from google.auth import jwt
 
 from app.errors import ApiError
+from app.http import check_text
 from app.settings import Settings
 
 # Who signs Pub/Sub's push tokens.
@@ -53,7 +54,7 @@ def parse_push(body: bytes) -> GmailPush:
         email = data["emailAddress"]
         history_id = int(str(data["historyId"]))
         message_id = str(message.get("messageId", ""))
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:
         raise ApiError(
             400,
             "invalid_push",
@@ -62,6 +63,7 @@ def parse_push(body: bytes) -> GmailPush:
         ) from exc
     if not isinstance(email, str) or "@" not in email or len(email) > 320 or history_id <= 0:
         raise ApiError(422, "invalid_push", "The notification names no mailbox or history id.")
+    check_text(email, "The notification's emailAddress")  # it goes to SQL as text
     return GmailPush(email.strip().lower(), history_id, message_id)
 
 

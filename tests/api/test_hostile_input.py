@@ -9,11 +9,14 @@ status and the security headers.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from dataclasses import dataclass, field
 
 import pytest
 
+from app.errors import ApiError
+from app.push import parse_push
 from app.security import SECURITY_HEADERS
 from tests.fixtures.api import dev_login
 
@@ -293,3 +296,26 @@ async def test_server_header_names_no_versions(api_server, new_client):
     client = await new_client()
     response = await client.get("/healthz")
     assert response.headers["Server"] == "oss-ticketing"
+
+
+# The Pub/Sub push envelope is parsed by its own handler (it is authenticated by a token,
+# not a session): the same classes of input are refused there too.
+def _push(data: bytes) -> bytes:
+    return json.dumps({"message": {"data": base64.b64encode(data).decode()}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"[" * DEEP + b"]" * DEEP, 400),
+        (_push(b"[" * DEEP + b"]" * DEEP), 400),
+        (_push(b'{"emailAddress": "a\\u0000@x.example", "historyId": 1}'), 400),
+        (_push(b'{"emailAddress": "a\\ud800@x.example", "historyId": 1}'), 400),
+        (_push(b'{"emailAddress": "a@x.example", "historyId": 1' + b"0" * 5000 + b"}"), 400),
+    ],
+    ids=["deep_envelope", "deep_data", "nul_address", "surrogate_address", "huge_history_id"],
+)
+def test_push_envelopes_are_refused_with_400(body, status):
+    with pytest.raises(ApiError) as refused:
+        parse_push(body)
+    assert refused.value.status == status
