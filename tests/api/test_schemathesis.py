@@ -26,7 +26,7 @@ from worker.fake_gmail import FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, FakeGmailServe
 
 SCHEMATHESIS = [str(Path(sys.executable).parent / "schemathesis")]
 # The CI profile: 10 examples per operation (about 20 s). The longer profile is the same
-# test with SCHEMATHESIS_MAX_EXAMPLES=500 (README).
+# test with SCHEMATHESIS_MAX_EXAMPLES=400 (README).
 MAX_EXAMPLES = os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "10")
 
 
