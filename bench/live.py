@@ -50,12 +50,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import conninfo_to_dict
+
 from app import db
 from app.demo import JOURNAL_EMAIL, ORGANIZATION, seed_organization, with_fake_gmail
 from app.mailbox_admin import register_gmail_mailbox
 from app.migrate import migrate
 from app.settings import REPO_ROOT, Settings
-from bench.common import BENCH_SECRET, bench_database, corpus_templates, cpu_seconds, summary
+from bench.common import (
+    BENCH_SECRET,
+    bench_database,
+    corpus_templates,
+    cpu_seconds,
+    postgres_pids,
+    summary,
+)
 from bench.ingest import generate_messages, worker_env
 
 TOPIC = "projects/bench-live/topics/gmail"
@@ -246,10 +255,26 @@ def ingest_check(conn, mailbox_id: str, deliveries: Deliveries, gmail) -> dict[s
     }  # fmt: skip
 
 
+# Intervals of an occurrence's life, from the fake's delivery: (name, from, to).
+INTERVALS = (
+    ("discover", "delivered", "discovered_at"),
+    ("fetch", "discovered_at", "raw_fetched_at"),
+    ("parse", "raw_fetched_at", "parsed_at"),
+    ("stitch", "parsed_at", "stitched_at"),
+    ("route", "stitched_at", "routed_at"),
+)
+
+
 def latency_report(conn, mailbox_id: str, deliveries: Deliveries) -> dict[str, Any]:
+    """Per phase (single, steady, burst): arrival -> routed, and each interval of the way
+    (queue wait + work of the stage that ends it); drain time per phase."""
     rows = conn.execute(
-        "SELECT gmail_message_id AS id, extract(epoch FROM routed_at)::float8 AS routed,"
-        " extract(epoch FROM discovered_at)::float8 AS discovered"
+        "SELECT gmail_message_id AS id,"
+        " extract(epoch FROM discovered_at)::float8 AS discovered_at,"
+        " extract(epoch FROM raw_fetched_at)::float8 AS raw_fetched_at,"
+        " extract(epoch FROM parsed_at)::float8 AS parsed_at,"
+        " extract(epoch FROM stitched_at)::float8 AS stitched_at,"
+        " extract(epoch FROM routed_at)::float8 AS routed_at"
         " FROM core.message_occurrences WHERE mailbox_id = %s AND routed_at IS NOT NULL",
         [mailbox_id],
     ).fetchall()
@@ -262,19 +287,24 @@ def latency_report(conn, mailbox_id: str, deliveries: Deliveries) -> dict[str, A
             continue
         phase = deliveries.phase[r["id"]]
         kind = "burst" if phase.startswith("burst") else phase
-        lists = by_phase.setdefault(kind, {"routed": [], "discovered": []})
-        lists["routed"].append(r["routed"] - delivered)
-        lists["discovered"].append(r["discovered"] - delivered)
-        last_routed[phase] = max(last_routed.get(phase, 0.0), r["routed"])
+        lists = by_phase.setdefault(kind, {})
+        marks = {**r, "delivered": delivered}
+        lists.setdefault("arrival_to_routed", []).append(r["routed_at"] - delivered)
+        for name, begin, end in INTERVALS:
+            lists.setdefault(name, []).append(marks[end] - marks[begin])
+        last_routed[phase] = max(last_routed.get(phase, 0.0), r["routed_at"])
     for message_id, at in deliveries.at.items():
         phase = deliveries.phase[message_id]
         first_delivered[phase] = min(first_delivered.get(phase, at), at)
     out: dict[str, Any] = {}
     for kind, lists in by_phase.items():
         out[kind] = {
-            "arrival_to_routed_s": {k: round(v, 3) for k, v in summary(lists["routed"]).items()},
-            "arrival_to_discovered_s": {
-                k: round(v, 3) for k, v in summary(lists["discovered"]).items()
+            "arrival_to_routed_s": {
+                k: round(v, 3) for k, v in summary(lists.pop("arrival_to_routed")).items()
+            },
+            "intervals_s": {
+                name: {k: round(v, 3) for k, v in summary(values).items() if k != "n"}
+                for name, values in lists.items()
             },
         }
     out["drain_s"] = {
@@ -414,6 +444,13 @@ def run_mode(args: argparse.Namespace, push: bool, raws: list[bytes]) -> dict[st
                 "SELECT count(*) AS n FROM procrastinate_jobs"
                 " WHERE task_name = 'mailbox_history_sync' AND status = 'succeeded'"
             ).fetchone()["n"]
+            # CPU of the whole run (setup and idle waits included): the processes still run.
+            database = conninfo_to_dict(database_url)["dbname"]
+            cpu = {
+                "workers": sum(cpu_seconds(p.pid, children=True) for p in procs[: args.workers]),
+                "api": sum(cpu_seconds(p.pid) for p in procs[args.workers :]),
+                "postgres_backends": sum(cpu_seconds(pid) for pid in postgres_pids(database)),
+            }
             pushes = {}
             if subscription is not None:
                 subscription.close()
@@ -447,7 +484,10 @@ def run_mode(args: argparse.Namespace, push: bool, raws: list[bytes]) -> dict[st
         "history_sync_jobs": history_syncs,
         "pushes_by_status": pushes,
         "fake_gmail_requests": dict(gmail.counts),
-        "bench_process_cpu_s": round(bench_cpu, 2),
+        "cpu_s": {
+            **{k: round(v, 2) for k, v in cpu.items()},
+            "bench_process_fake_gmail_pubsub": round(bench_cpu, 2),
+        },
         "load_avg_before": [round(x, 2) for x in load_before],
         "load_avg_after": [round(x, 2) for x in load_after],
         "exit_codes": exit_codes,
@@ -496,7 +536,19 @@ def table(result: dict[str, Any]) -> str:
                     f"  {phase:<8} {s['p50']:>24.3f} {s['p95']:>7.3f} {s['p99']:>7.3f} "
                     f"{s['max']:>7.3f}   ({s['n']})"
                 )
+        lines.append("  phase    p50 / p95 s of: discover  fetch  parse  stitch  route")
+        for phase in ("steady", "burst"):
+            if phase in mode["latency"]:
+                iv = mode["latency"][phase]["intervals_s"]
+                lines.append(
+                    f"  {phase:<8} "
+                    + "  ".join(
+                        f"{iv[k]['p50']:.3f}/{iv[k]['p95']:.3f}"
+                        for k in ("discover", "fetch", "parse", "stitch", "route")
+                    )
+                )
         lines.append(f"  drain (first delivery -> last routed) s: {mode['latency']['drain_s']}")
+        lines.append(f"  CPU s: {mode['cpu_s']}")
         lines.append(
             f"  history syncs {mode['history_sync_jobs']}, pushes {mode['pushes_by_status']}, "
             f"load {mode['load_avg_before'][0]} -> {mode['load_avg_after'][0]}"
