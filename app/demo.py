@@ -8,22 +8,34 @@
    the fake mailbox registered as its Gmail journal mailbox (refresh token issued by the
    fake, encrypted like any other); registration queues the backfill.
 4. Workers in this process until the pipeline is idle, with a progress bar on stderr.
-5. A summary, then the API (development login on) and a curl walkthrough.
+5. A summary, then the API (development login on) and a curl walkthrough. While it serves,
+   Gmail push is on: the fake publishes every change of the mailbox to a topic whose
+   FakePushSubscription posts to this API's POST /webhooks/gmail/pubsub (with a random
+   `?token=`, GMAIL_PUSH_TOKEN), and a supervised worker runs beside the API in this
+   process. A second after the API listens, a customer's reply to an existing Redmine
+   thread arrives in the fake mailbox; a line says which ticket it was routed into and how
+   long that took from delivery.
 
 Running it again reuses the data directory: what exists is kept (nothing is created twice),
-the backfill finds the same messages and adds nothing. `--reset` starts from scratch.
+the backfill finds the same messages and adds nothing. The live replies of earlier runs are
+part of the journal mailbox too (the fake is given them again, so their Gmail ids stay
+theirs), and each served run adds one more. `--reset` starts from scratch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
+import re
+import secrets
 import shutil
 import sys
 import time
 from dataclasses import dataclass
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -71,6 +83,59 @@ RULES = (
     ),
 )
 SIMULATE_EXAMPLE = {"recipient": "redmine@somenet.foo", "sender": "jsmith@somenet.foo"}
+# Gmail push while the demo serves: the fake's topic, and how long after the API listens the
+# live message arrives.
+PUSH_TOPIC = "projects/ticketing-demo/topics/gmail"
+LIVE_DELAY_SECONDS = 1.0
+LIVE_TIMEOUT_SECONDS = 120.0
+# The live message replies to this Redmine thread (demo/mailbox/redmine-ticket_with_attachment).
+LIVE_PARENT_ID = "<002301c8d3a6$2cdf6950$0a00a8c0@osiris>"
+LIVE_PARENT_SUBJECT = "Ticket created by email with attachment"
+LIVE_SENDER = "jsmith@somenet.foo"
+
+
+def live_message(n: int) -> bytes:
+    """The customer's reply of the demo's `n`-th served run (0-based)."""
+    lines = [
+        f'From: "John Smith" <{LIVE_SENDER}>',
+        "To: <redmine@somenet.foo>",
+        "X-Gm-Original-To: redmine@somenet.foo",
+        f"Subject: Re: {LIVE_PARENT_SUBJECT}",
+        f"Message-ID: <demo-live-{n}@somenet.foo>",
+        f"In-Reply-To: {LIVE_PARENT_ID}",
+        f"References: {LIVE_PARENT_ID}",
+        f"Date: {format_datetime(dt.datetime.now(dt.UTC))}",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "",
+        "Hello,",
+        "",
+        "the attachment opens fine now, thank you. Can the report be exported as PDF too?",
+        "",
+        f"John (live reply {n + 1} of the demo)",
+        "",
+    ]
+    return "\r\n".join(lines).encode()
+
+
+def resume_journal(database_url: str, bundled: int) -> int:
+    """Before a run on an existing data directory: how many live replies earlier served
+    runs added to the journal mailbox (the occurrences beyond the bundled messages; 0 before
+    the first registration). The fake Gmail is new on every run and holds no watch, so the
+    watch the database remembers is forgotten: the run's own watch job sets one up."""
+    with db.connect(database_url, "demo") as conn, conn.transaction():
+        row = conn.execute(
+            "SELECT count(*) AS n FROM core.message_occurrences o "
+            "JOIN core.mailboxes m ON m.id = o.mailbox_id WHERE m.email = %s",
+            [JOURNAL_EMAIL],
+        ).fetchone()
+        conn.execute(
+            "UPDATE core.mailboxes SET watch_topic = NULL, watch_expires_at = NULL, "
+            "watch_renewed_at = NULL, watch_error = NULL, watch_error_at = NULL "
+            "WHERE email = %s",
+            [JOURNAL_EMAIL],
+        )
+    return max(0, row["n"] - bundled)
 
 
 @dataclass(frozen=True)
@@ -300,6 +365,9 @@ def walkthrough(host: str, port: int, ticket_id: int | None) -> str:
             '  curl -s -b $jar -X POST $api/tickets/routing/simulate -H "x-csrf-token: $csrf" \\',
             f"    -H 'content-type: application/json' -d '{simulate}'",
             "",
+            "Gmail push is on: in a second a customer's reply arrives in the fake mailbox and is",
+            "routed live (the lines starting with 'Live:' say where, and how fast).",
+            "",
         ]
     )
 
@@ -317,6 +385,7 @@ def run_demo(
 ) -> DemoResult:
     """Steps 1-5 of the module docstring; returns after the pipeline if not `serve`."""
     from worker.fake_gmail import FakeGmail, fake_gmail_in_thread
+    from worker.fake_pubsub import FakePushSubscription
     from worker.pipeline import Runtime, configure_runtime
 
     t0 = time.monotonic()
@@ -330,6 +399,20 @@ def run_demo(
 
     gmail = FakeGmail()
     message_ids = gmail.add_eml_dir(JOURNAL_EMAIL, MAILBOX_DIR)
+    bundled = len(message_ids)
+    live_runs = resume_journal(database_url, bundled)
+    message_ids += [gmail.add_message(JOURNAL_EMAIL, live_message(n)) for n in range(live_runs)]
+    subscription = None
+    if serve:
+        # Push on: the mailbox is watched to a topic of the fake (the initial pipeline runs
+        # the watch), whose subscription posts to the API served below.
+        token = secrets.token_urlsafe(24)
+        push_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+        subscription = FakePushSubscription(
+            endpoint=f"http://{push_host}:{port}/webhooks/gmail/pubsub", shared_secret=token
+        )
+        gmail.create_topic(PUSH_TOPIC, subscription.publish)
+        settings = settings.with_overrides(gmail_pubsub_topic=PUSH_TOPIC, gmail_push_token=token)
     with fake_gmail_in_thread(gmail) as server:
         settings = with_fake_gmail(settings, server.base_url, server.token_uri)
         configure_runtime(Runtime(settings=settings, blobs=LocalBlobStore(settings.local_blob_dir)))
@@ -354,23 +437,142 @@ def run_demo(
             print(result.summary(), file=out, flush=True)
             print(f"Ready in {time.monotonic() - t0:.1f}s.", file=err, flush=True)
             if serve:
-                serve_api(settings, database_url, host, port, result, out)
+                assert subscription is not None
+                subscription.start()
+                live = LiveArrival(gmail, mailbox["mailbox_id"], live_message(live_runs))
+                try:
+                    asyncio.run(serve_live(settings, database_url, host, port, result, live, out))
+                finally:
+                    subscription.close()
             return result
         finally:
             configure_runtime(None)
 
 
-def serve_api(
-    settings: Settings, database_url: str, host: str, port: int, result: DemoResult, out: TextIO
+@dataclass
+class LiveArrival:
+    """The message the demo delivers while it serves."""
+
+    gmail: Any
+    mailbox_id: str
+    raw: bytes
+
+
+async def serve_live(
+    settings: Settings,
+    database_url: str,
+    host: str,
+    port: int,
+    result: DemoResult,
+    live: LiveArrival,
+    out: TextIO,
 ) -> None:
-    """`ticketing serve` on the demo database; prints the walkthrough once listening."""
+    """The API on the demo database and a supervised worker beside it, until Ctrl-C.
+
+    Prints the walkthrough once the API listens, then delivers the live message and prints
+    where and how fast it was routed.
+    """
+    import signal
+
     from aiohttp import web
 
     from app.server import create_app
-
-    def announce(_: str) -> None:
-        print(walkthrough(host, port, result.example_ticket_id), file=out, flush=True)
+    from worker.app import app, make_connector
+    from worker.runner import run_supervised
 
     logging.getLogger().setLevel(logging.INFO)
-    with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(create_app(settings, database_url), host=host, port=port, print=announce)
+    # The worker's own chatter (every job) would drown the walkthrough.
+    for name in ("procrastinate", "worker"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").addFilter(_redact_push_token)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(create_app(settings, database_url))
+    await runner.setup()
+    connector = make_connector(database_url, max_size=WORKER_CONCURRENCY + 2)
+    with app.replace_connector(connector) as worker_app:
+        worker = asyncio.create_task(
+            run_supervised(
+                worker_app,
+                database_url,
+                stop,
+                concurrency=WORKER_CONCURRENCY,
+                sync_poll_seconds=settings.sync_poll_seconds,
+            ),
+            name="demo worker",
+        )
+        arrival = None
+        try:
+            await web.TCPSite(runner, host, port).start()
+            print(walkthrough(host, port, result.example_ticket_id), file=out, flush=True)
+            arrival = asyncio.create_task(deliver_live(database_url, live, stop, out))
+            await stop.wait()
+        finally:
+            stop.set()
+            if arrival is not None:
+                arrival.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await arrival
+            await worker
+            await runner.cleanup()
+
+
+_PUSH_TOKEN_RE = re.compile(r"([?&]token=)[^&\s\"]+")
+
+
+def _redact_push_token(record: logging.LogRecord) -> bool:
+    """Access log lines of pushes name the push secret in their URL: not in the log."""
+    if isinstance(record.msg, str) and "token=" in record.msg:
+        record.msg = _PUSH_TOKEN_RE.sub(r"\1REDACTED", record.msg)
+    return True
+
+
+async def deliver_live(
+    database_url: str, live: LiveArrival, stop: asyncio.Event, out: TextIO
+) -> float | None:
+    """Deliver the live message to the fake mailbox; print where it was routed and how long
+    after delivery (seconds, returned; None if it was not routed in time)."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), LIVE_DELAY_SECONDS)
+    if stop.is_set():
+        return None
+    gmail_id = await asyncio.to_thread(live.gmail.add_message, JOURNAL_EMAIL, live.raw)
+    delivered = time.time()
+    print(
+        f"Live: a reply from {LIVE_SENDER} just arrived in the journal mailbox (Gmail push "
+        "on); waiting for it to be routed ...",
+        file=out,
+        flush=True,
+    )
+    async with await psycopg.AsyncConnection.connect(
+        database_url, application_name="demo", autocommit=True
+    ) as conn:
+        deadline = time.monotonic() + LIVE_TIMEOUT_SECONDS
+        while time.monotonic() < deadline and not stop.is_set():
+            cursor = await conn.execute(
+                "SELECT extract(epoch FROM o.routed_at)::float8 AS routed_at, t.id, t.number, "
+                "t.subject, q.name AS queue FROM core.message_occurrences o "
+                "JOIN core.ticket_messages tm ON tm.message_id = o.message_id "
+                "JOIN core.tickets t ON t.id = tm.ticket_id "
+                "LEFT JOIN core.queues q ON q.id = t.assignee_queue_id "
+                "WHERE o.mailbox_id = %s AND o.gmail_message_id = %s AND o.state = 'routed'",
+                [live.mailbox_id, gmail_id],
+            )
+            row = await cursor.fetchone()
+            if row is not None:
+                routed_at, ticket_id, _number, subject, queue = row
+                seconds = routed_at - delivered
+                print(
+                    f"Live: routed into ticket {ticket_id} ({subject!r}, queue "
+                    f"{queue or 'none'}) {seconds:.2f}s after delivery: "
+                    f"curl -s -b $jar $api/tickets/{ticket_id}",
+                    file=out,
+                    flush=True,
+                )
+                return seconds
+            await asyncio.sleep(0.05)
+    if not stop.is_set():
+        print("Live: not routed within 2 minutes; see GET /ops/mailboxes/sync.", file=out)
+    return None

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psycopg
@@ -21,17 +24,21 @@ SUMMARY_RE = re.compile(
 )
 
 
-def _run_demo(data_dir: Path) -> subprocess.CompletedProcess[str]:
+def _demo_env() -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("DATABASE_URL", "GMAIL_", "GOOGLE_", "BLOB_", "LOCAL_BLOB"))
     }
     env["APP_ENV"] = "development"
+    return env
+
+
+def _run_demo(data_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "app.cli", "demo", "--no-serve", "--data-dir", str(data_dir)],
         cwd=REPO,
-        env=env,
+        env=_demo_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -108,3 +115,97 @@ def test_demo_pipeline_creates_routed_tickets(tmp_path):
     # Running the demo again on the same data adds nothing.
     again = _summary(_run_demo(data_dir))
     assert again == summary
+
+
+LIVE_RE = re.compile(
+    r"Live: routed into ticket (?P<ticket>\d+) \('Ticket created by email with attachment', "
+    r"queue Customer support\) (?P<seconds>\d+\.\d+)s after delivery"
+)
+
+
+def _serve_until_live(data_dir: Path) -> tuple[str, re.Match[str]]:
+    """`ticketing demo` serving on a free port until its live message is routed, then
+    Ctrl-C; (stdout, the match of the "Live: routed" line)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    lines: list[str] = []
+    routed = threading.Event()
+    stderr_path = data_dir.parent / "demo.stderr"
+    with (
+        stderr_path.open("w") as stderr,
+        subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "demo", "--port", str(port), "--data-dir",
+             str(data_dir)],
+            cwd=REPO,
+            env=_demo_env(),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        ) as proc,
+    ):  # fmt: skip
+
+        def read() -> None:
+            for line in proc.stdout:
+                lines.append(line)
+                if line.startswith("Live: routed into ticket"):
+                    routed.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            assert routed.wait(timeout=150), "".join(lines) + stderr_path.read_text()[-3000:]
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            reader.join(timeout=5)
+    assert proc.returncode == 0, stderr_path.read_text()[-3000:]
+    text = "".join(lines)
+    assert f"API on http://127.0.0.1:{port}" in text
+    # The push secret stays out of the log.
+    assert set(re.findall(r"token=(\w+)", stderr_path.read_text())) <= {"REDACTED"}
+    match = LIVE_RE.search(text)
+    assert match, text
+    return text, match
+
+
+def test_demo_serves_with_push_and_routes_a_live_message(tmp_path):
+    """`ticketing demo` (serving): the walkthrough, then a reply delivered to the fake mailbox
+    is pushed to the demo's own API, synced by the worker beside it and routed into the
+    ticket of its Redmine thread; Ctrl-C stops it cleanly. The next run keeps that reply in
+    the journal and routes a new one, again pushed."""
+    data_dir = tmp_path / "demo"
+    bundled = len(list(MAILBOX_DIR.glob("*.eml")))
+    pushes_query = (
+        "SELECT m.last_push_at FROM core.mailboxes m JOIN core.organizations o "
+        "ON o.id = m.organization_id WHERE o.name = %s"
+    )
+    text, live = _serve_until_live(data_dir)
+    summary = SUMMARY_RE.search(text).groupdict()
+    assert (int(summary["routed"]), int(summary["messages"])) == (bundled, bundled)
+    # The reply joined its thread's ticket, stitched by In-Reply-To.
+    rows = _rows(
+        data_dir,
+        "SELECT tm.ticket_id, tm.stitch_reason FROM core.messages m "
+        "JOIN core.ticket_messages tm ON tm.message_id = m.id "
+        "JOIN core.organizations o ON o.id = m.organization_id "
+        "WHERE o.name = %s AND m.rfc_message_id LIKE '%%demo-live-%%@somenet.foo%%'",
+    )
+    assert [(r["ticket_id"], r["stitch_reason"]) for r in rows] == [
+        (int(live["ticket"]), "in_reply_to")
+    ]
+    first_push = _rows(data_dir, pushes_query)[0]["last_push_at"]
+    assert first_push is not None
+
+    # Again: the first reply is in the journal under its Gmail id (nothing new from it), the
+    # new fake Gmail is watched again, and the second reply arrives by push too.
+    text, again = _serve_until_live(data_dir)
+    summary = SUMMARY_RE.search(text).groupdict()
+    assert (int(summary["routed"]), int(summary["messages"])) == (bundled + 1, bundled + 1)
+    assert int(summary["failed"]) == 0
+    assert again["ticket"] == live["ticket"]
+    assert _rows(data_dir, pushes_query)[0]["last_push_at"] > first_push
