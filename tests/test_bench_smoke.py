@@ -56,3 +56,29 @@ def test_api_smoke() -> None:
     assert result["query_words"]["q_common"]["matching_tickets"] > 0
     assert set(result["explain"]) >= {"list", "status_open", "q_common", "page_20"}
     assert "Index" in result["explain"]["list"]
+
+
+def test_live_smoke() -> None:
+    """bench.live with push on: 3 s at 10 msg/s and a burst of 50, against running workers
+    and the API receiving pushes. Every message exactly once; latency bound generous (the
+    poll interval is 60 s, so anything far below it came by push)."""
+    result = _run(
+        "bench.live",
+        "--push", "on", "--rate", "10", "--duration", "3", "--burst", "50", "--singles", "1",
+        "--settle", "1",
+        timeout=180,
+    )  # fmt: skip
+    (mode,) = result["modes"]
+    assert mode["push"] and mode["sync_poll_seconds"] == 60
+    check = mode["check"]
+    assert check["delivered"] == 1 + 30 + 50
+    assert mode["ingested_exactly_once"], check
+    assert check["routed"] == check["occurrences"] == check["messages"] == check["delivered"]
+    assert check["gmail_fetches"]["total"] == check["delivered"]
+    assert check["failed"] == 0
+    assert mode["pushes_by_status"].get("204", 0) > 0
+    assert set(mode["pushes_by_status"]) == {"204"}
+    for phase in ("single", "steady", "burst"):
+        latency = mode["latency"][phase]["arrival_to_routed_s"]
+        assert 0 < latency["p50"] <= latency["p95"] < 20, (phase, latency)
+    assert mode["single_median"]["routed_at"] > 0
