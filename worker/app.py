@@ -36,6 +36,7 @@ FETCH_JOB_POLLING_SECONDS = 0.1
 # A worker beats every 2 s; after logic.stalled_worker_seconds() (SQL) of silence it is
 # presumed dead and its jobs are recovered.
 HEARTBEAT_SECONDS = 2.0
+PRUNE_NEVER_SECONDS = 10 * 365 * 86400.0
 
 app = procrastinate.App(
     connector=make_connector(),
@@ -44,5 +45,8 @@ app = procrastinate.App(
         "worker_middleware": [record_failed_attempts],
         "fetch_job_polling_interval": FETCH_JOB_POLLING_SECONDS,
         "update_heartbeat_interval": HEARTBEAT_SECONDS,
+        # procrastinate prunes workers silent this long when a worker starts, counting an
+        # outage as silence; worker.recover_stalled_jobs prunes instead, outage-aware.
+        "stalled_worker_timeout": PRUNE_NEVER_SECONDS,
     },
 )

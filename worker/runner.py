@@ -159,7 +159,12 @@ async def _run_until_stopped(
     run = asyncio.create_task(worker.run(), name="procrastinate worker")
     side = [
         asyncio.create_task(
-            _every(RECOVERY_INTERVAL_SECONDS, lambda: recover_stalled(worker_app)),
+            _every(
+                RECOVERY_INTERVAL_SECONDS,
+                lambda: recover_stalled(
+                    worker_app, live_worker_ids=[worker.worker_id] if worker.worker_id else []
+                ),
+            ),
             name="stalled job recovery",
         )
     ]

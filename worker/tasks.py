@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 import procrastinate
+import psycopg
 from procrastinate import JobContext, RetryStrategy
 
 from worker import pipeline
@@ -35,13 +36,24 @@ async def worker_ping(context: JobContext, ping_id: int) -> None:
 @app.task(name="mailbox_backfill", pass_context=True, queue="sync")
 async def mailbox_backfill(context: JobContext, mailbox_id: str) -> dict[str, Any]:
     """One page of a full backfill; the SQL step queues the next page."""
-    return await pipeline.backfill_page(_pool(context), mailbox_id)
+    return await _sync_step(pipeline.backfill_page, context, mailbox_id)
 
 
 @app.task(name="mailbox_history_sync", pass_context=True, queue="sync")
 async def mailbox_history_sync(context: JobContext, mailbox_id: str) -> dict[str, Any]:
     """Incremental sync from the mailbox's history cursor."""
-    return await pipeline.history_sync(_pool(context), mailbox_id)
+    return await _sync_step(pipeline.history_sync, context, mailbox_id)
+
+
+async def _sync_step(step, context: JobContext, mailbox_id: str) -> dict[str, Any]:
+    try:
+        return await step(_pool(context), mailbox_id)
+    except psycopg.OperationalError as exc:
+        # The database went away mid-step (a restart, an outage): what the step had not
+        # committed rolled back, its checkpoint is intact, and the periodic sync queues the
+        # step again once the database answers. Nothing to replay, so not a DLQ entry.
+        log.warning("mailbox %s: sync step deferred, database unavailable: %s", mailbox_id, exc)
+        return {"deferred": f"database unavailable: {type(exc).__name__}"}
 
 
 async def _occurrence_stage(context: JobContext, stage, stage_name: str, mailbox_id, ids):
@@ -164,13 +176,15 @@ async def recover_stalled(
     worker_app: procrastinate.App,
     stalled_seconds: float | None = None,
     dead_worker_ids: list[int] | None = None,
+    live_worker_ids: list[int] | None = None,
 ) -> dict[str, Any]:
     """worker.recover_stalled_jobs: retry, supersede or fail the jobs of dead workers."""
     async with worker_app.connector.pool.connection() as conn:
         cursor = await conn.execute(
             "SELECT worker.recover_stalled_jobs("
-            "coalesce(%s::double precision, worker.stalled_worker_seconds()), %s::bigint[])",
-            [stalled_seconds, dead_worker_ids or []],
+            "coalesce(%s::double precision, worker.stalled_worker_seconds()), %s::bigint[], "
+            "%s::bigint[])",
+            [stalled_seconds, dead_worker_ids or [], live_worker_ids or []],
         )
         result = (await cursor.fetchone())[0]
     for action in ("retried", "superseded", "failed"):

@@ -15,6 +15,17 @@ COMMENT ON FUNCTION logic.sync_poll_seconds() IS
     'How often the periodic task mailbox_sync_due queues a sync of every mailbox (its cron in '
     'worker/tasks.py runs every minute).';
 
+CREATE FUNCTION logic.worker_silent_since(p_last_heartbeat timestamptz) RETURNS timestamptz
+    LANGUAGE sql STABLE AS $$
+    -- No worker can beat while the database is down: after a restart every worker gets the
+    -- full stalled limit from the server's start before it counts as silent, or an outage
+    -- longer than the limit would make every live worker look dead.
+    SELECT greatest(p_last_heartbeat, pg_postmaster_start_time())
+$$;
+COMMENT ON FUNCTION logic.worker_silent_since(timestamptz) IS
+    'Since when a worker with this last heartbeat counts as silent: its heartbeat, or the '
+    'database server''s start if later.';
+
 CREATE FUNCTION logic.stalled_jobs(
     p_stalled_seconds double precision DEFAULT logic.stalled_worker_seconds(),
     p_dead_worker_ids bigint[] DEFAULT '{}'
@@ -31,7 +42,8 @@ CREATE FUNCTION logic.stalled_jobs(
       -- No worker row: it was pruned or unregistered while the job ran.
       AND (w.id IS NULL
            OR j.worker_id = ANY (p_dead_worker_ids)
-           OR w.last_heartbeat < now() - make_interval(secs => p_stalled_seconds))
+           OR logic.worker_silent_since(w.last_heartbeat)
+              < now() - make_interval(secs => p_stalled_seconds))
 $$;
 COMMENT ON FUNCTION logic.stalled_jobs(double precision, bigint[]) IS
     'Running jobs whose worker is silent for p_stalled_seconds, gone, or named dead: stuck '
@@ -41,7 +53,8 @@ COMMENT ON FUNCTION logic.stalled_jobs(double precision, bigint[]) IS
 CREATE FUNCTION logic.workers_alive() RETURNS integer
     LANGUAGE sql STABLE AS $$
     SELECT count(*)::integer FROM public.procrastinate_workers
-    WHERE last_heartbeat >= now() - make_interval(secs => logic.stalled_worker_seconds())
+    WHERE logic.worker_silent_since(last_heartbeat)
+          >= now() - make_interval(secs => logic.stalled_worker_seconds())
 $$;
 COMMENT ON FUNCTION logic.workers_alive() IS
     'Worker processes whose heartbeat is recent enough to count them alive.';

@@ -13,7 +13,7 @@ COMMENT ON FUNCTION worker.max_lost_runs() IS
     'Runs of one job lost with their worker after which it fails (DLQ) instead of retrying.';
 
 CREATE FUNCTION worker.recover_stalled_jobs_once(
-    p_stalled_seconds double precision, p_dead_worker_ids bigint[]
+    p_stalled_seconds double precision, p_dead_worker_ids bigint[], p_live_worker_ids bigint[]
 ) RETURNS jsonb
     LANGUAGE sql AS $$
     -- SKIP LOCKED and the status test make concurrent recoveries split the work instead of
@@ -25,6 +25,8 @@ CREATE FUNCTION worker.recover_stalled_jobs_once(
         WHERE j.id IN (SELECT s.job_id FROM logic.stalled_jobs(p_stalled_seconds,
                                                                 p_dead_worker_ids) s)
           AND j.status = 'doing'
+          -- The caller's own worker is alive, whatever its heartbeat says.
+          AND (j.worker_id IS NULL OR j.worker_id <> ALL (p_live_worker_ids))
         ORDER BY j.id
         FOR UPDATE OF j SKIP LOCKED
     ), decided AS (
@@ -86,12 +88,13 @@ CREATE FUNCTION worker.recover_stalled_jobs_once(
                'logged', (SELECT count(*) FROM logged))
     FROM moved m
 $$;
-COMMENT ON FUNCTION worker.recover_stalled_jobs_once(double precision, bigint[]) IS
+COMMENT ON FUNCTION worker.recover_stalled_jobs_once(double precision, bigint[], bigint[]) IS
     'One pass of worker.recover_stalled_jobs (which retries it if a copy is queued meanwhile).';
 
 CREATE FUNCTION worker.recover_stalled_jobs(
     p_stalled_seconds double precision DEFAULT logic.stalled_worker_seconds(),
-    p_dead_worker_ids bigint[] DEFAULT '{}'
+    p_dead_worker_ids bigint[] DEFAULT '{}',
+    p_live_worker_ids bigint[] DEFAULT '{}'
 ) RETURNS jsonb
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -99,7 +102,8 @@ DECLARE
 BEGIN
     FOR attempt IN 1..3 LOOP
         BEGIN
-            v_result := worker.recover_stalled_jobs_once(p_stalled_seconds, p_dead_worker_ids);
+            v_result := worker.recover_stalled_jobs_once(p_stalled_seconds, p_dead_worker_ids,
+                                                         p_live_worker_ids);
             EXIT;
         EXCEPTION WHEN unique_violation THEN
             -- A copy was queued between the decision and the update (its queueing lock is
@@ -109,15 +113,23 @@ BEGIN
             END IF;
         END;
     END LOOP;
-    -- Workers the caller knows are dead (its own earlier incarnations) leave the table now;
-    -- others are pruned by procrastinate when a worker starts.
-    DELETE FROM public.procrastinate_workers WHERE id = ANY (p_dead_worker_ids);
+    -- Workers the caller knows are dead (its own earlier incarnations) leave the table now,
+    -- others once silent for 10 minutes with no job left. (procrastinate's own pruning at
+    -- worker start is off, worker/app.py: it counts silence during an outage too, and a
+    -- live worker pruned that way loses its jobs to recovery while it still runs them.)
+    DELETE FROM public.procrastinate_workers w
+    WHERE w.id = ANY (p_dead_worker_ids)
+       OR (logic.worker_silent_since(w.last_heartbeat) < now() - interval '10 minutes'
+           AND w.id <> ALL (p_live_worker_ids)
+           AND NOT EXISTS (SELECT 1 FROM public.procrastinate_jobs j
+                           WHERE j.worker_id = w.id AND j.status = 'doing'));
     RETURN v_result;
 END
 $$;
-COMMENT ON FUNCTION worker.recover_stalled_jobs(double precision, bigint[]) IS
-    'Give back the running jobs of dead workers (silent for p_stalled_seconds, gone, or named '
-    'in p_dead_worker_ids): retried; superseded (aborted) when a waiting copy with the same '
+COMMENT ON FUNCTION worker.recover_stalled_jobs(double precision, bigint[], bigint[]) IS
+    'Give back the running jobs of dead workers (silent for p_stalled_seconds, counted from '
+    'the database server''s start at the earliest, gone, or named in p_dead_worker_ids; never '
+    'those of p_live_worker_ids): retried; superseded (aborted) when a waiting copy with the same '
     'queueing lock exists; failed (DLQ) after worker.max_lost_runs() lost runs. Each is logged '
     'in core.job_failures as WorkerLost. Idempotent and safe to run concurrently; returns '
     '{retried, superseded, failed: [job ids], logged}.';

@@ -130,3 +130,27 @@ def wait_for(condition, timeout: float, log: Path | None = None) -> None:
     while not condition():
         assert time.monotonic() < deadline, log.read_text()[-5000:] if log else "timed out"
         time.sleep(0.25)
+
+
+def test_after_a_restart_no_worker_counts_as_silent_until_it_could_beat(private_pg):
+    """An outage longer than the stalled limit must not make live workers look dead."""
+    with psycopg.connect(private_pg.url, autocommit=True) as conn:
+        worker_id = conn.execute(
+            "INSERT INTO procrastinate_workers (last_heartbeat) "
+            "VALUES (now() - interval '1 minute') RETURNING id"
+        ).fetchone()[0]
+        job = conn.execute(
+            "SELECT logic.enqueue('worker_ping', '{\"ping_id\": 1}') AS id"
+        ).fetchone()[0]
+        conn.execute(
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s WHERE id = %s",
+            [worker_id, job],
+        )
+    private_pg.restart("immediate")  # the worker could not beat while the server was down
+    with psycopg.connect(private_pg.url, autocommit=True) as conn:
+        result = conn.execute("SELECT worker.recover_stalled_jobs()").fetchone()[0]
+        assert result["retried"] == []
+        assert conn.execute("SELECT count(*) FROM logic.stalled_jobs()").fetchone()[0] == 0
+        # Silence counts from the server's start: the same worker is dead 15 s later.
+        later = conn.execute("SELECT count(*) FROM logic.stalled_jobs(0.0)").fetchone()[0]
+        assert later == 1

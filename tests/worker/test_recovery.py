@@ -202,3 +202,14 @@ def test_a_failure_the_worker_could_not_record_is_in_the_dlq_and_replayable(db):
     replay = db.execute("SELECT ops.replay_job(%s, %s) AS r", [job, org]).fetchone()["r"]
     assert replay["created"] is True
     assert status(db, replay["replay_job_id"]) == "todo"
+
+
+def test_the_callers_own_worker_is_never_taken_for_dead(db):
+    mailbox_id = mailbox(db)
+    own = dead_worker(db)  # its heartbeat is old: say the database was slow to answer it
+    job = sync_job(db, mailbox_id)
+    take(db, job, own)
+    result = db.execute(
+        "SELECT worker.recover_stalled_jobs(p_live_worker_ids => %s::bigint[]) AS r", [[own]]
+    ).fetchone()["r"]
+    assert result["retried"] == [] and status(db, job) == "doing"
