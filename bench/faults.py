@@ -636,7 +636,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         messages=n, backfill=backfill, trickle=n - backfill - burst, burst=burst,
         kills=args.kills, db_restarts=args.db_restarts, outage_seconds=args.outage_seconds,
         arrival_seconds=args.arrival_seconds, tail_seconds=args.tail_seconds,
-        drain_timeout=args.drain_timeout or 300, quick=False,
+        drain_timeout=args.drain_timeout or 180, quick=False,
     )  # fmt: skip
 
 

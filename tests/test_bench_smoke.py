@@ -82,3 +82,27 @@ def test_live_smoke() -> None:
         latency = mode["latency"][phase]["arrival_to_routed_s"]
         assert 0 < latency["p50"] <= latency["p95"] < 20, (phase, latency)
     assert mode["single_median"]["routed_at"] > 0
+
+
+def test_faults_smoke() -> None:
+    """A SIGKILLed worker, a database restart and Gmail faults lose, double and misfile
+    nothing (bench.faults --quick: its own private PostgreSQL, never TEST_DATABASE_URL,
+    because it restarts the server)."""
+    cmd = [sys.executable, "-m", "bench.faults", "--quick", "--quiet"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=180, check=False)
+    stderr = done.stderr.decode("utf-8", "replace")
+    lines = [line for line in done.stdout.decode().splitlines() if line.startswith("{")]
+    assert lines, stderr[-4000:]
+    result = json.loads(lines[-1])
+    report = (
+        stderr[-3000:]
+        + "\n"
+        + json.dumps(
+            {k: result[k] for k in ("faults", "worker_self_exits", "evidence")}, default=str
+        )[:6000]
+    )
+    assert result["messages"] == 200
+    assert result["lost"] == 0, report
+    assert result["duplicated"] == 0, report
+    assert result["wrong_ticket"] == 0, report
+    assert result["routed"] == 200, report
