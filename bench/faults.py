@@ -617,11 +617,13 @@ class Plan:
     tail_seconds: float
     drain_timeout: float
     quick: bool
+    history_kills: bool = True
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
     if args.control:
         args.kills = args.db_restarts = args.outage_seconds = 0
+        args.no_gmail_faults = args.no_history_kills = True
     if args.quick:
         return Plan(
             messages=args.messages or 200, backfill=120, trickle=0, burst=80,
@@ -637,6 +639,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         kills=args.kills, db_restarts=args.db_restarts, outage_seconds=args.outage_seconds,
         arrival_seconds=args.arrival_seconds, tail_seconds=args.tail_seconds,
         drain_timeout=args.drain_timeout or 180, quick=False,
+        history_kills=not args.no_history_kills,
     )  # fmt: skip
 
 
@@ -651,6 +654,7 @@ class Run:
         self.db_lock = threading.Lock()
         self.last_fault_end = 0.0
         self.samples: list[dict[str, Any]] = []
+        self.history_wires: list[Tripwire] = []
 
     def event(self, kind: str, **detail: Any) -> None:
         entry = {"t": round(_now() - self.t0, 1), "kind": kind, **detail}
@@ -666,6 +670,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from worker.fake_gmail import FakeGmail
 
     plan = make_plan(args)
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     started = time.monotonic()
     raws = generate_messages(plan.messages, args.seed, corpus_templates())
     ids, root = thread_truth(raws)
@@ -688,6 +693,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         base_url = stack.enter_context(fake_gmail_with_tripwires(fake, wires))
         url = pg.url
         migrate(url)
+        server_version = (try_query(url, "SHOW server_version") or [{}])[0].get("server_version")
         settings = with_fake_gmail(
             Settings(app_env="test", secret_key=BENCH_SECRET, local_blob_dir=work / "blobs"),
             base_url,
@@ -705,7 +711,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "--concurrency", str(args.concurrency)]  # fmt: skip
         supervisor = Supervisor(args.workers, cmd, worker_env(settings, url), work / "logs")
         r = Run(args, plan)
-        gmail_rules = [] if args.control else gmail_fault_rules(plan.quick)
+        gmail_rules = [] if args.no_gmail_faults else gmail_fault_rules(plan.quick)
         for rule in gmail_rules:
             fake.inject(rule)
         supervisor.start()
@@ -765,7 +771,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "workers": args.workers,
             "concurrency": args.concurrency,
             "plan": dataclasses.asdict(plan),
-            "database": f"private PostgreSQL ({pg.bin}), port {pg.port}",
+            "database": f"private PostgreSQL {server_version} ({pg.bin}), port {pg.port}",
+            "machine": {"cpus": os.cpu_count(), "load_average_at_start": load_at_start},
             "lost_response_action": lost_action,
             "generate_s": round(generate_s, 2),
             **{k: result_outcome[k] for k in ("lost", "duplicated", "wrong_ticket")},
@@ -923,7 +930,8 @@ def full_timeline(r: Run, pg, fake, wires: Tripwires, supervisor: Supervisor, de
     def add_burst() -> None:
         deliver(burst)
         r.event("arrivals: burst", messages=len(burst), over_one_history_page=len(burst) > 500)
-        arm_history_kills(r, wires, supervisor)
+        if plan.history_kills:
+            arm_history_kills(r, wires, supervisor)
 
     schedule.append((burst_at, add_burst))
     tick_at = burst_at + 1
@@ -960,7 +968,7 @@ def full_timeline(r: Run, pg, fake, wires: Tripwires, supervisor: Supervisor, de
         _wait_until(r, at)
         action()
     # Wait for the history-sync kills, which the next sync after the burst sets off.
-    for wire in list(r.__dict__.get("history_wires", [])):
+    for wire in r.history_wires:
         if not wire.done.wait(timeout=5):
             wires.disarm(wire)
             r.event("not fired", tripwire=wire.name)
@@ -997,7 +1005,7 @@ def arm_history_kills(r: Run, wires: Tripwires, supervisor: Supervisor) -> None:
         kill_first,
         hold=1.0,
     )
-    r.history_wires = [first, paged]  # type: ignore[attr-defined]
+    r.history_wires = [first, paged]
     wires.arm(first)
 
 
@@ -1067,6 +1075,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-timeout", type=float, help="seconds after the last fault")
     parser.add_argument(
         "--quick", action="store_true", help="CI smoke size (200 messages, 2 faults)"
+    )
+    parser.add_argument("--no-gmail-faults", action="store_true", help="no Gmail fault rules")
+    parser.add_argument(
+        "--no-history-kills", action="store_true", help="no kills inside history syncs"
     )
     parser.add_argument(
         "--control", action="store_true", help="no faults at all (checks the harness and truth)"
