@@ -78,7 +78,7 @@ from app.demo import JOURNAL_EMAIL, ORGANIZATION, seed_organization, with_fake_g
 from app.mailbox_admin import register_gmail_mailbox
 from app.migrate import migrate
 from app.settings import REPO_ROOT, Settings
-from bench.common import BENCH_SECRET, corpus_templates
+from bench.common import BENCH_SECRET, corpus_templates, summary
 from bench.ingest import generate_messages, worker_env
 from bench.private_pg import private_postgres
 
@@ -573,6 +573,26 @@ def outcome(
     }
 
 
+def arrival_latency(url: str, mailbox_id: str, arrived_at: dict[str, float]) -> dict[str, Any]:
+    """Seconds from a message's arrival in Gmail (history arrivals) until it was routed,
+    and from the last arrival until the last of them was routed."""
+    rows = try_query(
+        url,
+        "SELECT gmail_message_id, extract(epoch FROM min(routed_at))::float8 AS routed"
+        " FROM core.message_occurrences WHERE mailbox_id = %s AND routed_at IS NOT NULL"
+        " GROUP BY 1",
+        [mailbox_id],
+    )
+    routed = {r["gmail_message_id"]: r["routed"] for r in rows or []}
+    waits = [routed[g] - t for g, t in arrived_at.items() if g in routed]
+    found = {k: round(v, 1) for k, v in summary(waits).items()}
+    if arrived_at and len(waits) == len(arrived_at):
+        found["last_arrival_to_all_routed"] = round(
+            max(routed[g] for g in arrived_at) - max(arrived_at.values()), 1
+        )
+    return found
+
+
 def evidence(url: str, mailbox_id: str) -> dict[str, Any]:
     """What was left behind: jobs by state, unfinished jobs, the DLQ, failed attempts."""
     queries = {
@@ -678,12 +698,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fake = FakeGmail(seed=args.seed)
     wires = Tripwires()
     gmail_to_rfc: dict[str, str] = {}
+    arrived_at: dict[str, float] = {}  # history arrivals: when the fake Gmail got them
 
-    def deliver(indexes: range) -> None:
+    def deliver(indexes: range, backfill: bool = False) -> None:
         for i in indexes:
-            gmail_to_rfc[fake.add_message(JOURNAL_EMAIL, raws[i])] = ids[i]
+            gmail_id = fake.add_message(JOURNAL_EMAIL, raws[i])
+            gmail_to_rfc[gmail_id] = ids[i]
+            if not backfill:
+                arrived_at[gmail_id] = _now()
 
-    deliver(range(plan.backfill))
+    deliver(range(plan.backfill), backfill=True)
     lost_action = lost_response_action()
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-faults-")))
@@ -756,6 +780,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not pg.running():
             pg.start()
         result_outcome = outcome(url, mailbox_id, gmail_to_rfc, root)
+        latency = arrival_latency(url, mailbox_id, arrived_at)
         left = evidence(url, mailbox_id)
         dlq_size = len(left["dlq"]) if isinstance(left["dlq"], list) else None
         last_routed = (final or {}).get("last_routed")
@@ -779,6 +804,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "routed": (final or {}).get("routed"),
             "drain_seconds_after_last_fault": round(drain, 1) if drain is not None else None,
             "last_fault_end_s": round(r.last_fault_end - r.t0, 1),
+            "history_arrival_to_routed_s": latency,
             "run_seconds": round(_now() - r.t0, 1),
             "operator_actions_taken": 0,
             "dlq_size": dlq_size,
@@ -1030,6 +1056,7 @@ def table(result: dict[str, Any]) -> str:
         f"  drain after last fault: {result['drain_seconds_after_last_fault']} s "
         f"({mark(t['drained_within_30s'])}; last fault ended at "
         f"{result['last_fault_end_s']} s, run {result['run_seconds']} s)",
+        f"  history arrival -> routed s: {result['history_arrival_to_routed_s']}",
         f"  worker exits on their own: {len(result['worker_self_exits'])} "
         f"({mark(t['no_worker_self_exit'])}); harness kills {result['worker_kills_by_harness']}"
         f"; operator action needed: {result['operator_action_needed']} (DLQ "
