@@ -37,7 +37,9 @@ last message was routed, every worker exit that the harness did not cause (exit 
 when, the log's last lines), and evidence of what was left behind (jobs not done, the
 DLQ, failed attempts by error, the mailbox's sync state). Exit status 0 only when every
 target is met: 0 lost, 0 duplicated, 0 in the wrong ticket, all routed within 30 s of the
-last fault's end, no worker exit on its own (the harness takes no operator action).
+last fault's end, no worker exit on its own, and no operator action needed: the harness
+takes none, and none may be called for (no lost message, nothing in the DLQ, which the
+README's DeadLetters alert would page an operator for).
 
 `--quick` is the CI smoke size: 200 messages (80 of them arriving by history during the
 first sync), two workers, one SIGKILL landing in a Gmail batch fetch, one fast database
