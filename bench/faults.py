@@ -58,6 +58,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -829,6 +830,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         if args.keep_logs:
             result["logs"] = str(work / "logs")
+            with contextlib.suppress(OSError):
+                shutil.copy(pg.logfile, work / "logs" / "postgres.log")
     result["targets"] = targets(result)
     return result
 
@@ -851,10 +854,16 @@ def targets(result: dict[str, Any]) -> dict[str, bool]:
 def _db_stop_start(r: Run, pg: Any, mode: str, down_seconds: float, why: str) -> None:
     with r.db_lock:
         r.event("db stop", mode=mode, why=why)
+        began = _now()
         pg.stop(mode)
+        stopped = _now()
         time.sleep(down_seconds)
         pg.start()
-        r.event("db up", down_s=round(down_seconds, 1))
+        r.event(
+            "db up",
+            down_s=round(_now() - stopped, 1),
+            pg_ctl_stop_s=round(stopped - began, 1),
+        )
         r.fault_ended()
 
 
@@ -921,8 +930,10 @@ def full_timeline(r: Run, pg, fake, wires: Tripwires, supervisor: Supervisor, de
     def stop_db(_port: int | None) -> None:
         r.db_lock.acquire()
         r.event("db stop", mode="immediate", why="outage during a backfill page")
+        began = _now()
         pg.stop("immediate")
         down["at"] = _now()
+        down["stop_s"] = down["at"] - began
 
     outage = wires.arm(
         Tripwire(
@@ -939,7 +950,11 @@ def full_timeline(r: Run, pg, fake, wires: Tripwires, supervisor: Supervisor, de
             stop_db(None)
         time.sleep(max(0.0, down["at"] + plan.outage_seconds - _now()))
         pg.start()
-        r.event("db up", down_s=round(_now() - down["at"], 1))
+        r.event(
+            "db up",
+            down_s=round(_now() - down["at"], 1),
+            pg_ctl_stop_s=round(down.get("stop_s", 0.0), 1),
+        )
         r.db_lock.release()
         r.fault_ended()
     else:
