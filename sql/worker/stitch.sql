@@ -210,6 +210,244 @@ COMMENT ON FUNCTION worker.subject_code_ticket(core.messages) IS
     'The ticket named by [T-1234] in the subject, only when the sender is its requester or '
     'already on one of its messages (from/reply-to/to/cc); NULL otherwise.';
 
+-- The stitch of one message, in the order stitch_message runs them: the tickets its ids
+-- meet, the cascade's match, locking (and merging) the tickets met, then either a new
+-- ticket or joining the matched one.
+
+CREATE FUNCTION worker.stitch_met_tickets(m core.messages, p_refs text[]) RETURNS bigint[]
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_met bigint[];
+BEGIN
+    -- Every live ticket the message's ids meet: its own id or references registered as a
+    -- thread id, or a linked message referencing its own id (that covers <id> tokens that
+    -- looked like an address until this message, which has that id, arrived).
+    -- (Lookups by id go through LATERAL ... LIMIT 1, one index probe per id: the plan must
+    -- stay that even on tables that were never analysed, where a join may turn into a scan
+    -- of every row of the organisation.)
+    SELECT coalesce(array_agg(DISTINCT worker.live_ticket(met.ticket_id)), '{}') INTO v_met
+    FROM (
+        SELECT ti.ticket_id
+        FROM unnest(p_refs) AS ids(ref),
+             LATERAL (SELECT t0.ticket_id FROM core.ticket_thread_ids t0
+                      WHERE t0.organization_id = m.organization_id AND t0.rfc_message_id = ids.ref
+                      LIMIT 1) ti
+        UNION ALL
+        SELECT tm.ticket_id
+        FROM core.message_thread_refs r
+        JOIN core.ticket_messages tm ON tm.message_id = r.message_id
+        WHERE m.rfc_message_id IS NOT NULL AND r.organization_id = m.organization_id
+          AND r.ref = m.rfc_message_id AND r.kind <> 'self' AND r.message_id <> m.id
+    ) met;
+    RETURN v_met;
+END
+$$;
+COMMENT ON FUNCTION worker.stitch_met_tickets(core.messages, text[]) IS
+    'The live tickets a message''s thread ids (p_refs) meet: registered thread ids, and linked '
+    'messages that reference the message''s own id.';
+
+CREATE FUNCTION worker.stitch_match(m core.messages, p_refs text[], p_kinds text[],
+                                    p_met bigint[], OUT matched_ticket bigint,
+                                    OUT reason text, OUT confidence text, OUT evidence jsonb)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_hit record;
+BEGIN
+    evidence := '{}';
+    -- 2. A verified product marker naming a ticket of this organisation.
+    IF m.marker_ticket_number IS NOT NULL THEN
+        SELECT worker.live_ticket(t0.id) INTO matched_ticket
+        FROM core.tickets t0
+        WHERE t0.organization_id = m.organization_id AND t0.number = m.marker_ticket_number;
+        IF matched_ticket IS NOT NULL THEN
+            reason := 'signed_marker';
+            confidence := 'high';
+            evidence := jsonb_build_object('marker_ticket_number', m.marker_ticket_number,
+                                           'marker', m.marker_evidence);
+        END IF;
+    END IF;
+
+    IF reason IS NULL AND cardinality(p_met) > 0 THEN
+        -- 3. In-Reply-To, then References newest first, naming a message in a ticket.
+        SELECT ids.ref, ids.kind, s.id AS message_id INTO v_hit
+        FROM unnest(p_refs, p_kinds) WITH ORDINALITY AS ids(ref, kind, rank),
+             LATERAL (SELECT s0.id FROM core.messages s0
+                      JOIN core.ticket_messages tm ON tm.message_id = s0.id
+                      WHERE s0.organization_id = m.organization_id
+                        AND s0.rfc_message_id = ids.ref AND s0.id <> m.id
+                      ORDER BY s0.id LIMIT 1) s
+        WHERE ids.kind <> 'self'
+        ORDER BY ids.rank
+        LIMIT 1;
+        IF FOUND THEN
+            reason := v_hit.kind;
+            evidence := jsonb_build_object('matched_id', v_hit.ref, 'header', v_hit.kind,
+                                           'matched_message_id', v_hit.message_id);
+        ELSE
+            -- 4. Thread membership: the ids meet a ticket's thread ids (order independence).
+            SELECT ids.ref, ids.kind INTO v_hit
+            FROM unnest(p_refs, p_kinds) WITH ORDINALITY AS ids(ref, kind, rank),
+                 LATERAL (SELECT 1 FROM core.ticket_thread_ids t0
+                          WHERE t0.organization_id = m.organization_id
+                            AND t0.rfc_message_id = ids.ref
+                          LIMIT 1) ti
+            ORDER BY ids.rank
+            LIMIT 1;
+            reason := 'thread_member';
+            evidence := CASE WHEN FOUND
+                THEN jsonb_build_object('matched_id', v_hit.ref, 'header', v_hit.kind)
+                ELSE jsonb_build_object('referenced_by_ticket_message', m.rfc_message_id) END;
+        END IF;
+        confidence := 'medium';
+        matched_ticket := (SELECT min(x) FROM unnest(p_met) AS x);
+    END IF;
+
+    -- 5. [T-1234] in the subject, from the requester or a participant.
+    IF reason IS NULL AND m.subject ~* '\[T-\d' THEN
+        matched_ticket := worker.subject_code_ticket(m);
+        IF matched_ticket IS NOT NULL THEN
+            reason := 'subject_code';
+            confidence := 'medium';
+            evidence := jsonb_build_object('subject', m.subject, 'sender', m.from_address);
+        END IF;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION worker.stitch_match(core.messages, text[], text[], bigint[]) IS
+    'Steps 2 to 5 of the cascade for a message not yet linked: signed marker, In-Reply-To / '
+    'References, thread membership, subject code. Returns the ticket with reason, confidence '
+    'and evidence; reason NULL when nothing matched (a new ticket).';
+
+CREATE FUNCTION worker.stitch_lock_and_merge(p_occurrence core.message_occurrences,
+                                             m core.messages, p_ticket bigint, p_met bigint[],
+                                             p_reason text, p_evidence jsonb,
+                                             OUT ticket bigint, OUT merged integer,
+                                             OUT evidence jsonb)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_met bigint[];
+    v_locked bigint[];
+    v_other bigint;
+BEGIN
+    merged := 0;
+    evidence := p_evidence;
+    -- Lock the tickets in id order and re-resolve: a concurrent stitch may have merged
+    -- one of them meanwhile (it then holds the row until it commits).
+    v_met := ARRAY(SELECT DISTINCT x FROM unnest(p_met || p_ticket) AS x ORDER BY x);
+    LOOP
+        PERFORM 1 FROM core.tickets t1 WHERE t1.id = ANY (v_met) ORDER BY t1.id FOR NO KEY UPDATE;
+        v_locked := v_met;
+        v_met := ARRAY(SELECT DISTINCT worker.live_ticket(x) FROM unnest(v_locked) AS x
+                       ORDER BY 1);
+        EXIT WHEN v_met = v_locked;
+    END LOOP;
+    ticket := worker.live_ticket(p_ticket);
+    -- Several tickets met: one thread. The oldest survives.
+    IF cardinality(v_met) > 1 THEN
+        ticket := v_met[1];
+        FOREACH v_other IN ARRAY v_met[2:] LOOP
+            PERFORM worker.merge_tickets(ticket, v_other, jsonb_build_object(
+                'bridging_message_id', m.id, 'rfc_message_id', m.rfc_message_id,
+                'occurrence_id', p_occurrence.id, 'reason', p_reason, 'match', evidence));
+            merged := merged + 1;
+        END LOOP;
+        evidence := evidence || jsonb_build_object('merged_ticket_ids', to_jsonb(v_met[2:]));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION worker.stitch_lock_and_merge(core.message_occurrences, core.messages, bigint,
+                                                 bigint[], text, jsonb) IS
+    'Lock the matched ticket and every ticket met (id order, re-resolving merges made '
+    'meanwhile); when several remain, merge them into the oldest. Returns the surviving '
+    'ticket, the number of merges and the evidence (with merged_ticket_ids when any).';
+
+CREATE FUNCTION worker.stitch_new_ticket(p_occurrence core.message_occurrences, m core.messages,
+                                         p_inbound boolean, p_time timestamptz, p_body text)
+    RETURNS bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_number bigint;
+    v_subject text;
+    v_requester_email text;
+    v_requester_name text;
+    v_ticket bigint;
+BEGIN
+    -- Written once: its number comes from the organisation's counter, whose row lock the
+    -- caller (worker.stitch_occurrences) took before any other lock; its search vector
+    -- holds its code, its own fields and this message. It is routed later, by
+    -- ticket_apply_routing (worker.route_occurrences).
+    UPDATE core.ticket_counters c SET next_number = c.next_number + 1
+    WHERE c.organization_id = m.organization_id
+    RETURNING c.next_number - 1 INTO v_number;
+    IF v_number IS NULL THEN
+        RAISE EXCEPTION 'stitching: no ticket counter for organisation %', m.organization_id;
+    END IF;
+    v_subject := left(coalesce(m.subject, ''), 1000);
+    v_requester_email := CASE WHEN p_inbound THEN m.from_address
+                              ELSE coalesce(m.to_addresses->0->>'address', m.from_address) END;
+    v_requester_name := CASE WHEN p_inbound THEN coalesce(m.from_name, '')
+                             ELSE coalesce(m.to_addresses->0->>'name', '') END;
+    INSERT INTO core.tickets (organization_id, number, subject, status, priority,
+                              requester_email, requester_name, original_recipient, mailbox_id,
+                              last_message_at, last_activity_at, created_at, search)
+    VALUES (m.organization_id, v_number, v_subject, 'new', 'normal', v_requester_email,
+            v_requester_name, p_occurrence.original_recipient, p_occurrence.mailbox_id,
+            CASE WHEN p_inbound THEN p_time END, p_time, now(),
+            worker.append_search(
+                worker.ticket_search_vector('T-' || v_number, v_subject, v_requester_email,
+                                            v_requester_name),
+                worker.message_search_vector(m, p_body)))
+    RETURNING id INTO v_ticket;
+    INSERT INTO core.ticket_events (organization_id, ticket_id, type, data)
+    VALUES (m.organization_id, v_ticket, 'created',
+            jsonb_build_object('code', 'T-' || v_number, 'by', 'stitching'));
+    RETURN v_ticket;
+END
+$$;
+COMMENT ON FUNCTION worker.stitch_new_ticket(core.message_occurrences, core.messages, boolean,
+                                             timestamptz, text) IS
+    'Step 6 of the cascade: a new ticket for message m (next number of the organisation''s '
+    'counter, requester from the direction, search vector, a `created` event); returns its id.';
+
+CREATE FUNCTION worker.stitch_join_ticket(p_occurrence core.message_occurrences, m core.messages,
+                                          p_ticket bigint, p_inbound boolean, p_time timestamptz,
+                                          p_body text)
+    RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    t core.tickets;
+BEGIN
+    SELECT * INTO t FROM core.tickets WHERE id = p_ticket;
+    UPDATE core.tickets tk
+    SET last_message_at = CASE WHEN p_inbound THEN greatest(tk.last_message_at, p_time)
+                               ELSE tk.last_message_at END,
+        last_activity_at = CASE WHEN p_inbound THEN greatest(tk.last_activity_at, p_time)
+                                ELSE tk.last_activity_at END,
+        status = CASE WHEN p_inbound AND tk.status IN ('resolved', 'closed')
+                           AND p_time >= coalesce(t.last_message_at, '-infinity')
+                      THEN 'open'::core.ticket_status ELSE tk.status END,
+        search = worker.append_search(tk.search, worker.message_search_vector(m, p_body)),
+        updated_at = now()
+    WHERE tk.id = p_ticket;
+
+    IF p_inbound AND t.status IN ('resolved', 'closed')
+       AND p_time >= coalesce(t.last_message_at, '-infinity') THEN
+        -- Only a reply newer than everything on the ticket reopens it: a backfill that
+        -- meets an old message late must not reopen a ticket resolved since.
+        INSERT INTO core.ticket_events (organization_id, ticket_id, type, data)
+        VALUES (t.organization_id, t.id, 'reopened',
+                jsonb_build_object('from_status', t.status, 'to_status', 'open',
+                                   'message_id', m.id, 'occurrence_id', p_occurrence.id,
+                                   'sender', m.from_address));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION worker.stitch_join_ticket(core.message_occurrences, core.messages, bigint,
+                                              boolean, timestamptz, text) IS
+    'A message joining an existing ticket: moves its message and activity times (inbound '
+    'only), appends the message''s search lexemes, and reopens a resolved or closed ticket '
+    'on an inbound reply newer than everything on it (a `reopened` event).';
+
 CREATE FUNCTION worker.stitch_message(p_occurrence core.message_occurrences, p_mailbox_email text)
     RETURNS TABLE (ticket_id bigint, reason text, created boolean, merged integer)
     LANGUAGE plpgsql AS $$
@@ -219,22 +457,14 @@ DECLARE
     v_ticket bigint;
     v_reason text;
     v_confidence text;
-    v_evidence jsonb := '{}';
-    v_hit record;
+    v_evidence jsonb;
     v_met bigint[];
-    v_locked bigint[];
     v_merged integer := 0;
     v_created boolean := false;
     v_time timestamptz;
     v_inbound boolean;
-    t core.tickets;
-    v_other bigint;
     v_refs text[];
     v_kinds text[];
-    v_number bigint;
-    v_subject text;
-    v_requester_email text;
-    v_requester_name text;
 BEGIN
     SELECT * INTO m FROM core.messages WHERE id = p_occurrence.message_id;
 
@@ -246,114 +476,21 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Every live ticket the message's ids meet: its own id or references registered as a
-    -- thread id, or a linked message referencing its own id (that covers <id> tokens that
-    -- looked like an address until this message, which has that id, arrived).
     -- The message's thread ids in cascade order, computed once (rank = array position - 1).
     SELECT coalesce(array_agg(ids.ref ORDER BY ids.rank), '{}'),
            coalesce(array_agg(ids.kind ORDER BY ids.rank), '{}')
     INTO v_refs, v_kinds
     FROM worker.message_thread_ids(m.id) ids;
+    v_met := worker.stitch_met_tickets(m, v_refs);
 
-    -- (Lookups by id go through LATERAL ... LIMIT 1, one index probe per id: the plan must
-    -- stay that even on tables that were never analysed, where a join may turn into a scan
-    -- of every row of the organisation.)
-    SELECT coalesce(array_agg(DISTINCT worker.live_ticket(met.ticket_id)), '{}') INTO v_met
-    FROM (
-        SELECT ti.ticket_id
-        FROM unnest(v_refs) AS ids(ref),
-             LATERAL (SELECT t0.ticket_id FROM core.ticket_thread_ids t0
-                      WHERE t0.organization_id = m.organization_id AND t0.rfc_message_id = ids.ref
-                      LIMIT 1) ti
-        UNION ALL
-        SELECT tm.ticket_id
-        FROM core.message_thread_refs r
-        JOIN core.ticket_messages tm ON tm.message_id = r.message_id
-        WHERE m.rfc_message_id IS NOT NULL AND r.organization_id = m.organization_id
-          AND r.ref = m.rfc_message_id AND r.kind <> 'self' AND r.message_id <> m.id
-    ) met;
-
-    -- 2. A verified product marker naming a ticket of this organisation.
-    IF m.marker_ticket_number IS NOT NULL THEN
-        SELECT worker.live_ticket(t0.id) INTO v_ticket
-        FROM core.tickets t0
-        WHERE t0.organization_id = m.organization_id AND t0.number = m.marker_ticket_number;
-        IF v_ticket IS NOT NULL THEN
-            v_reason := 'signed_marker';
-            v_confidence := 'high';
-            v_evidence := jsonb_build_object('marker_ticket_number', m.marker_ticket_number,
-                                             'marker', m.marker_evidence);
-        END IF;
-    END IF;
-
-    IF v_reason IS NULL AND cardinality(v_met) > 0 THEN
-        -- 3. In-Reply-To, then References newest first, naming a message in a ticket.
-        SELECT ids.ref, ids.kind, s.id AS message_id INTO v_hit
-        FROM unnest(v_refs, v_kinds) WITH ORDINALITY AS ids(ref, kind, rank),
-             LATERAL (SELECT s0.id FROM core.messages s0
-                      JOIN core.ticket_messages tm ON tm.message_id = s0.id
-                      WHERE s0.organization_id = m.organization_id
-                        AND s0.rfc_message_id = ids.ref AND s0.id <> m.id
-                      ORDER BY s0.id LIMIT 1) s
-        WHERE ids.kind <> 'self'
-        ORDER BY ids.rank
-        LIMIT 1;
-        IF FOUND THEN
-            v_reason := v_hit.kind;
-            v_evidence := jsonb_build_object('matched_id', v_hit.ref, 'header', v_hit.kind,
-                                             'matched_message_id', v_hit.message_id);
-        ELSE
-            -- 4. Thread membership: the ids meet a ticket's thread ids (order independence).
-            SELECT ids.ref, ids.kind INTO v_hit
-            FROM unnest(v_refs, v_kinds) WITH ORDINALITY AS ids(ref, kind, rank),
-                 LATERAL (SELECT 1 FROM core.ticket_thread_ids t0
-                          WHERE t0.organization_id = m.organization_id
-                            AND t0.rfc_message_id = ids.ref
-                          LIMIT 1) ti
-            ORDER BY ids.rank
-            LIMIT 1;
-            v_reason := 'thread_member';
-            v_evidence := CASE WHEN FOUND
-                THEN jsonb_build_object('matched_id', v_hit.ref, 'header', v_hit.kind)
-                ELSE jsonb_build_object('referenced_by_ticket_message', m.rfc_message_id) END;
-        END IF;
-        v_confidence := 'medium';
-        v_ticket := (SELECT min(x) FROM unnest(v_met) AS x);
-    END IF;
-
-    -- 5. [T-1234] in the subject, from the requester or a participant.
-    IF v_reason IS NULL AND m.subject ~* '\[T-\d' THEN
-        v_ticket := worker.subject_code_ticket(m);
-        IF v_ticket IS NOT NULL THEN
-            v_reason := 'subject_code';
-            v_confidence := 'medium';
-            v_evidence := jsonb_build_object('subject', m.subject, 'sender', m.from_address);
-        END IF;
-    END IF;
-
+    -- 2 to 5: marker, In-Reply-To / References, thread membership, subject code.
+    SELECT s.matched_ticket, s.reason, s.confidence, s.evidence
+    INTO v_ticket, v_reason, v_confidence, v_evidence
+    FROM worker.stitch_match(m, v_refs, v_kinds, v_met) s;
     IF v_reason IS NOT NULL THEN
-        -- Lock the tickets in id order and re-resolve: a concurrent stitch may have merged
-        -- one of them meanwhile (it then holds the row until it commits).
-        v_met := ARRAY(SELECT DISTINCT x FROM unnest(v_met || v_ticket) AS x ORDER BY x);
-        LOOP
-            PERFORM 1 FROM core.tickets t1 WHERE t1.id = ANY (v_met) ORDER BY t1.id FOR NO KEY UPDATE;
-            v_locked := v_met;
-            v_met := ARRAY(SELECT DISTINCT worker.live_ticket(x) FROM unnest(v_locked) AS x
-                           ORDER BY 1);
-            EXIT WHEN v_met = v_locked;
-        END LOOP;
-        v_ticket := worker.live_ticket(v_ticket);
-        -- Several tickets met: one thread. The oldest survives.
-        IF cardinality(v_met) > 1 THEN
-            v_ticket := v_met[1];
-            FOREACH v_other IN ARRAY v_met[2:] LOOP
-                PERFORM worker.merge_tickets(v_ticket, v_other, jsonb_build_object(
-                    'bridging_message_id', m.id, 'rfc_message_id', m.rfc_message_id,
-                    'occurrence_id', p_occurrence.id, 'reason', v_reason, 'match', v_evidence));
-                v_merged := v_merged + 1;
-            END LOOP;
-            v_evidence := v_evidence || jsonb_build_object('merged_ticket_ids', to_jsonb(v_met[2:]));
-        END IF;
+        SELECT s.ticket, s.merged, s.evidence INTO v_ticket, v_merged, v_evidence
+        FROM worker.stitch_lock_and_merge(p_occurrence, m, v_ticket, v_met, v_reason,
+                                          v_evidence) s;
     END IF;
 
     v_inbound := m.direction = 'inbound'
@@ -363,35 +500,8 @@ BEGIN
     SELECT c.text_body INTO v_body FROM core.message_contents c WHERE c.message_id = m.id;
 
     IF v_reason IS NULL THEN
-        -- 6. A new ticket, written once: its number comes from the organisation's counter,
-        -- whose row lock the caller (worker.stitch_occurrences) took before any other lock;
-        -- its search vector holds its code, its own fields and this message. It is routed
-        -- later, by ticket_apply_routing (worker.route_occurrences).
-        UPDATE core.ticket_counters c SET next_number = c.next_number + 1
-        WHERE c.organization_id = m.organization_id
-        RETURNING c.next_number - 1 INTO v_number;
-        IF v_number IS NULL THEN
-            RAISE EXCEPTION 'stitching: no ticket counter for organisation %', m.organization_id;
-        END IF;
-        v_subject := left(coalesce(m.subject, ''), 1000);
-        v_requester_email := CASE WHEN v_inbound THEN m.from_address
-                                  ELSE coalesce(m.to_addresses->0->>'address', m.from_address) END;
-        v_requester_name := CASE WHEN v_inbound THEN coalesce(m.from_name, '')
-                                 ELSE coalesce(m.to_addresses->0->>'name', '') END;
-        INSERT INTO core.tickets (organization_id, number, subject, status, priority,
-                                  requester_email, requester_name, original_recipient, mailbox_id,
-                                  last_message_at, last_activity_at, created_at, search)
-        VALUES (m.organization_id, v_number, v_subject, 'new', 'normal', v_requester_email,
-                v_requester_name, p_occurrence.original_recipient, p_occurrence.mailbox_id,
-                CASE WHEN v_inbound THEN v_time END, v_time, now(),
-                worker.append_search(
-                    worker.ticket_search_vector('T-' || v_number, v_subject, v_requester_email,
-                                                v_requester_name),
-                    worker.message_search_vector(m, v_body)))
-        RETURNING id INTO v_ticket;
-        INSERT INTO core.ticket_events (organization_id, ticket_id, type, data)
-        VALUES (m.organization_id, v_ticket, 'created',
-                jsonb_build_object('code', 'T-' || v_number, 'by', 'stitching'));
+        -- 6. A new ticket.
+        v_ticket := worker.stitch_new_ticket(p_occurrence, m, v_inbound, v_time, v_body);
         v_reason := 'new_ticket';
         v_confidence := 'low';
         v_evidence := jsonb_build_object('thread_ids_checked', cardinality(v_refs));
@@ -413,34 +523,8 @@ BEGIN
     SELECT m.organization_id, ids.ref, v_ticket FROM unnest(v_refs) AS ids(ref)
     ON CONFLICT (organization_id, rfc_message_id) DO NOTHING;
 
-    IF v_created THEN
-        RETURN QUERY SELECT v_ticket, v_reason, v_created, v_merged;
-        RETURN;
-    END IF;
-
-    -- A message joining an existing ticket: its times, search lexemes, maybe a reopen.
-    SELECT * INTO t FROM core.tickets WHERE id = v_ticket;
-    UPDATE core.tickets tk
-    SET last_message_at = CASE WHEN v_inbound THEN greatest(tk.last_message_at, v_time)
-                               ELSE tk.last_message_at END,
-        last_activity_at = CASE WHEN v_inbound THEN greatest(tk.last_activity_at, v_time)
-                                ELSE tk.last_activity_at END,
-        status = CASE WHEN v_inbound AND tk.status IN ('resolved', 'closed')
-                           AND v_time >= coalesce(t.last_message_at, '-infinity')
-                      THEN 'open'::core.ticket_status ELSE tk.status END,
-        search = worker.append_search(tk.search, worker.message_search_vector(m, v_body)),
-        updated_at = now()
-    WHERE tk.id = v_ticket;
-
-    IF v_inbound AND t.status IN ('resolved', 'closed')
-       AND v_time >= coalesce(t.last_message_at, '-infinity') THEN
-        -- Only a reply newer than everything on the ticket reopens it: a backfill that
-        -- meets an old message late must not reopen a ticket resolved since.
-        INSERT INTO core.ticket_events (organization_id, ticket_id, type, data)
-        VALUES (t.organization_id, t.id, 'reopened',
-                jsonb_build_object('from_status', t.status, 'to_status', 'open',
-                                   'message_id', m.id, 'occurrence_id', p_occurrence.id,
-                                   'sender', m.from_address));
+    IF NOT v_created THEN
+        PERFORM worker.stitch_join_ticket(p_occurrence, m, v_ticket, v_inbound, v_time, v_body);
     END IF;
 
     RETURN QUERY SELECT v_ticket, v_reason, v_created, v_merged;
