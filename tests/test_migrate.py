@@ -44,6 +44,21 @@ def test_every_api_and_worker_function_is_documented(db):
     assert undocumented == []
 
 
+def test_every_code_view_and_type_is_documented(db):
+    undocumented = db.execute(
+        """
+        SELECT n.nspname || '.' || t.typname AS type
+        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        LEFT JOIN pg_class c ON c.oid = t.typrelid
+        WHERE n.nspname IN ('api', 'worker', 'logic', 'ops')
+          AND (t.typtype IN ('e', 'd') OR c.relkind IN ('c', 'v', 'm'))
+          AND CASE WHEN c.relkind IN ('v', 'm') THEN obj_description(c.oid, 'pg_class')
+                   ELSE obj_description(t.oid, 'pg_type') END IS NULL
+        """
+    ).fetchall()
+    assert undocumented == []
+
+
 def test_code_functions_are_not_executable_by_public(db):
     exposed = db.execute(
         """

@@ -23,6 +23,8 @@ COMMENT ON VIEW api.listable_tickets IS
 
 -- A row of a list page: the keyset position and the item to send.
 CREATE TYPE api.ticket_page_row AS (id bigint, last_activity_at timestamptz, list_item json);
+COMMENT ON TYPE api.ticket_page_row IS
+    'A row of a ticket list page: the keyset position (last_activity_at, id) and the stored item.';
 
 -- The keyset pages, one static query per index. Each is a plain SQL function so that the
 -- planner inlines it (EXPLAIN shows the real plan) and, with parameters, still matches

@@ -19,6 +19,9 @@ CREATE TYPE logic.pipeline_stage AS (
     next_task text,                     -- what it queues for the occurrences it moved
     records_with text                   -- the SQL function that records its result
 );
+COMMENT ON TYPE logic.pipeline_stage IS
+    'One stage of the pipeline catalog (logic.pipeline_stages()): task, queue, priority, the '
+    'occurrence states it moves between, the next task and the SQL function recording it.';
 
 CREATE FUNCTION logic.pipeline_stages() RETURNS SETOF logic.pipeline_stage
     LANGUAGE sql IMMUTABLE AS $$
