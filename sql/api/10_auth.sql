@@ -50,7 +50,7 @@ DECLARE
     v_session core.sessions;
     v_org_created boolean := false;
 BEGIN
-    IF v_email IS NULL OR length(v_email) > 320 OR v_email !~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' THEN
+    IF NOT logic.is_email_address(v_email) THEN
         PERFORM logic.fail(422, 'invalid_email', 'email must be an address like agent@example.com');
     END IF;
     IF p_role IS NOT NULL AND p_role NOT IN ('admin', 'agent', 'viewer') THEN

@@ -131,7 +131,7 @@ DECLARE
     v_email text := lower(btrim(p_email));
     v_mailbox core.mailboxes;
 BEGIN
-    IF v_email IS NULL OR v_email !~ '^[^@\s]+@[^@\s]+$' THEN
+    IF NOT logic.is_email_address(v_email) THEN
         PERFORM logic.fail(422, 'invalid_email', 'Gmail returned no usable mailbox address.');
     END IF;
     -- Locked: the connect that follows in this transaction updates this very row.

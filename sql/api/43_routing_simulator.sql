@@ -122,10 +122,10 @@ BEGIN
                                      ELSE 'invalid_recipient' END,
                            'recipient and sender are required (null when unknown)');
     END IF;
-    IF v_recipient !~ '^[^@[:space:]]+@[^@[:space:]]+$' OR length(v_recipient) > 320 THEN
+    IF v_recipient IS NOT NULL AND NOT logic.is_email_address(v_recipient) THEN
         PERFORM logic.fail(422, 'invalid_recipient', 'recipient must be an email address');
     END IF;
-    IF v_sender !~ '^[^@[:space:]]+@[^@[:space:]]+$' OR length(v_sender) > 320 THEN
+    IF v_sender IS NOT NULL AND NOT logic.is_email_address(v_sender) THEN
         PERFORM logic.fail(422, 'invalid_sender', 'sender must be an email address');
     END IF;
     v_direction := coalesce(api.routing_direction(api.routing_text(p_body, 'direction'),

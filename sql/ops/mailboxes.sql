@@ -17,7 +17,7 @@ BEGIN
         PERFORM logic.fail(404, 'organization_not_found',
                            format('No organization named "%s".', p_organization_name));
     END IF;
-    IF v_email IS NULL OR v_email !~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' THEN
+    IF NOT logic.is_email_address(v_email) THEN
         PERFORM logic.fail(422, 'invalid_email', 'email must be an address like journal@example.com');
     END IF;
     SELECT * INTO v_mailbox FROM core.mailboxes m
