@@ -113,7 +113,7 @@ SELECT t.i, %(org)s, 1000 + t.i, t.subject,
        CASE WHEN t.i %% 5 = 0 THEN ARRAY['list'] ELSE '{}' END,
        t.activity - interval '10 hours', t.activity, t.activity, t.activity, t.activity,
        t.messages,
-       worker.ticket_search_vector('T-' || (1000 + t.i), t.subject, t.email, t.name)
+       logic.ticket_search_vector('T-' || (1000 + t.i), t.subject, t.email, t.name)
        || setweight(to_tsvector('simple', repeat('re ', t.messages - 1) || t.subject || ' '
                                 || t.email || ' ' || t.name), 'C')
        || p1.tsv || coalesce(p2.tsv, '') || coalesce(p3.tsv, '')

@@ -5,11 +5,6 @@
 -- meeting a ticket's thread ids (order independence) → [T-1234] in the subject from the
 -- requester or a participant → a new ticket. When a message's ids meet several tickets the
 -- tickets are one thread and are merged into the oldest.
---
--- Search: core.tickets.search uses the 'simple' text search configuration. Mail arrives in
--- any language, and stemming with one language's rules would mangle the others; 'simple'
--- also keeps e-mail addresses and ticket codes as they are. Weights: A code and subject,
--- B requester, C later subjects and senders, D bodies (first 10,000 characters each).
 
 -- References one message may contribute (the parser also keeps only the newest 50 per
 -- header): a runaway References header cannot glue unrelated threads together.
@@ -17,11 +12,6 @@ CREATE FUNCTION worker.max_thread_refs() RETURNS integer
     LANGUAGE sql IMMUTABLE AS 'SELECT 50';
 COMMENT ON FUNCTION worker.max_thread_refs() IS
     'How many In-Reply-To/References ids one message may contribute to its thread.';
-
-CREATE FUNCTION worker.search_body_chars() RETURNS integer
-    LANGUAGE sql IMMUTABLE AS 'SELECT 10000';
-COMMENT ON FUNCTION worker.search_body_chars() IS
-    'Characters of each message''s text body indexed into its ticket''s search vector.';
 
 CREATE FUNCTION worker.message_addresses(p_message core.messages) RETURNS text[]
     LANGUAGE plpgsql IMMUTABLE AS $$
@@ -111,39 +101,6 @@ $$;
 COMMENT ON FUNCTION worker.live_ticket(bigint) IS
     'The ticket a (possibly merged) ticket now lives in: follows merged_into_ticket_id.';
 
-CREATE FUNCTION worker.ticket_search_vector(p_code text, p_subject text, p_email text, p_name text)
-    RETURNS tsvector
-    LANGUAGE sql IMMUTABLE AS $$
-    SELECT setweight(to_tsvector('simple', p_code || ' ' || replace(p_code, 'T-', '') || ' '
-                                           || lower(replace(p_code, '-', ''))), 'A')
-        || setweight(to_tsvector('simple', coalesce(p_subject, '')), 'A')
-        || setweight(to_tsvector('simple', coalesce(p_email, '') || ' ' || coalesce(p_name, '')), 'B')
-$$;
-COMMENT ON FUNCTION worker.ticket_search_vector(text, text, text, text) IS
-    'Search lexemes of a ticket''s own fields: code (T-1234, 1234, t1234), subject, requester.';
-
-CREATE FUNCTION worker.message_search_vector(p_message core.messages, p_text_body text)
-    RETURNS tsvector
-    LANGUAGE sql IMMUTABLE AS $$
-    SELECT setweight(to_tsvector('simple', coalesce(p_message.subject, '') || ' '
-                                           || coalesce(p_message.from_address, '') || ' '
-                                           || coalesce(p_message.from_name, '')), 'C')
-        || setweight(to_tsvector('simple', left(coalesce(p_text_body, ''),
-                                                worker.search_body_chars())), 'D')
-$$;
-COMMENT ON FUNCTION worker.message_search_vector(core.messages, text) IS
-    'Search lexemes one message adds to its ticket: subject and sender (C), body start (D).';
-
-CREATE FUNCTION worker.append_search(p_search tsvector, p_more tsvector) RETURNS tsvector
-    LANGUAGE sql IMMUTABLE AS $$
-    -- tsvector values are capped at 1 MB: a huge ticket stops growing its index instead of
-    -- failing the stitch (its first messages stay searchable).
-    SELECT CASE WHEN pg_column_size(p_search) + pg_column_size(p_more) < 900000
-                THEN p_search || p_more ELSE p_search END
-$$;
-COMMENT ON FUNCTION worker.append_search(tsvector, tsvector) IS
-    'Append lexemes to a ticket''s search vector while it stays well below the 1 MB limit.';
-
 CREATE FUNCTION worker.merge_tickets(p_survivor bigint, p_merged bigint, p_evidence jsonb)
     RETURNS void
     LANGUAGE plpgsql AS $$
@@ -173,7 +130,7 @@ BEGIN
                                ELSE greatest(t.last_message_at, m.last_message_at) END,
         last_activity_at = greatest(t.last_activity_at, m.last_activity_at),
         tags = ARRAY(SELECT DISTINCT tag FROM unnest(t.tags || m.tags) AS tag ORDER BY 1),
-        search = worker.append_search(t.search, m.search),
+        search = logic.append_search(t.search, m.search),
         updated_at = now()
     WHERE t.id = s.id;
     UPDATE core.tickets SET merged_into_ticket_id = s.id, updated_at = now() WHERE id = m.id;
@@ -393,10 +350,10 @@ BEGIN
     VALUES (m.organization_id, v_number, v_subject, 'new', 'normal', v_requester_email,
             v_requester_name, p_occurrence.original_recipient, p_occurrence.mailbox_id,
             CASE WHEN p_inbound THEN p_time END, p_time, now(),
-            worker.append_search(
-                worker.ticket_search_vector('T-' || v_number, v_subject, v_requester_email,
+            logic.append_search(
+                logic.ticket_search_vector('T-' || v_number, v_subject, v_requester_email,
                                             v_requester_name),
-                worker.message_search_vector(m, p_body)))
+                logic.message_search_vector(m, p_body)))
     RETURNING id INTO v_ticket;
     INSERT INTO core.ticket_events (organization_id, ticket_id, type, data)
     VALUES (m.organization_id, v_ticket, 'created',
@@ -426,7 +383,7 @@ BEGIN
         status = CASE WHEN p_inbound AND tk.status IN ('resolved', 'closed')
                            AND p_time >= coalesce(t.last_message_at, '-infinity')
                       THEN 'open'::core.ticket_status ELSE tk.status END,
-        search = worker.append_search(tk.search, worker.message_search_vector(m, p_body)),
+        search = logic.append_search(tk.search, logic.message_search_vector(m, p_body)),
         updated_at = now()
     WHERE tk.id = p_ticket;
 
