@@ -143,16 +143,16 @@ $$;
 COMMENT ON FUNCTION api.ticket_cursor_encode(timestamptz, bigint, text) IS
     'The opaque ticket list cursor: base64url of {t: last_activity_at, id, f: filter hash}.';
 
--- Search text as a tsquery, in the configuration stitching uses to write
--- core.tickets.search. A run of `-` with no word between (`--x`, `- - x`, `-(-x`) is one
+-- Search text as a tsquery, in the configuration of core.tickets.search
+-- (logic.search_config()). A run of `-` with no word between (`--x`, `- - x`, `-(-x`) is one
 -- negation: the websearch parser stacks an operator per `-` and fails past 32 of them
 -- ("tsquery stack too small"), so any text a user types must not reach it as such.
 CREATE FUNCTION api.ticket_search_query(p_q text) RETURNS tsquery
     LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT websearch_to_tsquery('simple', regexp_replace(p_q, '-[^[:alnum:]"]*(?=-)', '', 'g'))
+    SELECT websearch_to_tsquery(logic.search_config(), regexp_replace(p_q, '-[^[:alnum:]"]*(?=-)', '', 'g'))
 $$;
 COMMENT ON FUNCTION api.ticket_search_query(text) IS
-    'The tsquery of search text q (websearch syntax, config simple; runs of - as one).';
+    'The tsquery of search text q (websearch syntax, logic.search_config(); runs of - as one).';
 
 CREATE FUNCTION api.ticket_list(
     p_status text, p_q text, p_assignee_user_id uuid, p_assignee_queue_id uuid,

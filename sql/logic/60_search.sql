@@ -6,6 +6,13 @@
 -- also keeps e-mail addresses and ticket codes as they are. Weights: A code and subject,
 -- B requester, C later subjects and senders, D bodies (first 10,000 characters each).
 
+CREATE FUNCTION logic.search_config() RETURNS regconfig
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 'pg_catalog.simple'::regconfig $$;
+COMMENT ON FUNCTION logic.search_config() IS
+    'The text search configuration of core.tickets.search, for the vectors written here and '
+    'for every query over them (api.ticket_search_query).';
+GRANT EXECUTE ON FUNCTION logic.search_config() TO ticketing_api;
+
 CREATE FUNCTION logic.search_body_chars() RETURNS integer
     LANGUAGE sql IMMUTABLE AS 'SELECT 10000';
 COMMENT ON FUNCTION logic.search_body_chars() IS
@@ -14,10 +21,10 @@ COMMENT ON FUNCTION logic.search_body_chars() IS
 CREATE FUNCTION logic.ticket_search_vector(p_code text, p_subject text, p_email text, p_name text)
     RETURNS tsvector
     LANGUAGE sql IMMUTABLE AS $$
-    SELECT setweight(to_tsvector('simple', p_code || ' ' || replace(p_code, 'T-', '') || ' '
+    SELECT setweight(to_tsvector(logic.search_config(), p_code || ' ' || replace(p_code, 'T-', '') || ' '
                                            || lower(replace(p_code, '-', ''))), 'A')
-        || setweight(to_tsvector('simple', coalesce(p_subject, '')), 'A')
-        || setweight(to_tsvector('simple', coalesce(p_email, '') || ' ' || coalesce(p_name, '')), 'B')
+        || setweight(to_tsvector(logic.search_config(), coalesce(p_subject, '')), 'A')
+        || setweight(to_tsvector(logic.search_config(), coalesce(p_email, '') || ' ' || coalesce(p_name, '')), 'B')
 $$;
 COMMENT ON FUNCTION logic.ticket_search_vector(text, text, text, text) IS
     'Search lexemes of a ticket''s own fields: code (T-1234, 1234, t1234), subject, requester.';
@@ -25,10 +32,10 @@ COMMENT ON FUNCTION logic.ticket_search_vector(text, text, text, text) IS
 CREATE FUNCTION logic.message_search_vector(p_message core.messages, p_text_body text)
     RETURNS tsvector
     LANGUAGE sql IMMUTABLE AS $$
-    SELECT setweight(to_tsvector('simple', coalesce(p_message.subject, '') || ' '
+    SELECT setweight(to_tsvector(logic.search_config(), coalesce(p_message.subject, '') || ' '
                                            || coalesce(p_message.from_address, '') || ' '
                                            || coalesce(p_message.from_name, '')), 'C')
-        || setweight(to_tsvector('simple', left(coalesce(p_text_body, ''),
+        || setweight(to_tsvector(logic.search_config(), left(coalesce(p_text_body, ''),
                                                 logic.search_body_chars())), 'D')
 $$;
 COMMENT ON FUNCTION logic.message_search_vector(core.messages, text) IS
