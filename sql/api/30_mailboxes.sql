@@ -127,19 +127,9 @@ COMMENT ON FUNCTION api.mailbox_oauth_consume_state(bytea) IS
 
 CREATE FUNCTION api.mailbox_gmail_connect_target(p_email text) RETURNS jsonb
     LANGUAGE plpgsql AS $$
-DECLARE
-    v_email text := lower(btrim(p_email));
-    v_mailbox core.mailboxes;
 BEGIN
-    IF NOT logic.is_email_address(v_email) THEN
-        PERFORM logic.fail(422, 'invalid_email', 'Gmail returned no usable mailbox address.');
-    END IF;
-    -- Locked: the connect that follows in this transaction updates this very row.
-    SELECT * INTO v_mailbox FROM core.mailboxes WHERE email = v_email FOR UPDATE;
-    RETURN jsonb_build_object(
-        'organization_id', core.current_org_id(),
-        'mailbox_id', coalesce(v_mailbox.id, gen_random_uuid()),
-        'exists', v_mailbox.id IS NOT NULL);
+    RETURN logic.gmail_mailbox_target(core.current_org_id(), p_email,
+                                      'Gmail returned no usable mailbox address.');
 END
 $$;
 COMMENT ON FUNCTION api.mailbox_gmail_connect_target(text) IS
@@ -162,33 +152,11 @@ BEGIN
     IF p_encrypted_refresh_token IS NULL THEN
         PERFORM logic.fail(422, 'refresh_token_missing', 'A refresh token is required.');
     END IF;
-    SELECT * INTO v_mailbox FROM core.mailboxes WHERE email = v_email FOR UPDATE;
-    IF FOUND THEN
-        IF v_mailbox.id <> p_mailbox_id THEN
-            -- The token was encrypted for another id: a concurrent connect won the race.
-            PERFORM logic.fail(409, 'mailbox_connect_conflict',
-                'The mailbox was connected concurrently; start the connection again.');
-        END IF;
-        IF v_mailbox.provider <> 'gmail' THEN
-            PERFORM logic.fail(409, 'mailbox_provider_mismatch',
-                format('%s is registered as a %s mailbox, not Gmail.', v_email, v_mailbox.provider));
-        END IF;
-        UPDATE core.mailboxes
-        SET encrypted_refresh_token = p_encrypted_refresh_token,
-            granted_scopes = coalesce(p_granted_scopes, '{}'),
-            state = 'active', updated_at = now()
-        WHERE id = v_mailbox.id
-        RETURNING * INTO v_mailbox;
-        v_created := false;
-    ELSE
-        INSERT INTO core.mailboxes (id, organization_id, provider, email,
-                                    encrypted_refresh_token, granted_scopes, created_by)
-        VALUES (p_mailbox_id, core.current_org_id(), 'gmail', v_email,
-                p_encrypted_refresh_token, coalesce(p_granted_scopes, '{}'),
-                core.current_user_id())
-        RETURNING * INTO v_mailbox;
-        v_created := true;
-    END IF;
+    v_created := logic.gmail_mailbox_save(core.current_org_id(), p_mailbox_id, v_email,
+                                          p_encrypted_refresh_token,
+                                          coalesce(p_granted_scopes, '{}'),
+                                          core.current_user_id());
+    SELECT * INTO v_mailbox FROM core.mailboxes WHERE id = p_mailbox_id;
 
     -- A new mailbox starts with a full backfill; a reconnected one goes on where it was.
     v_queued := logic.enqueue_next_sync(v_mailbox);
