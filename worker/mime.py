@@ -1432,10 +1432,13 @@ def recipient_evidence(
     journal_address: str | None = None,
     fallback_charset: str | None = None,
 ) -> RecipientEvidence:
-    """Pick the original recipient (SPEC 2.3, first match wins) and record every candidate.
+    """Record every candidate for the original recipient, and report which one wins.
 
-    The journal mailbox's own address is skipped in Delivered-To only: there it is the
-    top-most entry put there by the journal delivery itself.
+    The choice that counts, the one stored and routed on, is made in SQL from these
+    candidates (logic.original_recipient, sql/logic/45_original_recipient.sql). This is its
+    mirror, for the parser's own report (`ticketing parse`); tests/sql/test_rules.py keeps
+    the two equal. SPEC 2.3, first match wins; the journal mailbox's own address is skipped
+    in Delivered-To only: there it is the top-most entry put there by the journal delivery.
     """
     journal = journal_address.strip().strip("<>").lower() if journal_address else None
     candidates: dict[str, list[str]] = {}

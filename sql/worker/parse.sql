@@ -156,12 +156,16 @@ BEGIN
                AND m.minted_by_product),
             (SELECT m.id FROM core.messages m
              WHERE m.organization_id = i.org AND m.strict_signature = i.p->>'strict_signature')),
-        original_recipient = i.p->'recipient'->>'original_recipient',
-        recipient_source = i.p->'recipient'->>'source',
-        recipient_confidence = i.p->'recipient'->>'confidence',
+        original_recipient = r.original_recipient,
+        recipient_source = r.source,
+        recipient_confidence = r.confidence,
         recipient_evidence = coalesce(i.p->'recipient'->'candidates', '{}'),
         parsed_at = now(), updated_at = now()
     FROM items i
+    -- The choice is made here from the parser's candidates: logic.original_recipient.
+    CROSS JOIN LATERAL logic.original_recipient(
+        coalesce(i.p->'recipient'->'candidates', '{}'),
+        (SELECT mb.email FROM core.mailboxes mb WHERE mb.id = p_mailbox_id)) r
     WHERE o.id = i.id;
 
     PERFORM worker.fail_occurrences('occurrence_parse', p_failures);

@@ -1,4 +1,4 @@
-"""Rules defined once in logic (sql/logic/05_rules.sql) and mirrored where Python checks first."""
+"""Rules defined once in logic (sql/logic/) and mirrored where Python checks or reports them."""
 
 from __future__ import annotations
 
@@ -40,3 +40,38 @@ def test_the_openapi_login_schema_mirrors_the_email_rule(db):
     python = re.compile(email["pattern"])
     for address, valid in ADDRESSES:
         assert (bool(python.match(address)) and len(address) <= email["maxLength"]) is valid
+
+
+JOURNAL = "journal@corp.example"
+RECIPIENT_CASES = [
+    [("X-Gm-Original-To", "Sales@Corp.example"), ("Delivered-To", "other@corp.example")],
+    [("Delivered-To", JOURNAL), ("Delivered-To", "Support@Corp.example")],
+    [("Delivered-To", "JOURNAL@Corp.Example"), ("Delivered-To", "help@corp.example")],
+    [("Delivered-To", JOURNAL), ("X-Original-To", "billing@corp.example")],
+    [("Delivered-To", JOURNAL)],
+    [("To", "Team <TEAM@corp.example>, b@corp.example")],
+    [("To", "undisclosed-recipients:;"), ("Cc", "cc-person@corp.example")],
+    [("Envelope-To", "env@corp.example"), ("Original-Recipient", "rfc822; o@corp.example")],
+    [("Delivered-To", "a@corp.example"), ("X-Gm-Original-To", "gm@corp.example")],
+    [],
+]
+
+
+@pytest.mark.parametrize("journal", [JOURNAL, " <Journal@Corp.Example> ", None])
+@pytest.mark.parametrize("headers", RECIPIENT_CASES)
+def test_the_parser_mirrors_the_original_recipient_choice(db, headers, journal):
+    from psycopg.types.json import Jsonb
+
+    from worker.mime import parse_message
+
+    lines = [f"{name}: {value}" for name, value in [("From", "a@b.example"), *headers]]
+    raw = ("\r\n".join([*lines, "Subject: x", "", "body", ""])).encode()
+    evidence = parse_message(raw, journal_address=journal).recipient_evidence
+    row = db.execute(
+        "SELECT * FROM logic.original_recipient(%s, %s)", [Jsonb(evidence.candidates), journal]
+    ).fetchone()
+    assert (row["original_recipient"], row["source"], row["confidence"]) == (
+        evidence.original_recipient,
+        evidence.source,
+        evidence.confidence,
+    )
