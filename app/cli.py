@@ -98,7 +98,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     url = db.database_url(settings)
     _migrate_if_embedded(settings, url, args.migrate)
 
+    from worker.pipeline import Runtime
     from worker.runner import run_supervised, run_until_idle
+
+    runtime = Runtime.from_settings(settings)
 
     async def run() -> None:
         connector = make_connector(url, max_size=args.concurrency + 2)
@@ -106,7 +109,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             if args.until_idle:
                 async with worker_app.open_async():
                     await run_until_idle(
-                        worker_app, concurrency=args.concurrency, stalled_after=args.stalled_after
+                        worker_app,
+                        concurrency=args.concurrency,
+                        stalled_after=args.stalled_after,
+                        runtime=runtime,
                     )
                 return
             # Runs until SIGTERM or SIGINT, riding out database restarts and outages.
@@ -120,9 +126,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
                 stop,
                 concurrency=args.concurrency,
                 sync_poll_seconds=settings.sync_poll_seconds,
+                runtime=runtime,
             )
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        runtime.close()
     return 0
 
 

@@ -264,11 +264,13 @@ def progress_line(done: int, failed: int, total: int, elapsed: float) -> str:
     return f"[{bar}] {done:>{len(str(total))}}/{total} occurrences routed, {failed} failed  {elapsed:.1f}s"
 
 
-async def run_pipeline(database_url: str, mailbox_id: str, expected: int, err: TextIO) -> None:
+async def run_pipeline(
+    database_url: str, mailbox_id: str, expected: int, err: TextIO, runtime: Any = None
+) -> None:
     """Run workers until the pipeline is idle, drawing a progress bar on `err` meanwhile.
 
     The bar redraws in place (carriage return) on a terminal, else prints a line whenever
-    the counts change.
+    the counts change. The workers' tasks get `runtime` (worker.pipeline.Runtime).
     """
     from worker.app import app, make_connector
     from worker.runner import run_until_idle
@@ -294,7 +296,9 @@ async def run_pipeline(database_url: str, mailbox_id: str, expected: int, err: T
         db.connect(database_url, "demo", autocommit=True) as conn,
     ):
         async with worker_app.open_async():
-            worker = asyncio.create_task(run_until_idle(worker_app, concurrency=WORKER_CONCURRENCY))
+            worker = asyncio.create_task(
+                run_until_idle(worker_app, concurrency=WORKER_CONCURRENCY, runtime=runtime)
+            )
             while not worker.done():
                 draw(await asyncio.to_thread(pipeline_counts, conn, mailbox_id))
                 await asyncio.wait({worker}, timeout=PROGRESS_INTERVAL)
@@ -386,7 +390,7 @@ def run_demo(
     """Steps 1-5 of the module docstring; returns after the pipeline if not `serve`."""
     from worker.fake_gmail import FakeGmail, fake_gmail_in_thread
     from worker.fake_pubsub import FakePushSubscription
-    from worker.pipeline import Runtime, configure_runtime
+    from worker.pipeline import Runtime
 
     t0 = time.monotonic()
     data_dir = data_dir.resolve()
@@ -415,7 +419,7 @@ def run_demo(
         settings = settings.with_overrides(gmail_pubsub_topic=PUSH_TOPIC, gmail_push_token=token)
     with fake_gmail_in_thread(gmail) as server:
         settings = with_fake_gmail(settings, server.base_url, server.token_uri)
-        configure_runtime(Runtime(settings=settings, blobs=LocalBlobStore(settings.local_blob_dir)))
+        runtime = Runtime(settings=settings, blobs=LocalBlobStore(settings.local_blob_dir))
         try:
             seed_organization(database_url)
             mailbox = register_gmail_mailbox(
@@ -432,7 +436,9 @@ def run_demo(
                 file=err,
                 flush=True,
             )
-            asyncio.run(run_pipeline(database_url, mailbox["mailbox_id"], len(message_ids), err))
+            asyncio.run(
+                run_pipeline(database_url, mailbox["mailbox_id"], len(message_ids), err, runtime)
+            )
             result = collect_result(database_url, mailbox["mailbox_id"], len(message_ids))
             print(result.summary(), file=out, flush=True)
             print(f"Ready in {time.monotonic() - t0:.1f}s.", file=err, flush=True)
@@ -441,12 +447,14 @@ def run_demo(
                 subscription.start()
                 live = LiveArrival(gmail, mailbox["mailbox_id"], live_message(live_runs))
                 try:
-                    asyncio.run(serve_live(settings, database_url, host, port, result, live, out))
+                    asyncio.run(
+                        serve_live(settings, database_url, host, port, result, live, out, runtime)
+                    )
                 finally:
                     subscription.close()
             return result
         finally:
-            configure_runtime(None)
+            runtime.close()
 
 
 @dataclass
@@ -466,8 +474,10 @@ async def serve_live(
     result: DemoResult,
     live: LiveArrival,
     out: TextIO,
+    runtime: Any = None,
 ) -> None:
-    """The API on the demo database and a supervised worker beside it, until Ctrl-C.
+    """The API on the demo database and a supervised worker beside it (its tasks get
+    `runtime`), until Ctrl-C.
 
     Prints the walkthrough once the API listens, then delivers the live message and prints
     where and how fast it was routed.
@@ -500,6 +510,7 @@ async def serve_live(
                 stop,
                 concurrency=WORKER_CONCURRENCY,
                 sync_poll_seconds=settings.sync_poll_seconds,
+                runtime=runtime,
             ),
             name="demo worker",
         )

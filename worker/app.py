@@ -27,6 +27,10 @@ def make_connector(conninfo=_conninfo, max_size: int = 10) -> procrastinate.Psyc
     )
 
 
+# The key of the worker's runtime (worker.pipeline.Runtime) in a worker's additional context:
+# worker.runner puts it there, tasks read it (worker.tasks.runtime_of).
+RUNTIME = "runtime"
+
 # Workers learn of new jobs by notification; polling is the fallback, and the only way to
 # learn that a job held back by a procrastinate lock may start: the next backfill page of a
 # mailbox is queued (and announced) while the page before it still holds the mailbox's

@@ -42,7 +42,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Runtime:
-    """What a worker process needs besides its database pool."""
+    """What a worker needs besides its database pool, handed to every task.
+
+    Whoever runs a worker passes it through the procrastinate app (worker.runner puts it in
+    the worker's additional context; tasks read it with worker.tasks.runtime_of); a worker
+    given none builds one from the environment (default_runtime). Tests and the demo make
+    their own and close it when done: no module state is configured.
+    """
 
     settings: Settings
     blobs: BlobStore
@@ -52,70 +58,75 @@ class Runtime:
     # request each), so a worker killed mid-job costs at most one chunk's refetch.
     fetch_chunk_size: int = 10
     gmail_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # httplib2 is not thread-safe: each executor thread keeps its own GmailClient per
+    # mailbox (and grant). Every client is also listed so that close() can close them all.
+    _thread_clients: threading.local = field(
+        default_factory=threading.local, init=False, repr=False, compare=False
+    )
+    _all_clients: list[GmailClient] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        return cls(settings=settings, blobs=blob_store_from_settings(settings))
+
+    def gmail_client(self, mailbox: dict[str, Any]) -> GmailClient:
+        """The calling thread's client for `mailbox` (call it from the executor thread)."""
+        token = bytes(mailbox["encrypted_refresh_token"] or b"")
+        key = (mailbox["id"], token)
+        cache: dict[tuple, GmailClient] = self._thread_clients.__dict__.setdefault("clients", {})
+        client = cache.get(key)
+        if client is None:
+            if not token:
+                raise GmailReconnectRequired("the mailbox has no stored Gmail grant")
+            refresh_token = decrypt_token(
+                token_key(self.settings),
+                token,
+                organization_id=mailbox["organization_id"],
+                mailbox_id=mailbox["id"],
+            )
+            config = dataclasses.replace(
+                GmailClientConfig.from_settings(self.settings), retry=self.gmail_retry
+            )
+            client = GmailClient(config, refresh_token)
+            cache[key] = client
+            with self._lock:
+                self._all_clients.append(client)
+        return client
+
+    def close(self) -> None:
+        """Close every Gmail client this runtime made (in any thread)."""
+        with self._lock:
+            clients = list(self._all_clients)
+            self._all_clients.clear()
+        for client in clients:
+            client.close()
 
 
-_runtime: Runtime | None = None
-_runtime_lock = threading.Lock()
-# httplib2 is not thread-safe: each executor thread keeps its own GmailClient per mailbox.
-# Every client is also registered here so configure_runtime can close them all.
-_thread_clients = threading.local()
-_all_clients: list[GmailClient] = []
-_generation = 0
+_default_runtime: Runtime | None = None
+_default_runtime_lock = threading.Lock()
 
 
-def runtime() -> Runtime:
-    """This process's runtime, built from the environment on first use."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None:
-            settings = load_settings()
-            _runtime = Runtime(settings=settings, blobs=blob_store_from_settings(settings))
-        return _runtime
+def default_runtime() -> Runtime:
+    """The runtime of a worker that was given none: built from the environment, once."""
+    global _default_runtime
+    with _default_runtime_lock:
+        if _default_runtime is None:
+            _default_runtime = Runtime.from_settings(load_settings())
+        return _default_runtime
 
 
-def configure_runtime(value: Runtime | None) -> None:
-    """Replace the runtime (tests, the demo); None rebuilds it from the environment."""
-    global _runtime, _generation
-    with _runtime_lock:
-        _runtime = value
-        _generation += 1
-        clients = list(_all_clients)
-        _all_clients.clear()
-    for client in clients:
-        client.close()
-
-
-def _thread_client(mailbox: dict[str, Any]) -> GmailClient:
-    """The calling thread's client for `mailbox` (call it from the executor thread)."""
-    token = bytes(mailbox["encrypted_refresh_token"] or b"")
-    key = (_generation, mailbox["id"], token)
-    cache: dict[tuple, GmailClient] = _thread_clients.__dict__.setdefault("clients", {})
-    client = cache.get(key)
-    if client is None:
-        if not token:
-            raise GmailReconnectRequired("the mailbox has no stored Gmail grant")
-        settings = runtime().settings
-        refresh_token = decrypt_token(
-            token_key(settings),
-            token,
-            organization_id=mailbox["organization_id"],
-            mailbox_id=mailbox["id"],
-        )
-        config = dataclasses.replace(
-            GmailClientConfig.from_settings(settings), retry=runtime().gmail_retry
-        )
-        client = GmailClient(config, refresh_token)
-        cache[key] = client
-        with _runtime_lock:
-            _all_clients.append(client)
-    return client
-
-
-async def gmail(mailbox: dict[str, Any], operation: str, *args: Any, **kwargs: Any) -> Any:
+async def gmail(
+    rt: Runtime, mailbox: dict[str, Any], operation: str, *args: Any, **kwargs: Any
+) -> Any:
     """Run one GmailClient operation for `mailbox` in a worker thread."""
 
     def call() -> Any:
-        return getattr(_thread_client(mailbox), operation)(*args, **kwargs)
+        return getattr(rt.gmail_client(mailbox), operation)(*args, **kwargs)
 
     return await asyncio.to_thread(call)
 
@@ -158,7 +169,7 @@ async def _record_failure(pool, mailbox_id: str, exc: Exception) -> None:
             )
 
 
-async def backfill_page(pool, mailbox_id: str) -> dict[str, Any]:
+async def backfill_page(pool, rt: Runtime, mailbox_id: str) -> dict[str, Any]:
     """mailbox_backfill: walk one listing page from the checkpoint and record it.
 
     A page token is valid only with the query that produced it, so every page of one walk
@@ -169,14 +180,14 @@ async def backfill_page(pool, mailbox_id: str) -> dict[str, Any]:
     if blocked or mailbox["backfill_state"] != "running":
         return {"skipped": blocked or "no backfill running"}
     page_token = mailbox["backfill_page_token"]
-    page_size = mailbox["backfill_page_size"] or runtime().backfill_page_size
+    page_size = mailbox["backfill_page_size"] or rt.backfill_page_size
     try:
         history_id = mailbox["backfill_history_id"]
         if history_id is None:
             # Recorded before the first page, so mail arriving during the walk is replayed.
-            history_id = (await gmail(mailbox, "get_profile")).history_id
+            history_id = (await gmail(rt, mailbox, "get_profile")).history_id
         page = await gmail(
-            mailbox, "list_message_ids", page_token, page_size, include_spam_trash=True
+            rt, mailbox, "list_message_ids", page_token, page_size, include_spam_trash=True
         )
     except GmailApiError as exc:
         if exc.status == 400 and page_token is not None:
@@ -206,7 +217,7 @@ async def backfill_page(pool, mailbox_id: str) -> dict[str, Any]:
         )
 
 
-async def history_sync(pool, mailbox_id: str) -> dict[str, Any]:
+async def history_sync(pool, rt: Runtime, mailbox_id: str) -> dict[str, Any]:
     """mailbox_history_sync: walk history from the stored cursor and record it page by page.
 
     One walk is one query: every page is requested with the same startHistoryId (the
@@ -227,11 +238,12 @@ async def history_sync(pool, mailbox_id: str) -> dict[str, Any]:
     while True:
         try:
             page = await gmail(
+                rt,
                 mailbox,
                 "list_history",
                 walk_start,
                 page_token,
-                max_results=runtime().history_page_size,
+                max_results=rt.history_page_size,
             )
         except GmailHistoryExpired:
             async with pool.connection() as conn:
@@ -265,13 +277,13 @@ async def history_sync(pool, mailbox_id: str) -> dict[str, Any]:
         page_token = page.next_page_token
 
 
-async def watch_mailbox(pool, mailbox_id: str) -> dict[str, Any]:
+async def watch_mailbox(pool, rt: Runtime, mailbox_id: str) -> dict[str, Any]:
     """mailbox_watch: set up or renew the mailbox's Gmail push watch, or stop it.
 
     The configured topic (GMAIL_PUBSUB_TOPIC) decides: without one push is off and any
     watch is stopped. worker.watch_action says what the mailbox needs now.
     """
-    topic = runtime().settings.gmail_pubsub_topic
+    topic = rt.settings.gmail_pubsub_topic
     async with pool.connection() as conn:
         rows = await _rows(
             conn,
@@ -284,10 +296,10 @@ async def watch_mailbox(pool, mailbox_id: str) -> dict[str, Any]:
     mailbox, action = rows[0], rows[0].pop("action")
     try:
         if action == "watch":
-            watch = await gmail(mailbox, "watch", topic)
+            watch = await gmail(rt, mailbox, "watch", topic)
             outcome = [mailbox_id, topic, watch.expiration_ms, None]
         else:
-            await gmail(mailbox, "stop_watch")
+            await gmail(rt, mailbox, "stop_watch")
             outcome = [mailbox_id, None, None, None]
     except GmailReconnectRequired as exc:
         await _record_failure(pool, mailbox_id, exc)
@@ -319,7 +331,9 @@ def _history_changes(records: Iterable[Any]) -> tuple[list[dict], list[str], lis
     return list(added.values()), deleted, labels
 
 
-async def fetch_raw(pool, mailbox_id: str, occurrence_ids: list[int]) -> dict[str, Any]:
+async def fetch_raw(
+    pool, rt: Runtime, mailbox_id: str, occurrence_ids: list[int]
+) -> dict[str, Any]:
     """occurrence_fetch_raw: fetch raw bytes through Gmail batches, store them, record them.
 
     The batch goes chunk by chunk (one Gmail batch request each), each chunk recorded as
@@ -331,11 +345,11 @@ async def fetch_raw(pool, mailbox_id: str, occurrence_ids: list[int]) -> dict[st
             conn, "SELECT * FROM worker.occurrences_in_state(%s, 'discovered')", [occurrence_ids]
         )
         mailbox, _ = await load_mailbox(conn, mailbox_id)
-    size = max(1, runtime().fetch_chunk_size)
+    size = max(1, rt.fetch_chunk_size)
     chunks = [waiting[i : i + size] for i in range(0, len(waiting), size)] or [[]]
     totals = {"fetched": 0, "failed": 0}
     for number, chunk in enumerate(chunks, start=1):
-        fetched, missing = await _fetch_chunk(mailbox, chunk) if chunk else ([], [])
+        fetched, missing = await _fetch_chunk(rt, mailbox, chunk) if chunk else ([], [])
         async with pool.connection() as conn:
             result = await _call(
                 conn,
@@ -353,12 +367,12 @@ async def fetch_raw(pool, mailbox_id: str, occurrence_ids: list[int]) -> dict[st
 
 
 async def _fetch_chunk(
-    mailbox: dict[str, Any], chunk: list[dict[str, Any]]
+    rt: Runtime, mailbox: dict[str, Any], chunk: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Fetch and store one chunk: (stored rows for worker.record_raw, messages Gmail lost)."""
     by_gmail_id = {row["gmail_message_id"]: row["id"] for row in chunk}
-    raws = await gmail(mailbox, "fetch_raw", list(by_gmail_id))
-    blobs = runtime().blobs
+    raws = await gmail(rt, mailbox, "fetch_raw", list(by_gmail_id))
+    blobs = rt.blobs
 
     def store() -> list[dict[str, Any]]:
         return [
@@ -394,16 +408,21 @@ def marker_addresses(parsed: ParsedMessage) -> list[tuple[str, str]]:
 
 
 def parsed_payload(
-    occurrence_id: int, parsed: ParsedMessage, blobs: BlobStore, organization_id: Any = None
+    occurrence_id: int,
+    parsed: ParsedMessage,
+    blobs: BlobStore,
+    organization_id: Any = None,
+    secret_key: str | None = None,
 ) -> dict[str, Any]:
     """What worker.record_parsed stores for one parsed message (attachments go to blobs).
 
-    Product markers are verified here, with the occurrence's organisation: only a verified
-    one reaches stitching as `marker_ticket_number`; every marker seen is kept as evidence.
+    Product markers are verified here, with the occurrence's organisation (and the
+    worker's SECRET_KEY): only a verified one reaches stitching as `marker_ticket_number`;
+    every marker seen is kept as evidence.
     """
     marker_number, marker_evidence = (
         verify_markers(
-            runtime().settings.secret_key,
+            secret_key,
             organization_id,
             parsed.headers,
             marker_addresses(parsed),
@@ -463,7 +482,7 @@ def payload_json(payload: dict[str, Any]) -> str:
 
 
 def parse_occurrences(
-    waiting: list[dict[str, Any]], journal_address: str | None, blobs: BlobStore
+    waiting: list[dict[str, Any]], journal_address: str | None, rt: Runtime
 ) -> tuple[list[str], list[dict]]:
     """Parse each occurrence's raw bytes; a message that fails fails alone, with its reason.
 
@@ -473,10 +492,12 @@ def parse_occurrences(
     failures: list[dict] = []
     for row in waiting:
         try:
-            raw = blobs.get(row["raw_blob_key"])
+            raw = rt.blobs.get(row["raw_blob_key"])
             message = parse_message(raw, journal_address=journal_address)
             payload = payload_json(
-                parsed_payload(row["id"], message, blobs, row["organization_id"])
+                parsed_payload(
+                    row["id"], message, rt.blobs, row["organization_id"], rt.settings.secret_key
+                )
             )
         except UnparseableMessage as exc:
             failures.append({"occurrence_id": row["id"], "error": f"unparseable: {exc.reason}"})
@@ -488,7 +509,7 @@ def parse_occurrences(
     return parsed, failures
 
 
-async def parse(pool, mailbox_id: str, occurrence_ids: list[int]) -> dict[str, Any]:
+async def parse(pool, rt: Runtime, mailbox_id: str, occurrence_ids: list[int]) -> dict[str, Any]:
     """occurrence_parse: MIME → canonical messages, contents, attachments, evidence."""
     async with pool.connection() as conn:
         waiting = await _rows(
@@ -497,9 +518,7 @@ async def parse(pool, mailbox_id: str, occurrence_ids: list[int]) -> dict[str, A
         mailbox, _ = await load_mailbox(conn, mailbox_id)
     if not waiting:
         return {"parsed": 0, "failed": 0}
-    parsed, failures = await asyncio.to_thread(
-        parse_occurrences, waiting, mailbox["email"], runtime().blobs
-    )
+    parsed, failures = await asyncio.to_thread(parse_occurrences, waiting, mailbox["email"], rt)
     async with pool.connection() as conn:
         return await _call(
             conn,

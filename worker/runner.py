@@ -13,9 +13,18 @@ import psycopg
 from procrastinate.periodic import PeriodicRegistry
 from procrastinate.worker import Worker
 
+from worker.app import RUNTIME
+from worker.pipeline import Runtime
 from worker.tasks import enqueue_due_syncs, recover_stalled
 
 log = logging.getLogger(__name__)
+
+
+def runtime_context(runtime: Runtime | None) -> dict:
+    """A worker's additional context carrying `runtime` to the tasks (None: the tasks build
+    one from the environment)."""
+    return {RUNTIME: runtime} if runtime is not None else {}
+
 
 # A job scheduled further ahead than this (a paused mailbox, a long retry back-off) does
 # not keep --until-idle waiting.
@@ -54,13 +63,15 @@ async def run_until_idle(
     concurrency: int = 4,
     stalled_after: float | None = None,
     poll_seconds: float = 0.5,
+    runtime: Runtime | None = None,
 ) -> None:
     """Process jobs until none is waiting or running, recovering jobs of dead workers.
 
     One long-lived worker runs meanwhile (a worker that stopped whenever the queue looked
     empty for a moment would wait for all its running jobs and restart every time); every
     `poll_seconds` this checks whether the pipeline is idle, and stops it when it is.
-    Periodic tasks are not deferred meanwhile; the caller queues what it wants done.
+    Periodic tasks are not deferred meanwhile; the caller queues what it wants done. The
+    tasks get `runtime` (worker.pipeline.Runtime), else one built from the environment.
 
     Jobs of workers silent for `stalled_after` seconds (default: the SQL limit,
     logic.stalled_worker_seconds()) are recovered before the worker starts (the caller
@@ -74,6 +85,7 @@ async def run_until_idle(
                 wait=True,
                 concurrency=concurrency,
                 install_signal_handlers=False,
+                additional_context=runtime_context(runtime),
             ),
             name="worker until idle",
         )
@@ -112,6 +124,7 @@ async def run_supervised(
     concurrency: int = 4,
     queues: list[str] | None = None,
     sync_poll_seconds: float | None = None,
+    runtime: Runtime | None = None,
 ) -> int:
     """Run a procrastinate worker until `stop` is set, whatever happens to the database.
 
@@ -122,13 +135,19 @@ async def run_supervised(
     every RECOVERY_INTERVAL_SECONDS, the jobs of other dead workers are recovered, and every
     `sync_poll_seconds` (SYNC_POLL_SECONDS) every mailbox gets the sync it needs: the
     polling safety net under push notifications, finer than the periodic task's minute.
-    Returns the number of restarts; it returns only once `stop` is set.
+    Returns the number of restarts; it returns only once `stop` is set. The tasks get
+    `runtime` (worker.pipeline.Runtime), else one built from the environment.
     """
     dead_worker_ids: list[int] = []
     delay = RESTART_DELAY_SECONDS
     restarts = 0
     while not stop.is_set():
-        options = {**worker_app.worker_defaults, "concurrency": concurrency, "queues": queues}
+        options = {
+            **worker_app.worker_defaults,
+            "concurrency": concurrency,
+            "queues": queues,
+            "additional_context": runtime_context(runtime),
+        }
         worker = Worker(app=worker_app, wait=True, install_signal_handlers=False, **options)
         started = asyncio.get_running_loop().time()
         try:

@@ -14,7 +14,7 @@ import psycopg
 from procrastinate import JobContext, RetryStrategy
 
 from worker import pipeline
-from worker.app import app
+from worker.app import RUNTIME, app
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,13 @@ OCCURRENCE_RETRY = RetryStrategy(max_attempts=5, exponential_wait=2)
 
 def _pool(context: JobContext):
     return context.app.connector.pool
+
+
+def runtime_of(context: JobContext) -> pipeline.Runtime:
+    """The runtime the worker was started with (worker.runner passes it in the worker's
+    additional context under RUNTIME), else the one built from the environment."""
+    given = context.additional_context.get(RUNTIME)
+    return given if given is not None else pipeline.default_runtime()
 
 
 @app.task(name="worker_ping", pass_context=True)
@@ -47,7 +54,7 @@ async def mailbox_history_sync(context: JobContext, mailbox_id: str) -> dict[str
 
 async def _sync_step(step, context: JobContext, mailbox_id: str) -> dict[str, Any]:
     try:
-        return await step(_pool(context), mailbox_id)
+        return await step(_pool(context), runtime_of(context), mailbox_id)
     except psycopg.OperationalError as exc:
         # The database went away mid-step (a restart, an outage): what the step had not
         # committed rolled back, its checkpoint is intact, and the periodic sync queues the
@@ -58,7 +65,7 @@ async def _sync_step(step, context: JobContext, mailbox_id: str) -> dict[str, An
 
 async def _occurrence_stage(context: JobContext, stage, stage_name: str, mailbox_id, ids):
     try:
-        return await stage(_pool(context), mailbox_id, ids)
+        return await stage(_pool(context), runtime_of(context), mailbox_id, ids)
     except Exception as exc:
         if context.job.attempts + 1 >= OCCURRENCE_RETRY.max_attempts:
             # Out of retries: the occurrences fail with the reason, listable and retriable.
@@ -131,7 +138,7 @@ async def enqueue_due_syncs(worker_app: procrastinate.App) -> int:
 @app.task(name="mailbox_watch", pass_context=True, queue="sync")
 async def mailbox_watch(context: JobContext, mailbox_id: str) -> dict[str, Any]:
     """Set up, renew or stop the mailbox's Gmail push watch (users.watch / users.stop)."""
-    return await pipeline.watch_mailbox(_pool(context), mailbox_id)
+    return await pipeline.watch_mailbox(_pool(context), runtime_of(context), mailbox_id)
 
 
 @app.periodic(cron="17 * * * *")
@@ -139,7 +146,7 @@ async def mailbox_watch(context: JobContext, mailbox_id: str) -> dict[str, Any]:
 async def mailbox_watch_renew(context: JobContext, timestamp: int) -> int:
     """Hourly: queue mailbox_watch where a watch is missing, due for its daily renewal,
     expired, failed, or must stop (push turned off, mailbox disabled)."""
-    topic = pipeline.runtime().settings.gmail_pubsub_topic
+    topic = runtime_of(context).settings.gmail_pubsub_topic
     async with _pool(context).connection() as conn:
         cursor = await conn.execute("SELECT worker.enqueue_due_watches(%s)", [topic])
         return (await cursor.fetchone())[0]

@@ -28,6 +28,7 @@ from app.importer import imported_item, mbox_messages
 from app.markers import reply_address, ticket_marker
 from tests.fixtures.ingest import CORPUS
 from worker.app import app, make_connector
+from worker.runner import runtime_context
 
 THREADS = CORPUS / "threads"
 NOTMUCH = THREADS / "notmuch-default.mbox"
@@ -48,7 +49,10 @@ async def drain(ingest, concurrency: int = 1) -> None:
         async with worker_app.open_async():
             while True:
                 await worker_app.run_worker_async(
-                    wait=False, concurrency=concurrency, install_signal_handlers=False
+                    wait=False,
+                    concurrency=concurrency,
+                    install_signal_handlers=False,
+                    additional_context=runtime_context(ingest.runtime),
                 )
                 async with worker_app.connector.pool.connection() as conn:
                     cursor = await conn.execute(
@@ -645,7 +649,7 @@ async def test_stitching_queues_routing_which_routes_each_ticket_once(ingest, db
     # Parse and stitch by hand, stage by stage, to look between the stages.
     with app.replace_connector(make_connector(ingest.db_url)) as worker_app:
         async with worker_app.open_async():
-            await pipeline.parse(worker_app.connector.pool, str(mailbox_id), ids)
+            await pipeline.parse(worker_app.connector.pool, ingest.runtime, str(mailbox_id), ids)
     result = db.execute("SELECT worker.stitch_occurrences(%s) AS r", [ids]).fetchone()["r"]
     assert result["stitched"] == 13
 

@@ -155,11 +155,11 @@ async def test_a_backfill_walk_keeps_the_page_size_it_started_with(ingest, db):
     db.execute("SELECT logic.enqueue_backfill(%s)", [mailbox_id])
     async with AsyncConnectionPool(ingest.db_url, min_size=1, max_size=2, open=False) as pool:
         ingest.runtime.backfill_page_size = 50
-        await pipeline.backfill_page(pool, mailbox_id)
+        await pipeline.backfill_page(pool, ingest.runtime, mailbox_id)
         # A worker configured otherwise (an upgrade mid-walk) continues the same query.
         ingest.runtime.backfill_page_size = 30
-        await pipeline.backfill_page(pool, mailbox_id)
-        await pipeline.backfill_page(pool, mailbox_id)
+        await pipeline.backfill_page(pool, ingest.runtime, mailbox_id)
+        await pipeline.backfill_page(pool, ingest.runtime, mailbox_id)
     sizes = [parse_qs(r.query)["maxResults"] for r in ingest.gmail.log if r.kind == "list"]
     assert sizes == [["50"], ["50"], ["50"]]
     row = mailbox_row(db, mailbox_id)
@@ -194,7 +194,9 @@ async def test_a_fetch_job_that_dies_refetches_only_what_it_had_not_stored(inges
     mailbox_id = ingest.add_mailbox(db, JOURNAL)
     db.execute("SELECT logic.enqueue_backfill(%s)", [mailbox_id])
     async with AsyncConnectionPool(ingest.db_url, min_size=1, max_size=2, open=False) as pool:
-        await pipeline.backfill_page(pool, mailbox_id)  # discovers all 30: one fetch job
+        await pipeline.backfill_page(
+            pool, ingest.runtime, mailbox_id
+        )  # discovers all 30: one fetch job
     in_order = [
         row["gmail_message_id"]
         for row in db.execute(
