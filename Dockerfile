@@ -5,6 +5,10 @@ RUN useradd --create-home --uid 10001 ticketing
 COPY pyproject.toml constraints.txt README.md ./
 COPY app ./app
 COPY worker ./worker
+COPY kernel ./kernel
+COPY cli ./cli
+# The demo (`ticketing demo`) loads the fakes; the API and the worker never do.
+COPY devtools ./devtools
 COPY sql ./sql
 COPY migrations ./migrations
 # Editable install: the runtime reads sql/ and migrations/ beside the code.

@@ -20,10 +20,10 @@ import psycopg
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
-from app.blobstore import BlobStore
 from app.errors import ApiError
 from app.security import RateLimiter, session_token_hash, well_formed_token
-from app.settings import Settings
+from kernel.blobstore import BlobStore
+from kernel.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

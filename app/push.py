@@ -26,7 +26,7 @@ from google.auth import jwt
 
 from app.errors import ApiError
 from app.http import check_text
-from app.settings import Settings
+from kernel.settings import Settings
 
 # Who signs Pub/Sub's push tokens.
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")

@@ -13,7 +13,7 @@ import uuid
 from aiohttp import web
 
 from app.errors import ApiError
-from app.settings import Settings
+from kernel.settings import Settings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"

@@ -7,8 +7,7 @@ import uuid
 
 from aiohttp import web, web_protocol
 
-from app import db, migrate, openapi
-from app.blobstore import blob_store_from_settings
+from app import openapi
 from app.errors import HTTP_CODES, error_middleware, error_response
 from app.handlers import auth, health, mailboxes, ops, queues, routing, tickets, webhooks
 from app.http import (
@@ -34,7 +33,9 @@ from app.security import (
     require_csrf,
     well_formed_token,
 )
-from app.settings import Settings
+from kernel import db, migrate
+from kernel.blobstore import blob_store_from_settings
+from kernel.settings import Settings
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", health.healthz, None),

@@ -4,7 +4,7 @@
         [--concurrency 1,16]
 
 Seeding (one SQL session, generate_series): organisation, queues and rules of
-app.demo.seed_organization; N tickets with 1-3 messages each (messages, contents,
+cli.demo.seed_organization; N tickets with 1-3 messages each (messages, contents,
 ticket_messages), subjects and bodies drawn Zipf-like from the 5,000 most frequent words of
 the corpus' text bodies (bodies from a pool of tickets/5 distinct ones, at most 50,000, so
 that each body is parsed once), tickets.search built the way stitching builds it (code and
@@ -43,10 +43,6 @@ import aiohttp
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from app import db
-from app.demo import ADMIN_EMAIL, ORGANIZATION, seed_organization
-from app.migrate import migrate
-from app.settings import REPO_ROOT
 from bench.common import (
     BENCH_SECRET,
     bench_database,
@@ -55,6 +51,10 @@ from bench.common import (
     postgres_pids,
     summary,
 )
+from cli.demo import ADMIN_EMAIL, ORGANIZATION, seed_organization
+from kernel import db
+from kernel.migrate import migrate
+from kernel.settings import REPO_ROOT
 
 PAGES_DEEP = 20
 KINDS = ("list", "status_open", "q_common", "q_rare", "deep", "detail")

@@ -22,7 +22,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from app.settings import REPO_ROOT
+from kernel.settings import REPO_ROOT
 
 CORPUS = REPO_ROOT.parent / "shared" / "corpus"
 BENCH_SECRET = "bench-secret-key-with-enough-entropy-0123456789"  # noqa: S105 - not a secret
@@ -92,7 +92,7 @@ def bench_database(server_url: str | None, prefix: str, keep: bool = False) -> I
     Without a URL an embedded PostgreSQL (pgserver) in a temporary directory is used.
     """
     if server_url is None:
-        from app.db import embedded_database_url
+        from kernel.db import embedded_database_url
 
         with tempfile.TemporaryDirectory(prefix=f"bench-{prefix}-") as tmp:
             yield embedded_database_url(Path(tmp) / "pgdata")

@@ -77,13 +77,13 @@ import psycopg
 from aiohttp import web
 from psycopg.rows import dict_row
 
-from app.demo import JOURNAL_EMAIL, ORGANIZATION, seed_organization, with_fake_gmail
-from app.mailbox_admin import register_gmail_mailbox
-from app.migrate import migrate
-from app.settings import REPO_ROOT, Settings
 from bench.common import BENCH_SECRET, corpus_templates, summary
 from bench.ingest import generate_messages, worker_env
 from bench.private_pg import private_postgres
+from cli.demo import JOURNAL_EMAIL, ORGANIZATION, seed_organization, with_fake_gmail
+from cli.mailbox_admin import register_gmail_mailbox
+from kernel.migrate import migrate
+from kernel.settings import REPO_ROOT, Settings
 
 HISTORY_PAGE = 500  # records per history.list page the pipeline asks for (Gmail's maximum)
 DRAIN_TARGET_SECONDS = 30.0
@@ -205,9 +205,9 @@ def tripwire_middleware(wires: Tripwires):
 
 @contextlib.contextmanager
 def fake_gmail_with_tripwires(fake: Any, wires: Tripwires) -> Iterator[str]:
-    """Serve `fake` (worker.fake_gmail.make_app) from a thread, tripwires first; yields the
+    """Serve `fake` (devtools.fake_gmail.make_app) from a thread, tripwires first; yields the
     base URL."""
-    from worker.fake_gmail import make_app
+    from devtools.fake_gmail import make_app
 
     started = threading.Event()
     box: dict[str, Any] = {}
@@ -252,7 +252,7 @@ def lost_response_action() -> str | None:
     connection closed before the answer), found among the actions FaultRule accepts."""
     import inspect
 
-    from worker import fake_gmail
+    from devtools import fake_gmail
 
     try:
         source = inspect.getsource(fake_gmail.FaultRule)
@@ -271,7 +271,7 @@ def lost_response_action() -> str | None:
 
 def gmail_fault_rules(quick: bool) -> list[Any]:
     """Random Gmail faults for the fault window (seeded by the fake's RNG)."""
-    from worker.fake_gmail import FaultRule
+    from devtools.fake_gmail import FaultRule
 
     p = 0.10 if quick else 0.06
     rules = [
@@ -690,7 +690,7 @@ class Run:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from worker.fake_gmail import FakeGmail
+    from devtools.fake_gmail import FakeGmail
 
     plan = make_plan(args)
     load_at_start = [round(x, 2) for x in os.getloadavg()]

@@ -6,9 +6,9 @@
 Messages are built from real corpus mail (../shared/corpus): each gets a unique Message-ID,
 Date and Subject; about 30% are replies (In-Reply-To/References to an earlier generated
 message, "Re: " subject); all are addressed to the demo's allowlisted support addresses
-(the organisation, allowlist and rules are app.demo.seed_organization's); the templates with
+(the organisation, allowlist and rules are cli.demo.seed_organization's); the templates with
 attachments are used for about 3% of the messages. The fake Gmail server runs in a thread
-of this process; the mailbox is registered with app.mailbox_admin.register_gmail_mailbox,
+of this process; the mailbox is registered with cli.mailbox_admin.register_gmail_mailbox,
 which queues the backfill; `ticketing worker --until-idle` subprocesses do the rest.
 
 With --database-url (a server URL) a fresh database bench_ingest_* is created there and
@@ -36,11 +36,6 @@ from typing import Any
 import psutil
 from psycopg.conninfo import conninfo_to_dict
 
-from app import db
-from app.demo import ALLOWLIST, JOURNAL_EMAIL, ORGANIZATION, seed_organization, with_fake_gmail
-from app.mailbox_admin import register_gmail_mailbox
-from app.migrate import migrate
-from app.settings import REPO_ROOT, Settings
 from bench.common import (
     BENCH_SECRET,
     Template,
@@ -50,6 +45,11 @@ from bench.common import (
     postgres_pids,
     summary,
 )
+from cli.demo import ALLOWLIST, JOURNAL_EMAIL, ORGANIZATION, seed_organization, with_fake_gmail
+from cli.mailbox_admin import register_gmail_mailbox
+from kernel import db
+from kernel.migrate import migrate
+from kernel.settings import REPO_ROOT, Settings
 
 REPLY_SHARE = 0.30
 ATTACHMENT_SHARE = 0.03
@@ -185,7 +185,7 @@ def run_workers(
         # async parts); work handed to threads (Gmail, MIME, blobs) shows as waits.
         Path(profile_dir).mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "cProfile", "-o", str(Path(profile_dir) / "worker-{}.prof"),
-               "-m", "app.cli", *cmd[1:]]  # fmt: skip
+               "-m", "cli.main", *cmd[1:]]  # fmt: skip
     database = conninfo_to_dict(database_url)["dbname"]
     worker_cpu, bench_db_cpu, all_pg_cpu = CpuTracker(), CpuTracker(), CpuTracker()
     all_pg_cpu.sample(postgres_pids())
@@ -351,7 +351,7 @@ def stage_report(database_url: str, mailbox_id: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from worker.fake_gmail import FakeGmail, fake_gmail_in_thread
+    from devtools.fake_gmail import FakeGmail, fake_gmail_in_thread
 
     t0 = time.monotonic()
     raws = generate_messages(args.messages, args.seed, corpus_templates())

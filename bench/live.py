@@ -5,7 +5,7 @@
         [--sync-poll-seconds N] [--database-url URL] [--seed 1]
 
 Per mode (push on, then push off with `both`): a fresh database with the demo
-organisation (app.demo.seed_organization), the fake Gmail server in a thread of this
+organisation (cli.demo.seed_organization), the fake Gmail server in a thread of this
 process, its journal mailbox registered (backfill and, with push, the watch queued), and
 `--workers` long-running `ticketing worker --concurrency N` subprocesses (not
 --until-idle) with the environment a deployment gives them. With push on, the API runs as
@@ -52,11 +52,6 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
-from app import db
-from app.demo import JOURNAL_EMAIL, ORGANIZATION, seed_organization, with_fake_gmail
-from app.mailbox_admin import register_gmail_mailbox
-from app.migrate import migrate
-from app.settings import REPO_ROOT, Settings
 from bench.common import (
     BENCH_SECRET,
     bench_database,
@@ -66,6 +61,11 @@ from bench.common import (
     summary,
 )
 from bench.ingest import generate_messages, worker_env
+from cli.demo import JOURNAL_EMAIL, ORGANIZATION, seed_organization, with_fake_gmail
+from cli.mailbox_admin import register_gmail_mailbox
+from kernel import db
+from kernel.migrate import migrate
+from kernel.settings import REPO_ROOT, Settings
 
 TOPIC = "projects/bench-live/topics/gmail"
 TICKETING = str(REPO_ROOT / ".venv" / "bin" / "ticketing")
@@ -316,8 +316,8 @@ def latency_report(conn, mailbox_id: str, deliveries: Deliveries) -> dict[str, A
 
 
 def run_mode(args: argparse.Namespace, push: bool, raws: list[bytes]) -> dict[str, Any]:
-    from worker.fake_gmail import FakeGmail, fake_gmail_in_thread
-    from worker.fake_pubsub import FakePushSubscription
+    from devtools.fake_gmail import FakeGmail, fake_gmail_in_thread
+    from devtools.fake_pubsub import FakePushSubscription
 
     gmail = FakeGmail(seed=args.seed)
     gmail.add_mailbox(JOURNAL_EMAIL)

@@ -28,7 +28,7 @@ from yoyo import step
 
 __depends__ = {"0012.recent-search", "0013.ingestion-reliability"}
 
-log = logging.getLogger("app.migrate")
+log = logging.getLogger("kernel.migrate")
 MIGRATION_ID = "0014.mail-fidelity"
 BATCH = 2000
 

@@ -18,7 +18,7 @@ import pytest
 from minio import Minio
 from minio.error import S3Error
 
-from app.blobstore import (
+from kernel.blobstore import (
     BlobNotFound,
     BlobStore,
     InvalidBlobKey,
@@ -29,7 +29,7 @@ from app.blobstore import (
     content_disposition,
     parse_endpoint_url,
 )
-from app.settings import ConfigError, Settings
+from kernel.settings import ConfigError, Settings
 from tests.fixtures.s3 import S3Server, empty_and_remove_bucket
 
 MULTI_MB = 6 * 1024 * 1024 + 17  # above minio's 5 MiB part size: a multipart upload on S3

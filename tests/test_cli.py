@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-TICKETING = [sys.executable, "-m", "app.cli"]
+TICKETING = [sys.executable, "-m", "cli.main"]
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from app.crypto import TokenDecryptionError, decrypt_token, encrypt_token, token_key
-from app.settings import ConfigError, Settings
+from kernel.crypto import TokenDecryptionError, decrypt_token, encrypt_token, token_key
+from kernel.settings import ConfigError, Settings
 
 KEY = bytes(range(32))
 ORG = uuid.UUID("11111111-1111-4111-8111-111111111111")

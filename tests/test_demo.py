@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
-from app.demo import MAILBOX_DIR, ORGANIZATION
+from cli.demo import MAILBOX_DIR, ORGANIZATION
 
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY_RE = re.compile(
@@ -36,7 +36,7 @@ def _demo_env() -> dict[str, str]:
 
 def _run_demo(data_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "demo", "--no-serve", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "cli.main", "demo", "--no-serve", "--data-dir", str(data_dir)],
         cwd=REPO,
         env=_demo_env(),
         capture_output=True,
@@ -135,7 +135,7 @@ def _serve_until_live(data_dir: Path) -> tuple[str, re.Match[str]]:
     with (
         stderr_path.open("w") as stderr,
         subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "demo", "--port", str(port), "--data-dir",
+            [sys.executable, "-m", "cli.main", "demo", "--port", str(port), "--data-dir",
              str(data_dir)],
             cwd=REPO,
             env=_demo_env(),

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from app.markers import reply_address, ticket_marker, verify_markers
+from kernel.markers import reply_address, ticket_marker, verify_markers
 
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
 ORG = uuid.UUID("11111111-2222-3333-4444-555555555555")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from app.migrate import CODE_SCHEMAS, code_hash, migrate, migration_ids
+from kernel.migrate import CODE_SCHEMAS, code_hash, migrate, migration_ids
 
 
 def test_migrate_twice_is_a_no_op_apart_from_the_reload(db, db_url):

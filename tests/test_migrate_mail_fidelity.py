@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 from yoyo import read_migrations
 
-from app.migrate import MIGRATIONS_DIR
+from kernel.migrate import MIGRATIONS_DIR
 from tests.worker.test_mail_fidelity_ingest import corpus_sample, html_copy
 from worker.mime import parse_message
 

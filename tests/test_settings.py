@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from app.settings import DEV_SECRET_KEY, ConfigError, Settings, load_settings, read_dotenv
+from kernel.settings import DEV_SECRET_KEY, ConfigError, Settings, load_settings, read_dotenv
 
 PRODUCTION_KEY = base64.b64encode(bytes(range(32))).decode()
 

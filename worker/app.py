@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import procrastinate
 
-from app.db import database_url
-from app.settings import load_settings
+from kernel.db import database_url
+from kernel.settings import load_settings
 from worker.failures import record_failed_attempts
 
 

@@ -22,11 +22,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from app.blobstore import BlobStore, blob_store_from_settings
-from app.crypto import decrypt_token, token_key
-from app.markers import verify_markers
-from app.settings import Settings, load_settings
-from worker.gmail import (
+from kernel.blobstore import BlobStore, blob_store_from_settings
+from kernel.crypto import decrypt_token, token_key
+from kernel.gmail import (
     GmailApiError,
     GmailClient,
     GmailClientConfig,
@@ -35,6 +33,8 @@ from worker.gmail import (
     GmailReconnectRequired,
     RetryPolicy,
 )
+from kernel.markers import verify_markers
+from kernel.settings import Settings, load_settings
 from worker.mime import ParsedMessage, UnparseableMessage, parse_message
 
 log = logging.getLogger(__name__)

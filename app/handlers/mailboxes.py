@@ -20,12 +20,11 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 
-from app.crypto import TokenDecryptionError, decrypt_token, encrypt_token, token_key
 from app.errors import ApiError
 from app.http import SETTINGS, json_text, respond_sql, sql_json, transaction
 from app.security import keyed_hash
-from app.settings import Settings
-from worker.gmail import (
+from kernel.crypto import TokenDecryptionError, decrypt_token, encrypt_token, token_key
+from kernel.gmail import (
     GMAIL_READONLY_SCOPE,
     GmailApiError,
     GmailClient,
@@ -36,6 +35,7 @@ from worker.gmail import (
     Profile,
     RetryPolicy,
 )
+from kernel.settings import Settings
 
 OAUTH_STATE_TTL_SECONDS = 600
 # Scopes that let the journal be read; gmail.readonly is what the connect flow asks for.

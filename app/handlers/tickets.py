@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from psycopg.types.json import Jsonb
 
-from app.blobstore import BlobNotFound, BlobStream, content_disposition
 from app.errors import ApiError
 from app.http import (
     BLOBS,
@@ -28,6 +27,7 @@ from app.http import (
     respond_sql,
     sql_json,
 )
+from kernel.blobstore import BlobNotFound, BlobStream, content_disposition
 
 # Path ids are bigints; anything else names no ticket (18 digits stay below 2^63).
 _ID_RE = re.compile(r"^[0-9]{1,18}$")

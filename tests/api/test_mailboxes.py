@@ -18,12 +18,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from app.crypto import TokenDecryptionError, decrypt_token, token_key
 from app.handlers.mailboxes import oauth_state_hash
-from app.mailbox_admin import RegistrationError, register_gmail_mailbox
-from app.settings import Settings
-from tests.fixtures.api import ApiUser, api_settings, dev_login
-from worker.fake_gmail import (
+from cli.mailbox_admin import RegistrationError, register_gmail_mailbox
+from devtools.fake_gmail import (
     FAKE_CLIENT_ID,
     FAKE_CLIENT_SECRET,
     FakeGmail,
@@ -31,6 +28,9 @@ from worker.fake_gmail import (
     FaultRule,
     fake_gmail_server,
 )
+from kernel.crypto import TokenDecryptionError, decrypt_token, token_key
+from kernel.settings import Settings
+from tests.fixtures.api import ApiUser, api_settings, dev_login
 
 START = "/mailboxes/gmail/journal/oauth/start"
 CALLBACK = "/mailboxes/gmail/oauth/callback"
@@ -814,7 +814,7 @@ def test_register_command_line(db, db_url, tmp_path):
     db.execute("INSERT INTO core.organizations (name) VALUES ('Acme')")
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "APP_ENV"}}
     env.update(DATABASE_URL=db_url, SECRET_KEY="cli-secret-" + "y" * 30, JOURNAL_TOKEN="1//env")
-    base = [sys.executable, "-m", "app.cli", "mailbox-register", "--organization", "Acme"]
+    base = [sys.executable, "-m", "cli.main", "mailbox-register", "--organization", "Acme"]
 
     done = subprocess.run(
         [*base, "--email", JOURNAL, "--refresh-token-env", "JOURNAL_TOKEN", "--no-backfill"],

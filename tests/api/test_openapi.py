@@ -21,11 +21,11 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 from app import openapi
-from app.blobstore import LocalBlobStore
 from app.server import _UNLIMITED_PATHS, ROUTES, create_app
+from devtools.fake_pubsub import envelope_for
+from kernel.blobstore import LocalBlobStore
 from tests.api.test_tickets import Seed
 from tests.fixtures.api import ApiUser, api_settings, dev_login
-from worker.fake_pubsub import envelope_for
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 CSRF_REF = "#/components/parameters/CsrfToken"

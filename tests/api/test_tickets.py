@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from app.blobstore import BlobStore, LocalBlobStore, S3BlobStore, content_disposition
+from kernel.blobstore import BlobStore, LocalBlobStore, S3BlobStore, content_disposition
 from tests.fixtures.api import ApiUser, dev_login
 from tests.fixtures.s3 import S3Server
 

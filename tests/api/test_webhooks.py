@@ -12,7 +12,7 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient
 
-from worker.fake_pubsub import (
+from devtools.fake_pubsub import (
     PUSH_SERVICE_ACCOUNT,
     FakeGoogleIssuer,
     envelope_for,

@@ -7,7 +7,7 @@ import json
 import psycopg
 import pytest
 
-from app.db import API_ROLE
+from kernel.db import API_ROLE
 
 
 def _organization(db, name: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from app.db import API_ROLE
+from kernel.db import API_ROLE
 
 
 def _seed_two_organisations(db) -> dict[str, str]:

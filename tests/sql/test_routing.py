@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from psycopg.types.json import Jsonb
 
-from app.db import API_ROLE
+from kernel.db import API_ROLE
 
 
 @pytest.mark.parametrize(

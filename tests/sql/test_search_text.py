@@ -6,7 +6,7 @@ import psycopg
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from app.db import API_ROLE
+from kernel.db import API_ROLE
 
 # The characters websearch syntax gives a meaning to, plus words and arbitrary text; NUL
 # never reaches SQL (the API refuses it at the edge).

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from psycopg.types.json import Jsonb
 
-from app.importer import imported_item, mbox_messages
-from app.markers import reply_address, ticket_marker
+from cli.importer import imported_item, mbox_messages
+from kernel.markers import reply_address, ticket_marker
 from tests.fixtures.ingest import CORPUS
 from worker.app import app, make_connector
 from worker.runner import runtime_context

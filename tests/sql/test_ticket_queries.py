@@ -14,7 +14,7 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from app.db import API_ROLE
+from kernel.db import API_ROLE
 
 TICKETS_PER_ORG = 2500
 FIRST_PAGE = ("infinity", 9223372036854775807)

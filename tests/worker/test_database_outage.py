@@ -11,9 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devtools.fake_gmail import FaultRule
 from tests.fixtures.api import TEST_SECRET
 from tests.fixtures.ingest import CORPUS, running_worker
-from worker.fake_gmail import FaultRule
 
 JOURNAL = "journal@example.com"
 

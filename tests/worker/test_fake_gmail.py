@@ -20,10 +20,10 @@ from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
+from devtools.fake_gmail import FakeGmail, FakeGmailServer, FaultRule, fake_gmail_in_thread
+from kernel.gmail import GmailApiError, GmailRetriesExhausted, RetryPolicy
 from tests.fixtures.gmail import GMAIL_TEST_USER
 from tests.worker.test_gmail import add_synthetic, synthetic_message
-from worker.fake_gmail import FakeGmail, FakeGmailServer, FaultRule, fake_gmail_in_thread
-from worker.gmail import GmailApiError, GmailRetriesExhausted, RetryPolicy
 
 OTHER_USER = "other-journal@example.com"
 

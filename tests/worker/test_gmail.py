@@ -1,4 +1,4 @@
-"""The real google-api-python-client stack (worker.gmail) against the fake Gmail server
+"""The real google-api-python-client stack (kernel.gmail) against the fake Gmail server
 over HTTP on loopback: no mocks. Sleeps are recorded, not waited, so retries stay fast."""
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from pathlib import Path
 import httplib2
 import pytest
 
-from tests.fixtures.gmail import GMAIL_TEST_USER, RecordingSleep
-from worker.fake_gmail import (
+from devtools.fake_gmail import (
     FAKE_CLIENT_ID,
     FAKE_CLIENT_SECRET,
     FakeGmail,
@@ -23,7 +22,7 @@ from worker.fake_gmail import (
     FaultRule,
     fake_gmail_server,
 )
-from worker.gmail import (
+from kernel.gmail import (
     GmailApiError,
     GmailClient,
     GmailClientConfig,
@@ -32,6 +31,7 @@ from worker.gmail import (
     GmailRetriesExhausted,
     RetryPolicy,
 )
+from tests.fixtures.gmail import GMAIL_TEST_USER, RecordingSleep
 
 CORPUS = Path("/work/shared/corpus")
 # A handful of hostile real messages: CRLF with a zip attachment, CRLF with large base64
@@ -519,8 +519,8 @@ async def test_async_server_serves_the_client_through_a_thread():
 
 
 def test_client_config_comes_from_settings():
-    from app.settings import Settings
-    from worker.gmail import GmailClientConfig, GmailError
+    from kernel.gmail import GmailClientConfig, GmailError
+    from kernel.settings import Settings
 
     settings = Settings(
         google_client_id="id",

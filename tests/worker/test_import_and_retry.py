@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.importer import import_mbox, mbox_messages
+from cli.importer import import_mbox, mbox_messages
 from tests.fixtures.ingest import CORPUS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def test_import_mbox_command(db_url, tmp_path):
         [
             sys.executable,
             "-m",
-            "app.cli",
+            "cli.main",
             "import-mbox",
             str(THREADS),
             "--mailbox",

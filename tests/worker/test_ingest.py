@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from devtools.fake_gmail import FaultRule
 from tests.fixtures.ingest import CORPUS, kill_when, running_worker
-from worker.fake_gmail import FaultRule
 from worker.mime import UnparseableMessage, parse_message
 
 JOURNAL = "journal@example.com"

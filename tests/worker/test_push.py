@@ -10,8 +10,8 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient
 
+from devtools.fake_pubsub import FakePushSubscription
 from tests.worker.test_sync_walks import question
-from worker.fake_pubsub import FakePushSubscription
 
 JOURNAL = "journal@example.com"
 TOPIC = "projects/acme-helpdesk/topics/gmail"

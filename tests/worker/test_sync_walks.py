@@ -9,9 +9,9 @@ from urllib.parse import parse_qs
 
 from psycopg_pool import AsyncConnectionPool
 
+from devtools.fake_gmail import FaultRule
 from tests.fixtures.ingest import kill_when, running_worker
 from worker import pipeline
-from worker.fake_gmail import FaultRule
 
 JOURNAL = "journal@example.com"
 

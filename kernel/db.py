@@ -17,7 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from app.settings import Settings
+from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 

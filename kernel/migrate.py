@@ -15,8 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from yoyo import get_backend, read_migrations
 
-from app.db import API_ROLE, connect
-from app.settings import REPO_ROOT
+from kernel.db import API_ROLE, connect
+from kernel.settings import REPO_ROOT
 
 log = logging.getLogger(__name__)
 

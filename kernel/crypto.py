@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from app.settings import ConfigError, Settings
+from kernel.settings import ConfigError, Settings
 
 TOKEN_FORMAT_VERSION = 1
 _NONCE_BYTES = 12

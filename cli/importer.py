@@ -16,8 +16,8 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from app.blobstore import BlobStore
-from app.db import connect
+from kernel.blobstore import BlobStore
+from kernel.db import connect
 
 CHUNK = 200  # messages recorded per transaction
 

@@ -33,7 +33,7 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import BatchError, HttpError
 from googleapiclient.http import BatchHttpRequest, HttpRequest
 
-from app.settings import Settings
+from kernel.settings import Settings
 
 DEFAULT_GMAIL_API_BASE_URL = "https://gmail.googleapis.com/"
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret

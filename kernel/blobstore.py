@@ -30,10 +30,10 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from app.settings import ConfigError
+from kernel.settings import ConfigError
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from kernel.settings import Settings
 
 DEFAULT_CHUNK_SIZE = 256 * 1024
 _KEY_PATTERN = re.compile(r"sha256/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})")

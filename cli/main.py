@@ -16,9 +16,9 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.log import access_logger
 
-from app import db
-from app.migrate import migrate
-from app.settings import ConfigError, Settings, load_settings
+from kernel import db
+from kernel.migrate import migrate
+from kernel.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("ticketing")
 
@@ -68,7 +68,7 @@ def _serve_processes(args: argparse.Namespace) -> int:
     import subprocess
     import time
 
-    cmd = [sys.executable, "-m", "app.cli", "serve", "--host", args.host, "--port",
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--host", args.host, "--port",
            str(args.port), "--processes", "1", "--reuse-port"]  # fmt: skip
     children = [subprocess.Popen(cmd) for _ in range(args.processes)]  # noqa: S603
     stopping = False
@@ -137,8 +137,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_import_mbox(settings: Settings, args: argparse.Namespace) -> int:
-    from app.blobstore import blob_store_from_settings
-    from app.importer import import_mbox
+    from cli.importer import import_mbox
+    from kernel.blobstore import blob_store_from_settings
 
     url = db.database_url(settings)
     _migrate_if_embedded(settings, url, force=False)
@@ -161,7 +161,7 @@ def cmd_parse(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_mailbox_register(settings: Settings, args: argparse.Namespace) -> int:
     """Register a Gmail journal mailbox from an existing refresh token (encrypted at rest)."""
-    from app.mailbox_admin import RegistrationError, register_gmail_mailbox
+    from cli.mailbox_admin import RegistrationError, register_gmail_mailbox
 
     if args.refresh_token_file is not None:
         token = Path(args.refresh_token_file).read_text(encoding="utf-8")
@@ -185,7 +185,7 @@ def cmd_mailbox_register(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """The product end to end on a sample mailbox: embedded database, fake Gmail, pipeline, API."""
-    from app.demo import run_demo
+    from cli.demo import run_demo
 
     logging.getLogger().setLevel(logging.WARNING)  # the progress bar tells what happens
     result = run_demo(
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ticketing", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from app.demo import DEFAULT_DATA_DIR
+    from cli.demo import DEFAULT_DATA_DIR
 
     demo = sub.add_parser(
         "demo",

@@ -42,11 +42,11 @@ from typing import Any, TextIO
 import psycopg
 from psycopg.types.json import Jsonb
 
-from app import db
-from app.blobstore import LocalBlobStore
-from app.mailbox_admin import register_gmail_mailbox
-from app.migrate import migrate
-from app.settings import REPO_ROOT, Settings
+from cli.mailbox_admin import register_gmail_mailbox
+from kernel import db
+from kernel.blobstore import LocalBlobStore
+from kernel.migrate import migrate
+from kernel.settings import REPO_ROOT, Settings
 
 DEFAULT_DATA_DIR = REPO_ROOT / "var" / "demo"
 MAILBOX_DIR = REPO_ROOT / "demo" / "mailbox"
@@ -176,7 +176,7 @@ def demo_settings(base: Settings, data_dir: Path) -> Settings:
 
 def with_fake_gmail(settings: Settings, base_url: str, token_uri: str) -> Settings:
     """`settings` pointing the Gmail client and OAuth token exchange at the fake server."""
-    from worker.fake_gmail import FAKE_CLIENT_ID, FAKE_CLIENT_SECRET
+    from devtools.fake_gmail import FAKE_CLIENT_ID, FAKE_CLIENT_SECRET
 
     return settings.with_overrides(
         gmail_api_base_url=base_url,
@@ -388,8 +388,8 @@ def run_demo(
     err: TextIO = sys.stderr,
 ) -> DemoResult:
     """Steps 1-5 of the module docstring; returns after the pipeline if not `serve`."""
-    from worker.fake_gmail import FakeGmail, fake_gmail_in_thread
-    from worker.fake_pubsub import FakePushSubscription
+    from devtools.fake_gmail import FakeGmail, fake_gmail_in_thread
+    from devtools.fake_pubsub import FakePushSubscription
     from worker.pipeline import Runtime
 
     t0 = time.monotonic()

@@ -68,7 +68,7 @@ The contract it holds clients to, and the documentation it is read from:
   `on_request(hook)` runs code after each request is processed, e.g. to deliver mail
   between the pages of a walk the pipeline drives itself.
 
-Manual use: `python -m worker.fake_gmail --eml-dir DIR --user EMAIL --port 8085`.
+Manual use: `python -m devtools.fake_gmail --eml-dir DIR --user EMAIL --port 8085`.
 """
 
 from __future__ import annotations

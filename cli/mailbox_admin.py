@@ -10,9 +10,9 @@ from typing import Any
 
 import psycopg
 
-from app import db
-from app.crypto import encrypt_token, token_key
-from app.settings import Settings
+from kernel import db
+from kernel.crypto import encrypt_token, token_key
+from kernel.settings import Settings
 
 
 class RegistrationError(Exception):
