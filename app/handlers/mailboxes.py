@@ -1,54 +1,36 @@
 """Mailboxes (admin): list, the Gmail connect flow, connectivity check, sync administration.
 
 Most handlers are parse → one SQL call → respond. The connect callback and the
-connectivity check also talk to Google (token endpoint, Gmail profile) and encrypt or
-decrypt the refresh token: that is the Python-only part, and no database transaction is
-held open while it runs.
+connectivity check also need Google (token endpoint, Gmail profile): that part lives in
+kernel/gmail_connect.py, and no database transaction is held open while it runs.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
+import contextlib
 import json
 import re
 import secrets
 import uuid
-from typing import Any
+from collections.abc import Iterator
 from urllib.parse import urlencode
 
-import aiohttp
 from aiohttp import web
 
 from app.errors import ApiError
 from app.http import SETTINGS, json_text, respond_sql, sql_json, transaction
 from app.security import keyed_hash
-from kernel.crypto import TokenDecryptionError, decrypt_token, encrypt_token, token_key
-from kernel.gmail import (
+from kernel.crypto import encrypt_token, token_key
+from kernel.gmail_connect import (
     GMAIL_READONLY_SCOPE,
-    GmailApiError,
-    GmailClient,
-    GmailClientConfig,
-    GmailError,
-    GmailReconnectRequired,
-    GmailRetriesExhausted,
-    Profile,
-    RetryPolicy,
+    ConnectRefused,
+    check_connectivity,
+    grant_from_code,
+    interactive_config,
 )
 from kernel.settings import Settings
 
 OAUTH_STATE_TTL_SECONDS = 600
-# Scopes that let the journal be read; gmail.readonly is what the connect flow asks for.
-_READ_SCOPES = frozenset(
-    {
-        GMAIL_READONLY_SCOPE,
-        "https://www.googleapis.com/auth/gmail.modify",
-        "https://mail.google.com/",
-    }
-)
-# An admin is waiting on these calls: fail fast instead of the worker's long retry budget.
-_INTERACTIVE_RETRY = RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=2.0, max_total_wait=5.0)
-_INTERACTIVE_TIMEOUT_SECONDS = 20.0
 _MINUTES_RE = re.compile(r"^-?\d{1,9}$")
 
 
@@ -67,27 +49,13 @@ def _mailbox_id(request: web.Request) -> str:
         ) from exc
 
 
-def _gmail_config(settings: Settings) -> GmailClientConfig:
-    if not settings.google_client_id or not settings.google_client_secret:
-        raise ApiError(
-            503,
-            "google_oauth_not_configured",
-            "Gmail is not configured on this server: set GOOGLE_CLIENT_ID and "
-            "GOOGLE_CLIENT_SECRET.",
-        )
-    return dataclasses.replace(
-        GmailClientConfig.from_settings(settings),
-        timeout_seconds=_INTERACTIVE_TIMEOUT_SECONDS,
-        retry=_INTERACTIVE_RETRY,
-    )
-
-
-def _fetch_profile(
-    config: GmailClientConfig, refresh_token: str, access_token: str | None = None
-) -> Profile:
-    # Runs in a worker thread: the Gmail client is synchronous.
-    with GmailClient(config, refresh_token, access_token=access_token) as client:
-        return client.get_profile()
+@contextlib.contextmanager
+def _refusals_as_api_errors() -> Iterator[None]:
+    """The kernel's connect refusals in the API's error shape."""
+    try:
+        yield
+    except ConnectRefused as exc:
+        raise ApiError(exc.status, exc.code, exc.detail) from exc
 
 
 # ---------------------------------------------------------------- list
@@ -104,7 +72,8 @@ async def list_mailboxes(request: web.Request) -> web.Response:
 async def oauth_start(request: web.Request) -> web.Response:
     """Begin connecting a Gmail journal mailbox: a one-time state and Google's consent URL."""
     settings = request.app[SETTINGS]
-    _gmail_config(settings)  # refuse early when the OAuth client is not configured
+    with _refusals_as_api_errors():
+        interactive_config(settings)  # refuse early when the OAuth client is not configured
     state = secrets.token_urlsafe(32)
     stored = json.loads(
         await sql_json(
@@ -131,53 +100,6 @@ async def oauth_start(request: web.Request) -> web.Response:
             "state": state,
             "expires_at": stored["expires_at"],
         }
-    )
-
-
-async def _exchange_code(settings: Settings, code: str) -> dict[str, Any]:
-    """POST the authorization code to the token endpoint; the token response as a dict."""
-    form = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": settings.google_oauth_redirect_uri,
-        "client_id": settings.google_client_id,
-        "client_secret": settings.google_client_secret,
-    }
-    timeout = aiohttp.ClientTimeout(total=_INTERACTIVE_TIMEOUT_SECONDS)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(settings.google_token_uri, data=form) as response,
-        ):
-            status = response.status
-            try:
-                body = await response.json(content_type=None)
-            except (ValueError, aiohttp.ContentTypeError):
-                body = None
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise ApiError(
-            503, "google_unavailable", "Google's token endpoint could not be reached; retry."
-        ) from exc
-    if not isinstance(body, dict):
-        body = {}
-    if status == 200:
-        return body
-    error = str(body.get("error") or f"HTTP {status}")
-    description = str(body.get("error_description") or "")
-    if status >= 500:
-        raise ApiError(503, "google_unavailable", f"Google's token endpoint failed ({error}).")
-    if error == "invalid_client":
-        raise ApiError(
-            503,
-            "google_oauth_misconfigured",
-            "Google rejected this server's OAuth client: check GOOGLE_CLIENT_ID and "
-            "GOOGLE_CLIENT_SECRET.",
-        )
-    raise ApiError(
-        400,
-        "oauth_code_rejected",
-        f"Google refused the authorization code ({error}{': ' + description if description else ''}); "
-        "start the connection again.",
     )
 
 
@@ -216,32 +138,9 @@ async def oauth_callback(request: web.Request) -> web.Response:
     if not code:
         raise ApiError(400, "missing_code", "The callback carries no authorization code.")
 
-    config = _gmail_config(settings)
-    tokens = await _exchange_code(settings, code)
-    refresh_token = tokens.get("refresh_token")
-    if not isinstance(refresh_token, str) or not refresh_token:
-        raise ApiError(
-            422,
-            "refresh_token_missing",
-            "Google returned no refresh token: remove the app's access in the Google account "
-            "and connect again (consent must be given afresh).",
-        )
-    scopes = str(tokens.get("scope") or GMAIL_READONLY_SCOPE).split()
-    if not _READ_SCOPES.intersection(scopes):
-        raise ApiError(
-            422,
-            "insufficient_scope",
-            "The grant does not allow reading mail: allow Gmail read access when consenting.",
-        )
-    access_token = tokens.get("access_token")
-    if not isinstance(access_token, str):
-        access_token = None  # the client then refreshes with the new refresh token
-    try:
-        profile = await asyncio.to_thread(_fetch_profile, config, refresh_token, access_token)
-    except GmailReconnectRequired as exc:
-        raise ApiError(400, "oauth_grant_rejected", f"Gmail rejected the new grant: {exc}") from exc
-    except GmailError as exc:
-        raise ApiError(503, "gmail_unavailable", f"Gmail could not be reached: {exc}") from exc
+    with _refusals_as_api_errors():
+        grant = await grant_from_code(settings, code)
+    refresh_token, scopes, profile = grant.refresh_token, grant.scopes, grant.profile
 
     # The target and the grant stored for it in one transaction.
     async with transaction(request):
@@ -267,10 +166,6 @@ async def oauth_callback(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- connectivity
 
 
-def _not_ok(code: str, error: str, **extra: Any) -> web.Response:
-    return web.json_response({"ok": False, "code": code, "error": error, **extra})
-
-
 async def connectivity(request: web.Request) -> web.Response:
     """Check the stored grant against Gmail (users.getProfile); moves no sync state."""
     settings = request.app[SETTINGS]
@@ -279,44 +174,9 @@ async def connectivity(request: web.Request) -> web.Response:
     async with transaction(request) as conn:
         cursor = await conn.execute("SELECT * FROM api.mailbox_credentials(%s)", [mailbox_id])
         mailbox = await cursor.fetchone()
-    if mailbox["provider"] != "gmail":
-        return _not_ok("not_gmail", "This mailbox is not a Gmail mailbox.")
-    if mailbox["encrypted_refresh_token"] is None:
-        return _not_ok("not_connected", "No Gmail grant is stored: connect the mailbox.")
-    config = _gmail_config(settings)
-    try:
-        refresh_token = decrypt_token(
-            token_key(settings),
-            mailbox["encrypted_refresh_token"],
-            organization_id=mailbox["organization_id"],
-            mailbox_id=mailbox_id,
-        )
-    except TokenDecryptionError as exc:
-        return _not_ok("token_unreadable", f"The stored grant cannot be decrypted: {exc}.")
-    try:
-        profile = await asyncio.to_thread(_fetch_profile, config, refresh_token)
-    except GmailReconnectRequired as exc:
-        return _not_ok("needs_reconnect", f"Gmail refused the stored grant: {exc}")
-    except GmailRetriesExhausted as exc:
-        return _not_ok("gmail_unavailable", str(exc))
-    except GmailApiError as exc:
-        return _not_ok("gmail_error", str(exc), status=exc.status)
-    except GmailError as exc:
-        return _not_ok("gmail_error", str(exc))
-    if profile.email.lower() != mailbox["email"]:
-        return _not_ok(
-            "email_mismatch",
-            f"The stored grant is for {profile.email}, not {mailbox['email']}.",
-            email=profile.email,
-        )
-    return web.json_response(
-        {
-            "ok": True,
-            "email": profile.email,
-            "history_id": str(profile.history_id),
-            "messages_total": profile.messages_total,
-        }
-    )
+    with _refusals_as_api_errors():
+        verdict = await check_connectivity(settings, mailbox_id, mailbox)
+    return web.json_response(verdict)
 
 
 # ---------------------------------------------------------------- sync administration
