@@ -29,15 +29,123 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
+class PathId:
+    """A path segment that names a record: parsed here, documented from the same data.
+
+    A segment that is not an id of the right kind names nothing: 404 like an unknown id.
+    """
+
+    name: str
+    kind: str  # "uuid" or "bigint" (1-18 digits, below 2^63)
+    code: str
+    detail: str
+    description: str
+
+    def parse(self, value: str) -> str | int:
+        if self.kind == "uuid":
+            try:
+                return str(uuid.UUID(value))
+            except ValueError as exc:
+                raise ApiError(404, self.code, self.detail) from exc
+        if not _BIGINT_ID.fullmatch(value):
+            raise ApiError(404, self.code, self.detail)
+        return int(value)
+
+
+_BIGINT_ID = re.compile(r"[0-9]{1,18}")
+PATH_IDS: dict[str, PathId] = {
+    p.name: p
+    for p in (
+        PathId(
+            "mailbox_id",
+            "uuid",
+            "mailbox_not_found",
+            "No mailbox with that id in this organization.",
+            "Mailbox id.",
+        ),
+        PathId(
+            "ticket_id",
+            "bigint",
+            "ticket_not_found",
+            "No ticket with that id in this organization.",
+            "Ticket id.",
+        ),
+        PathId(
+            "attachment_id",
+            "bigint",
+            "attachment_not_found",
+            "No attachment with that id on this ticket.",
+            "Attachment id.",
+        ),
+        PathId(
+            "allowlist_id",
+            "uuid",
+            "allowlist_entry_not_found",
+            "No allowlist entry with that id in this organization.",
+            "Allowlist entry id.",
+        ),
+        PathId(
+            "rule_id",
+            "uuid",
+            "rule_not_found",
+            "No routing rule with that id in this organization.",
+            "Routing rule id.",
+        ),
+        PathId(
+            "job_id", "bigint", "job_not_found", "No failed job with that id.", "Failed job id."
+        ),
+    )
+}
+
+
+def path_id(request: web.Request, name: str) -> Any:
+    """The path's `name` id (a UUID string or an int), or 404 with its not-found code."""
+    return PATH_IDS[name].parse(request.match_info[name])
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A `?limit=` query parameter: its default and maximum (the range is checked in SQL)."""
+
+    default: int
+    maximum: int
+
+
+@dataclass(frozen=True)
 class Route:
-    """One operation of the API. `min_role` None means no session is needed; `csrf` False
-    only for callers that authenticate otherwise and never send a cookie session."""
+    """One operation of the API, declared once: routing, access, status, SQL and documentation.
+
+    `min_role` None means no session is needed; `csrf` False only for callers that
+    authenticate otherwise and never send a cookie session. `status` is the success status
+    (respond_sql answers with it). `sql` names the api.* function the handler calls (its
+    COMMENT ON documents it). `limit` declares a `?limit=` parameter, parsed by
+    `query_limit`. `rate_limited` False: probes and pushes answer even when a client is
+    throttled. `database` False: the operation never touches the database (no 503).
+    `enabled`: the route exists only when it returns True for the settings. `doc` is the
+    hand-written part of the OpenAPI operation (app/apidoc.py); app/openapi.py derives the
+    rest (security, x-min-role, role sentence, CSRF and path parameters, error responses).
+    """
 
     method: str
     path: str
     handler: Handler
     min_role: str | None
     csrf: bool = True
+    status: int = 200
+    sql: str | None = None
+    doc: Any = None
+    limit: Limit | None = None
+    rate_limited: bool = True
+    database: bool = True
+    enabled: Callable[[Settings], bool] | None = None
+
+    @property
+    def needs_csrf(self) -> bool:
+        return self.method != "GET" and self.csrf
+
+    @property
+    def path_ids(self) -> tuple[PathId, ...]:
+        return tuple(PATH_IDS[name] for name in re.findall(r"\{([^}]+)\}", self.path))
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -51,6 +159,7 @@ DB = web.RequestKey("db", psycopg.AsyncConnection)  # the authenticated request'
 MIN_ROLE = web.RequestKey("min_role", str)  # the route's minimum role
 # Set once the request's session went to the database (which then accepted it unless 401).
 SESSION_CHECKED = web.RequestKey("session_checked", bool)
+ROUTE = web.RequestKey("route", Route)  # the operation being answered
 
 
 def json_text(body: str, status: int = 200) -> web.Response:
@@ -97,9 +206,30 @@ async def sql_json(request: web.Request, query: str, params: list[Any] | None = 
     return await _body(cursor)
 
 
+def success_status(request: web.Request) -> int:
+    """The success status its route declares (200 outside a declared route)."""
+    route = request.get(ROUTE)
+    return route.status if route is not None else 200
+
+
 async def respond_sql(request: web.Request, query: str, params: list[Any] | None = None):
-    """The common authenticated handler body: one SQL call, its json as the response."""
-    return json_text(await sql_json(request, query, params))
+    """The common authenticated handler body: one SQL call, its json as the response, with
+    the route's success status."""
+    return json_text(await sql_json(request, query, params), status=success_status(request))
+
+
+def query_limit(request: web.Request) -> int | None:
+    """`?limit=` as the route declares it: None when absent (SQL applies the default and
+    checks the range), 422 invalid_limit when it is not a whole number."""
+    limit = request[ROUTE].limit
+    value = request.query.get("limit") or None
+    if value is None:
+        return None
+    if not re.fullmatch(r"-?[0-9]{1,9}", value):
+        raise ApiError(
+            422, "invalid_limit", f"limit must be an integer between 1 and {limit.maximum}."
+        )
+    return int(value)
 
 
 @asynccontextmanager
@@ -247,6 +377,23 @@ def required_uuid(body: dict[str, Any], field: str) -> str:
         return str(uuid.UUID(value))
     except ValueError as exc:
         raise ApiError(422, f"invalid_{field}", f"{field} must be a UUID.") from exc
+
+
+def declared(route: Route) -> Handler:
+    """The handler aiohttp routes to: `route` known to the request, the session required
+    when the route names a minimum role."""
+    handler = route.handler
+    if route.min_role is not None:
+        handler = authenticated(handler, route.min_role)
+    inner = handler
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        request[ROUTE] = route
+        return await inner(request)
+
+    wrapped.__name__ = route.handler.__name__
+    wrapped.__doc__ = route.handler.__doc__
+    return wrapped
 
 
 def authenticated(handler: Handler, min_role: str) -> Handler:

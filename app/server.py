@@ -1,4 +1,7 @@
-"""The aiohttp application: `create_app(settings)` builds everything, no globals."""
+"""The aiohttp application: `create_app(settings)` builds everything, no globals.
+
+The operations are app/routes.py's `ROUTES` (re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,7 @@ import uuid
 
 from aiohttp import web, web_protocol
 
-from app import openapi
 from app.errors import HTTP_CODES, error_middleware, error_response
-from app.handlers import auth, health, mailboxes, ops, queues, routing, tickets, webhooks
 from app.http import (
     BLOBS,
     EXPECTED_SCHEMA,
@@ -18,12 +19,12 @@ from app.http import (
     REQUEST_ID,
     SESSION_CHECKED,
     SETTINGS,
-    Route,
-    authenticated,
     check_request_text,
+    declared,
 )
-from app.metrics import HTTP_METRICS, HttpMetrics, http_metrics_middleware, metrics, route_label
+from app.metrics import HTTP_METRICS, HttpMetrics, http_metrics_middleware, route_label
 from app.push import PUSH_AUTHENTICATOR, PushAuthenticator
+from app.routes import ROUTES
 from app.security import (
     REQUEST_ID_HEADER,
     SECURITY_HEADERS,
@@ -37,40 +38,14 @@ from kernel import db, migrate
 from kernel.blobstore import blob_store_from_settings
 from kernel.settings import Settings
 
-ROUTES: tuple[Route, ...] = (
-    Route("GET", "/healthz", health.healthz, None),
-    Route("GET", "/readyz", health.readyz, None),
-    Route("GET", "/auth/csrf", auth.csrf, None),
-    Route("POST", "/auth/dev/login", auth.dev_login, None),
-    Route("POST", "/auth/logout", auth.logout, "viewer"),
-    Route("POST", "/auth/switch-org", auth.switch_org, "viewer"),
-    Route("GET", "/me", auth.me, "viewer"),
-    Route("GET", "/queues", queues.list_queues, "viewer"),
-    Route("POST", "/queues", queues.create_queue, "admin"),
-    # Mailboxes are admin-only, reading included: addresses, grants and sync errors are
-    # configuration that viewers and agents have no use for (least privilege).
-    Route("GET", "/mailboxes", mailboxes.list_mailboxes, "admin"),
-    Route("POST", "/mailboxes/gmail/journal/oauth/start", mailboxes.oauth_start, "admin"),
-    Route("GET", "/mailboxes/gmail/oauth/callback", mailboxes.oauth_callback, "admin"),
-    Route("GET", "/mailboxes/{mailbox_id}/connectivity", mailboxes.connectivity, "admin"),
-    Route("POST", "/mailboxes/{mailbox_id}/sync/backfill", mailboxes.sync_backfill, "admin"),
-    Route("POST", "/mailboxes/{mailbox_id}/sync/history", mailboxes.sync_history, "admin"),
-    Route("GET", "/mailboxes/{mailbox_id}/sync/status", mailboxes.sync_status, "admin"),
-    Route("POST", "/mailboxes/{mailbox_id}/sync/pause", mailboxes.sync_pause, "admin"),
-    Route("POST", "/mailboxes/{mailbox_id}/sync/resume", mailboxes.sync_resume, "admin"),
-    *routing.ROUTES,
-    *tickets.ROUTES,
-    *ops.ROUTES,
-    *webhooks.ROUTES,
-    Route("GET", "/openapi.json", openapi.openapi_json, None),
-)
+__all__ = ["ROUTES", "create_app"]
 
 # Names the product, not the versions of Python and aiohttp (aiohttp's default).
 SERVER_HEADER = "oss-ticketing"
 
 # Probes must answer even when a client is throttled; Pub/Sub pushes come from Google's
 # addresses in bursts, are authenticated by their token and only queue a job.
-_UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/webhooks/gmail/pubsub"})
+_UNLIMITED_PATHS = frozenset(route.path for route in ROUTES if not route.rate_limited)
 _CSRF_EXEMPT = frozenset((route.method, route.path) for route in ROUTES if not route.csrf)
 
 
@@ -207,11 +182,6 @@ def create_app(settings: Settings, database_url: str | None = None) -> web.Appli
 
     app.on_cleanup.append(close_blobs)
     for route in ROUTES:
-        handler = route.handler
-        if route.min_role is not None:
-            handler = authenticated(handler, route.min_role)
-        app.router.add_route(route.method, route.path, handler)
-    if settings.enable_prometheus_metrics:
-        # For scrapers, not sessions: expose it only on networks that may read it.
-        app.router.add_route("GET", "/metrics", metrics)
+        if route.enabled is None or route.enabled(settings):
+            app.router.add_route(route.method, route.path, declared(route))
     return app

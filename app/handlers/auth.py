@@ -6,11 +6,13 @@ import json
 
 from aiohttp import web
 
+from app.apidoc import Doc, body, ok
 from app.errors import ApiError
 from app.http import (
     POOL,
     REQUEST_ID,
     SETTINGS,
+    Route,
     anonymous_sql_json,
     json_text,
     optional_str,
@@ -97,3 +99,93 @@ async def switch_org(request: web.Request) -> web.Response:
 async def me(request: web.Request) -> web.Response:
     """The current user, organisation, role and memberships."""
     return await respond_sql(request, "api.me()")
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "GET",
+        "/auth/csrf",
+        csrf,
+        None,
+        database=False,
+        doc=Doc(
+            operation_id="getCsrfToken",
+            tag="auth",
+            summary="Issue a CSRF token",
+            description=(
+                "Sets cookie `oss_csrf` and returns the same token; send it as header "
+                "`x-csrf-token` on every non-GET request."
+            ),
+            response=ok("A token.", "CsrfToken"),
+        ),
+    ),
+    Route(
+        "POST",
+        "/auth/dev/login",
+        dev_login,
+        None,
+        sql="api.dev_login",
+        doc=Doc(
+            operation_id="devLogin",
+            tag="auth",
+            summary="Development login",
+            description=(
+                "Only when ALLOW_DEV_LOGIN=true (404 otherwise). Finds or creates the "
+                "organisation, user and membership (the founder is admin, later members agents "
+                "unless `role` is given), sets cookie `oss_session` and rotates the CSRF token."
+            ),
+            response=ok("Logged in.", "Login"),
+            body=body(
+                "DevLoginRequest", {"email": "alice@example.com", "organization_name": "Acme"}
+            ),
+            errors=(404,),
+        ),
+    ),
+    Route(
+        "POST",
+        "/auth/logout",
+        logout,
+        "viewer",
+        sql="api.logout",
+        doc=Doc(
+            operation_id="logout",
+            tag="auth",
+            summary="Log out",
+            description="Revoke the session and clear its cookie.",
+            response=ok("Logged out.", "LoggedOut"),
+        ),
+    ),
+    Route(
+        "POST",
+        "/auth/switch-org",
+        switch_org,
+        "viewer",
+        sql="api.switch_org",
+        doc=Doc(
+            operation_id="switchOrganization",
+            tag="auth",
+            summary="Switch organisation",
+            description=(
+                "Move the session to another organisation of the user (404 "
+                "organization_not_found otherwise)."
+            ),
+            response=ok("The session, now in that organisation.", "Session"),
+            body=body("SwitchOrgRequest"),
+            errors=(404,),
+        ),
+    ),
+    Route(
+        "GET",
+        "/me",
+        me,
+        "viewer",
+        sql="api.me",
+        doc=Doc(
+            operation_id="getMe",
+            tag="auth",
+            summary="The current session",
+            description="User, organisation, role and memberships.",
+            response=ok("The session.", "Me"),
+        ),
+    ),
+)

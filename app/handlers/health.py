@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from app.apidoc import Doc, ok
 from app.errors import ApiError
-from app.http import EXPECTED_SCHEMA, POOL
+from app.http import EXPECTED_SCHEMA, POOL, Route
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -58,3 +59,53 @@ def pipeline_problems(pipeline: dict) -> list[str]:
         if count := pipeline["mailboxes"].get(health):
             problems.append(f"{count} mailbox(es) {health}")
     return problems
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "GET",
+        "/healthz",
+        healthz,
+        None,
+        rate_limited=False,
+        database=False,
+        doc=Doc(
+            operation_id="healthz",
+            tag="health",
+            summary="Liveness",
+            description="The process is up (no database call).",
+            response=ok("Alive.", "Health"),
+        ),
+    ),
+    Route(
+        "GET",
+        "/readyz",
+        readyz,
+        None,
+        sql=("api.schema_status", "api.pipeline_health"),
+        rate_limited=False,
+        doc=Doc(
+            operation_id="readyz",
+            tag="health",
+            summary="Readiness",
+            description=(
+                "200 only when the database answers and carries this build's migrations and SQL "
+                "code; 503 migrations_pending, code_outdated or database_unavailable otherwise. "
+                "The body reports the ingestion pipeline's health (live workers, stuck jobs, "
+                "mailboxes by sync health); with `scope=pipeline` a degraded pipeline answers "
+                "503 pipeline_degraded (for a monitoring probe, not a load balancer)."
+            ),
+            response=ok("Ready.", "Ready"),
+            query=(
+                {
+                    "name": "scope",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["pipeline"]},
+                    "description": "`pipeline`: also 503 when ingestion cannot run by itself; any other "
+                    "value is 422 invalid_scope.",
+                },
+            ),
+            errors=(422,),
+        ),
+    ),
+)

@@ -11,14 +11,14 @@ import contextlib
 import json
 import re
 import secrets
-import uuid
 from collections.abc import Iterator
 from urllib.parse import urlencode
 
 from aiohttp import web
 
+from app.apidoc import Doc, ok
 from app.errors import ApiError
-from app.http import SETTINGS, json_text, respond_sql, sql_json, transaction
+from app.http import SETTINGS, Route, json_text, path_id, respond_sql, sql_json, transaction
 from app.security import keyed_hash
 from kernel.crypto import encrypt_token, token_key
 from kernel.gmail_connect import (
@@ -37,16 +37,6 @@ _MINUTES_RE = re.compile(r"^-?\d{1,9}$")
 def oauth_state_hash(settings: Settings, state: str) -> bytes:
     """What core.oauth_states stores: an HMAC of the state token, never the token."""
     return keyed_hash(settings, b"oauth_state", state)
-
-
-def _mailbox_id(request: web.Request) -> str:
-    # A path segment that is not a UUID names no mailbox: 404 like an unknown id.
-    try:
-        return str(uuid.UUID(request.match_info["mailbox_id"]))
-    except ValueError as exc:
-        raise ApiError(
-            404, "mailbox_not_found", "No mailbox with that id in this organization."
-        ) from exc
 
 
 @contextlib.contextmanager
@@ -169,7 +159,7 @@ async def oauth_callback(request: web.Request) -> web.Response:
 async def connectivity(request: web.Request) -> web.Response:
     """Check the stored grant against Gmail (users.getProfile); moves no sync state."""
     settings = request.app[SETTINGS]
-    mailbox_id = _mailbox_id(request)
+    mailbox_id = path_id(request, "mailbox_id")
     # Only reading is needed: the transaction ends before waiting on Gmail.
     async with transaction(request) as conn:
         cursor = await conn.execute("SELECT * FROM api.mailbox_credentials(%s)", [mailbox_id])
@@ -184,26 +174,28 @@ async def connectivity(request: web.Request) -> web.Response:
 
 async def sync_backfill(request: web.Request) -> web.Response:
     """Queue a full backfill (202)."""
-    response = await respond_sql(request, "api.mailbox_sync_backfill(%s)", [_mailbox_id(request)])
-    response.set_status(202)
-    return response
+    return await respond_sql(
+        request, "api.mailbox_sync_backfill(%s)", [path_id(request, "mailbox_id")]
+    )
 
 
 async def sync_history(request: web.Request) -> web.Response:
     """Queue an incremental history sync (202)."""
-    response = await respond_sql(request, "api.mailbox_sync_history(%s)", [_mailbox_id(request)])
-    response.set_status(202)
-    return response
+    return await respond_sql(
+        request, "api.mailbox_sync_history(%s)", [path_id(request, "mailbox_id")]
+    )
 
 
 async def sync_status(request: web.Request) -> web.Response:
     """Cursor, backfill progress, errors, pause, lag and jobs of one mailbox."""
-    return await respond_sql(request, "api.mailbox_sync_status(%s)", [_mailbox_id(request)])
+    return await respond_sql(
+        request, "api.mailbox_sync_status(%s)", [path_id(request, "mailbox_id")]
+    )
 
 
 async def sync_pause(request: web.Request) -> web.Response:
     """Pause ingestion for `minutes` (1..10080, default 30)."""
-    mailbox_id = _mailbox_id(request)
+    mailbox_id = path_id(request, "mailbox_id")
     raw = request.query.get("minutes", "30").strip()
     if not _MINUTES_RE.match(raw):
         raise ApiError(
@@ -219,5 +211,179 @@ async def sync_resume(request: web.Request) -> web.Response:
     return await respond_sql(
         request,
         "api.mailbox_sync_resume(%s, %s)",
-        [_mailbox_id(request), request.app[SETTINGS].push_enabled],
+        [path_id(request, "mailbox_id"), request.app[SETTINGS].push_enabled],
     )
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "GET",
+        "/mailboxes",
+        list_mailboxes,
+        "admin",
+        sql="api.mailbox_list",
+        doc=Doc(
+            operation_id="listMailboxes",
+            tag="mailboxes",
+            summary="List mailboxes",
+            description="The organisation's mailboxes by address (never the refresh token).",
+            response=ok("Mailboxes.", "MailboxList", {"items": []}),
+        ),
+    ),
+    Route(
+        "POST",
+        "/mailboxes/gmail/journal/oauth/start",
+        oauth_start,
+        "admin",
+        sql="api.mailbox_oauth_start",
+        doc=Doc(
+            operation_id="startGmailOAuth",
+            tag="mailboxes",
+            summary="Start connecting a Gmail journal mailbox",
+            description=(
+                "A one-time state (10 minutes, bound to this admin and organisation) and "
+                "Google's consent URL to open in the admin's browser. 503 "
+                "google_oauth_not_configured without GOOGLE_CLIENT_ID/SECRET."
+            ),
+            response=ok("Consent URL.", "OAuthStart"),
+        ),
+    ),
+    Route(
+        "GET",
+        "/mailboxes/gmail/oauth/callback",
+        oauth_callback,
+        "admin",
+        sql=(
+            "api.mailbox_oauth_consume_state",
+            "api.mailbox_gmail_connect_target",
+            "api.mailbox_gmail_connect",
+        ),
+        doc=Doc(
+            operation_id="gmailOAuthCallback",
+            tag="mailboxes",
+            summary="Google's redirect back",
+            description=(
+                "Consumes the state, exchanges the code, reads the Gmail profile and creates the "
+                "mailbox (201, backfill queued) or reconnects it (200). 400 for a "
+                "bad/used/expired state, a refused code or consent; 422 refresh_token_missing / "
+                "insufficient_scope; 409 mailbox_connect_conflict."
+            ),
+            response=ok("Existing mailbox reconnected.", "Mailbox"),
+            query=(
+                {
+                    "name": "state",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1},
+                },
+                {"name": "code", "in": "query", "schema": {"type": "string"}},
+                {"name": "error", "in": "query", "schema": {"type": "string"}},
+            ),
+            errors=(409, 422),
+            responses={"201": ok("Mailbox created.", "Mailbox")},
+        ),
+    ),
+    Route(
+        "GET",
+        "/mailboxes/{mailbox_id}/connectivity",
+        connectivity,
+        "admin",
+        sql="api.mailbox_credentials",
+        doc=Doc(
+            operation_id="checkMailboxConnectivity",
+            tag="mailboxes",
+            summary="Check the stored grant",
+            description=(
+                "users.getProfile with the stored grant; moves no sync state. Problems are a 200 "
+                "with ok=false."
+            ),
+            response=ok("Verdict.", "Connectivity"),
+        ),
+    ),
+    Route(
+        "POST",
+        "/mailboxes/{mailbox_id}/sync/backfill",
+        sync_backfill,
+        "admin",
+        status=202,
+        sql="api.mailbox_sync_backfill",
+        doc=Doc(
+            operation_id="queueMailboxBackfill",
+            tag="mailboxes",
+            summary="Queue a full backfill",
+            description="queued=false when one is already waiting; 409 backfill_running while one runs.",
+            response=ok("Accepted.", "SyncQueued"),
+            errors=(409,),
+        ),
+    ),
+    Route(
+        "POST",
+        "/mailboxes/{mailbox_id}/sync/history",
+        sync_history,
+        "admin",
+        status=202,
+        sql="api.mailbox_sync_history",
+        doc=Doc(
+            operation_id="queueMailboxHistorySync",
+            tag="mailboxes",
+            summary="Queue an incremental history sync",
+            description="409 history_cursor_missing before the first backfill.",
+            response=ok("Accepted.", "SyncQueued"),
+            errors=(409,),
+        ),
+    ),
+    Route(
+        "GET",
+        "/mailboxes/{mailbox_id}/sync/status",
+        sync_status,
+        "admin",
+        sql="api.mailbox_sync_status",
+        doc=Doc(
+            operation_id="getMailboxSyncStatus",
+            tag="mailboxes",
+            summary="Sync status and lag",
+            description="Cursor, backfill progress, last sync and error, pause, lag, jobs.",
+            response=ok("Status.", "SyncStatus"),
+        ),
+    ),
+    Route(
+        "POST",
+        "/mailboxes/{mailbox_id}/sync/pause",
+        sync_pause,
+        "admin",
+        sql="api.mailbox_sync_pause",
+        doc=Doc(
+            operation_id="pauseMailboxSync",
+            tag="mailboxes",
+            summary="Pause ingestion",
+            description="Sync steps do nothing until the pause expires or is resumed.",
+            response=ok("Paused.", "MailboxPaused"),
+            query=(
+                {
+                    "name": "minutes",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 10080, "default": 30},
+                    "description": "Pause length (1..10080); else 422 invalid_minutes.",
+                },
+            ),
+            errors=(422,),
+        ),
+    ),
+    Route(
+        "POST",
+        "/mailboxes/{mailbox_id}/sync/resume",
+        sync_resume,
+        "admin",
+        sql="api.mailbox_sync_resume",
+        doc=Doc(
+            operation_id="resumeMailboxSync",
+            tag="mailboxes",
+            summary="Resume ingestion",
+            description=(
+                "Clears the pause and failure streak, queues a history sync (a backfill without "
+                "a cursor)."
+            ),
+            response=ok("Resumed.", "MailboxResumed"),
+        ),
+    ),
+)

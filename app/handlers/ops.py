@@ -6,30 +6,11 @@ session's organisation (the same views a DBA queries directly).
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 
-from app.errors import ApiError
-from app.http import Route, respond_sql
-
-
-def _query_limit(request: web.Request) -> int | None:
-    """`?limit=`: None when absent (SQL applies the default); the range is checked in SQL."""
-    value = request.query.get("limit") or None
-    if value is None:
-        return None
-    if not re.fullmatch(r"-?[0-9]{1,9}", value):
-        raise ApiError(422, "invalid_limit", "limit must be an integer between 1 and 200.")
-    return int(value)
-
-
-def _job_id(request: web.Request) -> int:
-    """The path's job id; anything that is not a job id is a job that does not exist."""
-    value = request.match_info["job_id"]
-    if not re.fullmatch(r"[0-9]{1,18}", value):
-        raise ApiError(404, "job_not_found", "No failed job with that id.")
-    return int(value)
+from app.apidoc import Doc, ok
+from app.http import Limit, Route, path_id, query_limit, respond_sql
+from app.metrics import metrics
 
 
 async def mailboxes_sync(request: web.Request) -> web.Response:
@@ -39,7 +20,7 @@ async def mailboxes_sync(request: web.Request) -> web.Response:
 
 async def collisions(request: web.Request) -> web.Response:
     """Collision groups, most recently seen first, with counts and sample messages."""
-    return await respond_sql(request, "api.ops_collisions(%s)", [_query_limit(request)])
+    return await respond_sql(request, "api.ops_collisions(%s)", [query_limit(request)])
 
 
 async def metrics_overview(request: web.Request) -> web.Response:
@@ -49,20 +30,119 @@ async def metrics_overview(request: web.Request) -> web.Response:
 
 async def dlq(request: web.Request) -> web.Response:
     """Failed jobs of the organisation, newest failure first (no mail content)."""
-    return await respond_sql(request, "api.ops_dlq(%s)", [_query_limit(request)])
+    return await respond_sql(request, "api.ops_dlq(%s)", [query_limit(request)])
 
 
 async def replay_job(request: web.Request) -> web.Response:
     """Re-queue a failed job with a fresh attempt budget (202; once per failed job)."""
-    response = await respond_sql(request, "api.ops_replay_job(%s)", [_job_id(request)])
-    response.set_status(202)
-    return response
+    return await respond_sql(request, "api.ops_replay_job(%s)", [path_id(request, "job_id")])
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/ops/mailboxes/sync", mailboxes_sync, "admin"),
-    Route("GET", "/ops/messages/collisions", collisions, "admin"),
-    Route("GET", "/ops/metrics/overview", metrics_overview, "admin"),
-    Route("GET", "/ops/jobs/dlq", dlq, "admin"),
-    Route("POST", "/ops/jobs/{job_id}/replay", replay_job, "admin"),
+    Route(
+        "GET",
+        "/ops/mailboxes/sync",
+        mailboxes_sync,
+        "admin",
+        sql="api.ops_mailboxes_sync",
+        doc=Doc(
+            operation_id="opsMailboxSync",
+            tag="ops",
+            summary="Sync state of every mailbox",
+            description=(
+                "State, pause, cursor, last syncs, last error, lag, queued/running jobs by task, "
+                "failures in the last 24 hours, sync health with its reason, and the Gmail push "
+                "watch."
+            ),
+            response=ok("Mailboxes.", "OpsMailboxSyncList", {"items": []}),
+        ),
+    ),
+    Route(
+        "GET",
+        "/ops/messages/collisions",
+        collisions,
+        "admin",
+        sql="api.ops_collisions",
+        limit=Limit(50, 200),
+        doc=Doc(
+            operation_id="opsMessageCollisions",
+            tag="ops",
+            summary="Collision groups",
+            description="Near-duplicate groups with counts and samples.",
+            response=ok("Groups.", "CollisionGroupList", {"items": []}),
+            errors=(422,),
+        ),
+    ),
+    Route(
+        "GET",
+        "/ops/metrics/overview",
+        metrics_overview,
+        "admin",
+        sql="api.ops_metrics_overview",
+        doc=Doc(
+            operation_id="opsMetricsOverview",
+            tag="ops",
+            summary="Pipeline overview",
+            description="Jobs, mailboxes, lag, occurrences by state, DLQ size.",
+            response=ok("Overview.", "OpsOverview"),
+        ),
+    ),
+    Route(
+        "GET",
+        "/ops/jobs/dlq",
+        dlq,
+        "admin",
+        sql="api.ops_dlq",
+        limit=Limit(50, 200),
+        doc=Doc(
+            operation_id="opsListDlq",
+            tag="ops",
+            summary="Dead-letter queue",
+            description="Failed jobs with task, attempts and last error (no mail content).",
+            response=ok("Failed jobs.", "DlqJobList", {"items": []}),
+            errors=(422,),
+        ),
+    ),
+    Route(
+        "POST",
+        "/ops/jobs/{job_id}/replay",
+        replay_job,
+        "admin",
+        status=202,
+        sql="api.ops_replay_job",
+        doc=Doc(
+            operation_id="opsReplayJob",
+            tag="ops",
+            summary="Replay a failed job",
+            description=(
+                "Re-queues it with a fresh attempt budget; replaying twice adds nothing. 404 "
+                "job_not_found."
+            ),
+            response=ok("Replay queued (or the earlier one).", "Replay"),
+        ),
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        metrics,
+        None,
+        sql="api.metrics_snapshot",
+        rate_limited=False,
+        # For scrapers, not sessions: exposed only on networks that may read it.
+        enabled=lambda settings: settings.enable_prometheus_metrics,
+        doc=Doc(
+            operation_id="prometheusMetrics",
+            tag="ops",
+            summary="Prometheus metrics",
+            description=(
+                "Prometheus text exposition; served only when ENABLE_PROMETHEUS_METRICS=true "
+                "(404 otherwise). For scrapers: expose it only on networks that may read it."
+            ),
+            response={
+                "description": "Metrics.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            errors=(404,),
+        ),
+    ),
 )

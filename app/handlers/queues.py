@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app.http import optional_str, read_json_object, required_str, respond_sql
+from app.apidoc import Doc, body, ok
+from app.http import Route, optional_str, read_json_object, required_str, respond_sql
 
 
 async def list_queues(request: web.Request) -> web.Response:
@@ -15,10 +16,43 @@ async def list_queues(request: web.Request) -> web.Response:
 async def create_queue(request: web.Request) -> web.Response:
     """Create a queue (admin)."""
     body = await read_json_object(request, ("name", "description"))
-    response = await respond_sql(
+    return await respond_sql(
         request,
         "api.queue_create(%s, %s)",
         [required_str(body, "name"), optional_str(body, "description")],
     )
-    response.set_status(201)
-    return response
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "GET",
+        "/queues",
+        list_queues,
+        "viewer",
+        sql="api.queue_list",
+        doc=Doc(
+            operation_id="listQueues",
+            tag="queues",
+            summary="List queues",
+            description="The organisation's queues by name.",
+            response=ok("Queues.", "QueueList", {"items": []}),
+        ),
+    ),
+    Route(
+        "POST",
+        "/queues",
+        create_queue,
+        "admin",
+        status=201,
+        sql="api.queue_create",
+        doc=Doc(
+            operation_id="createQueue",
+            tag="queues",
+            summary="Create a queue",
+            description="409 queue_exists on a case-insensitive name clash.",
+            response=ok("Created.", "Queue"),
+            body=body("QueueCreate", {"name": "Billing"}),
+            errors=(409,),
+        ),
+    ),
+)

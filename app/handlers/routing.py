@@ -7,40 +7,24 @@ protects.
 
 from __future__ import annotations
 
-import uuid
-
 from aiohttp import web
 from psycopg.types.json import Jsonb
 
-from app.errors import ApiError
-from app.http import Route, read_json_object, read_json_patch, respond_sql, sql_json
-
-
-def _path_uuid(request: web.Request, name: str, code: str, what: str) -> str:
-    # A path segment that is not a UUID names nothing: 404 like an unknown id.
-    try:
-        return str(uuid.UUID(request.match_info[name]))
-    except ValueError as exc:
-        raise ApiError(404, code, f"No {what} with that id in this organization.") from exc
-
-
-def _allowlist_id(request: web.Request) -> str:
-    return _path_uuid(request, "allowlist_id", "allowlist_entry_not_found", "allowlist entry")
-
-
-def _rule_id(request: web.Request) -> str:
-    return _path_uuid(request, "rule_id", "rule_not_found", "routing rule")
-
-
-async def _created(request: web.Request, query: str, params: list) -> web.Response:
-    response = await respond_sql(request, query, params)
-    response.set_status(201)
-    return response
+from app.apidoc import NO_CONTENT, Doc, body, ok
+from app.http import (
+    Route,
+    path_id,
+    read_json_object,
+    read_json_patch,
+    respond_sql,
+    sql_json,
+    success_status,
+)
 
 
 async def _deleted(request: web.Request, query: str, params: list) -> web.Response:
     await sql_json(request, query, params)
-    return web.Response(status=204)
+    return web.Response(status=success_status(request))
 
 
 async def list_allowlist(request: web.Request) -> web.Response:
@@ -51,12 +35,12 @@ async def list_allowlist(request: web.Request) -> web.Response:
 async def create_allowlist_entry(request: web.Request) -> web.Response:
     """Add an allowlist pattern {pattern, enabled?}."""
     body = await read_json_object(request)
-    return await _created(request, "api.routing_allowlist_create(%s)", [Jsonb(body)])
+    return await respond_sql(request, "api.routing_allowlist_create(%s)", [Jsonb(body)])
 
 
 async def update_allowlist_entry(request: web.Request) -> web.Response:
     """Change an allowlist pattern {pattern?, enabled?}."""
-    entry_id = _allowlist_id(request)
+    entry_id = path_id(request, "allowlist_id")
     body = await read_json_patch(request)
     return await respond_sql(
         request, "api.routing_allowlist_update(%s, %s)", [entry_id, Jsonb(body)]
@@ -65,7 +49,9 @@ async def update_allowlist_entry(request: web.Request) -> web.Response:
 
 async def delete_allowlist_entry(request: web.Request) -> web.Response:
     """Remove an allowlist pattern."""
-    return await _deleted(request, "api.routing_allowlist_delete(%s)", [_allowlist_id(request)])
+    return await _deleted(
+        request, "api.routing_allowlist_delete(%s)", [path_id(request, "allowlist_id")]
+    )
 
 
 async def list_rules(request: web.Request) -> web.Response:
@@ -76,19 +62,19 @@ async def list_rules(request: web.Request) -> web.Response:
 async def create_rule(request: web.Request) -> web.Response:
     """Add a rule {name, priority?, enabled?, conditions?, actions}."""
     body = await read_json_object(request)
-    return await _created(request, "api.routing_rule_create(%s)", [Jsonb(body)])
+    return await respond_sql(request, "api.routing_rule_create(%s)", [Jsonb(body)])
 
 
 async def update_rule(request: web.Request) -> web.Response:
     """Merge changes into a rule; its version goes up."""
-    rule_id = _rule_id(request)
+    rule_id = path_id(request, "rule_id")
     body = await read_json_patch(request)
     return await respond_sql(request, "api.routing_rule_update(%s, %s)", [rule_id, Jsonb(body)])
 
 
 async def delete_rule(request: web.Request) -> web.Response:
     """Remove a rule."""
-    return await _deleted(request, "api.routing_rule_delete(%s)", [_rule_id(request)])
+    return await _deleted(request, "api.routing_rule_delete(%s)", [path_id(request, "rule_id")])
 
 
 async def simulate(request: web.Request) -> web.Response:
@@ -99,21 +85,178 @@ async def simulate(request: web.Request) -> web.Response:
 
 async def reroute_ticket(request: web.Request) -> web.Response:
     """Route one ticket again against today's allowlist and rules (explicit command)."""
-    raw_id = request.match_info["ticket_id"]
-    if not raw_id.isascii() or not raw_id.isdigit() or len(raw_id) > 18:
-        raise ApiError(404, "ticket_not_found", "No ticket with that id in this organization.")
-    return await respond_sql(request, "api.ticket_reroute(%s)", [int(raw_id)])
+    return await respond_sql(request, "api.ticket_reroute(%s)", [path_id(request, "ticket_id")])
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/tickets/routing/allowlist", list_allowlist, "admin"),
-    Route("POST", "/tickets/routing/allowlist", create_allowlist_entry, "admin"),
-    Route("PATCH", "/tickets/routing/allowlist/{allowlist_id}", update_allowlist_entry, "admin"),
-    Route("DELETE", "/tickets/routing/allowlist/{allowlist_id}", delete_allowlist_entry, "admin"),
-    Route("GET", "/tickets/routing/rules", list_rules, "admin"),
-    Route("POST", "/tickets/routing/rules", create_rule, "admin"),
-    Route("PATCH", "/tickets/routing/rules/{rule_id}", update_rule, "admin"),
-    Route("DELETE", "/tickets/routing/rules/{rule_id}", delete_rule, "admin"),
-    Route("POST", "/tickets/routing/simulate", simulate, "agent"),
-    Route("POST", "/tickets/{ticket_id}/reroute", reroute_ticket, "agent"),
+    Route(
+        "GET",
+        "/tickets/routing/allowlist",
+        list_allowlist,
+        "admin",
+        sql="api.routing_allowlist_list",
+        doc=Doc(
+            operation_id="listAllowlist",
+            tag="routing",
+            summary="List allowlist patterns",
+            description="By pattern.",
+            response=ok("Patterns.", "AllowlistEntryList", {"items": []}),
+        ),
+    ),
+    Route(
+        "POST",
+        "/tickets/routing/allowlist",
+        create_allowlist_entry,
+        "admin",
+        status=201,
+        sql="api.routing_allowlist_create",
+        doc=Doc(
+            operation_id="createAllowlistEntry",
+            tag="routing",
+            summary="Add an allowlist pattern",
+            description="409 allowlist_pattern_exists on a case-insensitive duplicate.",
+            response=ok("Created.", "AllowlistEntry"),
+            body=body("AllowlistEntryCreate", {"pattern": "support@acme.example"}),
+            errors=(409,),
+        ),
+    ),
+    Route(
+        "PATCH",
+        "/tickets/routing/allowlist/{allowlist_id}",
+        update_allowlist_entry,
+        "admin",
+        sql="api.routing_allowlist_update",
+        doc=Doc(
+            operation_id="updateAllowlistEntry",
+            tag="routing",
+            summary="Change an allowlist pattern",
+            response=ok("Updated.", "AllowlistEntry"),
+            body=body("AllowlistEntryUpdate"),
+            errors=(409,),
+        ),
+    ),
+    Route(
+        "DELETE",
+        "/tickets/routing/allowlist/{allowlist_id}",
+        delete_allowlist_entry,
+        "admin",
+        status=204,
+        sql="api.routing_allowlist_delete",
+        doc=Doc(
+            operation_id="deleteAllowlistEntry",
+            tag="routing",
+            summary="Remove an allowlist pattern",
+            response=NO_CONTENT,
+        ),
+    ),
+    Route(
+        "GET",
+        "/tickets/routing/rules",
+        list_rules,
+        "admin",
+        sql="api.routing_rule_list",
+        doc=Doc(
+            operation_id="listRules",
+            tag="routing",
+            summary="List routing rules",
+            description="In evaluation order (priority, id).",
+            response=ok("Rules.", "RuleList", {"items": []}),
+        ),
+    ),
+    Route(
+        "POST",
+        "/tickets/routing/rules",
+        create_rule,
+        "admin",
+        status=201,
+        sql="api.routing_rule_create",
+        doc=Doc(
+            operation_id="createRule",
+            tag="routing",
+            summary="Add a routing rule",
+            description=(
+                "Conditions (ANDed): recipient_pattern, sender_domain_pattern, "
+                "sender_email_pattern, direction. Actions: assign_queue_id or assign_user_id, "
+                "set_status, auto_close, drop, add_tags. 409 rule_name_exists."
+            ),
+            response=ok("Created.", "Rule"),
+            body=body(
+                "RuleCreate",
+                {
+                    "name": "Billing",
+                    "priority": 10,
+                    "conditions": {"recipient_pattern": "billing@*"},
+                    "actions": {"add_tags": ["billing"]},
+                },
+            ),
+            errors=(409,),
+        ),
+    ),
+    Route(
+        "PATCH",
+        "/tickets/routing/rules/{rule_id}",
+        update_rule,
+        "admin",
+        sql="api.routing_rule_update",
+        doc=Doc(
+            operation_id="updateRule",
+            tag="routing",
+            summary="Change a routing rule",
+            description="Merged into the rule, validated as a whole; its version goes up.",
+            response=ok("Updated.", "Rule"),
+            body=body("RuleUpdate"),
+            errors=(409,),
+        ),
+    ),
+    Route(
+        "DELETE",
+        "/tickets/routing/rules/{rule_id}",
+        delete_rule,
+        "admin",
+        status=204,
+        sql="api.routing_rule_delete",
+        doc=Doc(
+            operation_id="deleteRule",
+            tag="routing",
+            summary="Remove a routing rule",
+            response=NO_CONTENT,
+        ),
+    ),
+    Route(
+        "POST",
+        "/tickets/routing/simulate",
+        simulate,
+        "agent",
+        sql="api.routing_simulate",
+        doc=Doc(
+            operation_id="simulateRouting",
+            tag="routing",
+            summary="Simulate routing",
+            description=(
+                "What routing would decide for a recipient/sender/direction, explained, and its "
+                "effect on a new ticket; changes nothing."
+            ),
+            response=ok("The decision.", "RoutingSimulation"),
+            body=body(
+                "SimulateRequest",
+                {"recipient": "support@acme.example", "sender": "casey@example.net"},
+            ),
+        ),
+    ),
+    Route(
+        "POST",
+        "/tickets/{ticket_id}/reroute",
+        reroute_ticket,
+        "agent",
+        sql="api.ticket_reroute",
+        doc=Doc(
+            operation_id="rerouteTicket",
+            tag="routing",
+            summary="Route a ticket again",
+            description=(
+                "Applies today's allowlist and rules to the ticket, even after a person touched it."
+            ),
+            response=ok("Decision and effect.", "Reroute"),
+        ),
+    ),
 )

@@ -16,11 +16,15 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from psycopg.types.json import Jsonb
 
+from app.apidoc import Doc, body, ok
 from app.errors import ApiError
 from app.http import (
     BLOBS,
     SETTINGS,
+    Limit,
     Route,
+    path_id,
+    query_limit,
     read_json_object,
     read_json_patch,
     required_str,
@@ -29,24 +33,9 @@ from app.http import (
 )
 from kernel.blobstore import BlobNotFound, BlobStream, content_disposition
 
-# Path ids are bigints; anything else names no ticket (18 digits stay below 2^63).
-_ID_RE = re.compile(r"^[0-9]{1,18}$")
 # What may go into a Content-Type header as it is; anything else is served as bytes.
 _MIME_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9!#$&^_.+-]{1,127}$")
 _OCTET_STREAM = "application/octet-stream"
-
-
-def _path_id(request: web.Request, name: str, code: str, detail: str) -> int:
-    value = request.match_info[name]
-    if not _ID_RE.match(value):
-        raise ApiError(404, code, detail)
-    return int(value)
-
-
-def _ticket_id(request: web.Request) -> int:
-    return _path_id(
-        request, "ticket_id", "ticket_not_found", "No ticket with that id in this organization."
-    )
 
 
 def _query_uuid(request: web.Request, name: str) -> str | None:
@@ -60,15 +49,6 @@ def _query_uuid(request: web.Request, name: str) -> str | None:
         raise ApiError(422, f"invalid_{name}", f"{name} must be a UUID.") from exc
 
 
-def _query_limit(request: web.Request) -> int | None:
-    value = request.query.get("limit") or None
-    if value is None:
-        return None
-    if not re.fullmatch(r"-?[0-9]{1,9}", value):
-        raise ApiError(422, "invalid_limit", "limit must be an integer between 1 and 100.")
-    return int(value)
-
-
 async def list_tickets(request: web.Request) -> web.Response:
     """Tickets, newest activity first, one keyset page at a time."""
     return await respond_sql(
@@ -79,7 +59,7 @@ async def list_tickets(request: web.Request) -> web.Response:
             request.query.get("q") or None,
             _query_uuid(request, "assignee_user_id"),
             _query_uuid(request, "assignee_queue_id"),
-            _query_limit(request),
+            query_limit(request),
             request.query.get("cursor") or None,
         ],
     )
@@ -87,25 +67,23 @@ async def list_tickets(request: web.Request) -> web.Response:
 
 async def get_ticket(request: web.Request) -> web.Response:
     """One ticket with its messages, attachments, occurrences, events and notes."""
-    return await respond_sql(request, "api.ticket_detail(%s)", [_ticket_id(request)])
+    return await respond_sql(request, "api.ticket_detail(%s)", [path_id(request, "ticket_id")])
 
 
 async def update_ticket(request: web.Request) -> web.Response:
     """Change status, priority or assignee (agent); the database validates the values."""
-    ticket_id = _ticket_id(request)
+    ticket_id = path_id(request, "ticket_id")
     body = await read_json_patch(request)
     return await respond_sql(request, "api.ticket_update(%s, %s)", [ticket_id, Jsonb(body)])
 
 
 async def add_note(request: web.Request) -> web.Response:
     """Add an internal note (agent)."""
-    ticket_id = _ticket_id(request)
+    ticket_id = path_id(request, "ticket_id")
     body = await read_json_object(request, ("body",))
-    response = await respond_sql(
+    return await respond_sql(
         request, "api.ticket_add_note(%s, %s)", [ticket_id, required_str(body, "body")]
     )
-    response.set_status(201)
-    return response
 
 
 async def _chunks(stream: BlobStream) -> AsyncIterator[bytes]:
@@ -119,13 +97,8 @@ async def _chunks(stream: BlobStream) -> AsyncIterator[bytes]:
 
 async def download_attachment(request: web.Request) -> web.StreamResponse:
     """An attachment of the ticket: a presigned redirect (S3) or the bytes (local store)."""
-    ticket_id = _ticket_id(request)
-    attachment_id = _path_id(
-        request,
-        "attachment_id",
-        "attachment_not_found",
-        "No attachment with that id on this ticket.",
-    )
+    ticket_id = path_id(request, "ticket_id")
+    attachment_id = path_id(request, "attachment_id")
     # One of the few handlers that reads the SQL answer: it needs the blob key.
     attachment = json.loads(
         await sql_json(request, "api.ticket_attachment(%s, %s)", [ticket_id, attachment_id])
@@ -163,14 +136,130 @@ async def download_attachment(request: web.Request) -> web.StreamResponse:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/tickets", list_tickets, "viewer"),
-    Route("GET", "/tickets/{ticket_id}", get_ticket, "viewer"),
-    Route("PATCH", "/tickets/{ticket_id}", update_ticket, "agent"),
-    Route("POST", "/tickets/{ticket_id}/notes", add_note, "agent"),
+    Route(
+        "GET",
+        "/tickets",
+        list_tickets,
+        "viewer",
+        sql="api.ticket_list",
+        limit=Limit(50, 100),
+        doc=Doc(
+            operation_id="listTickets",
+            tag="tickets",
+            summary="List and search tickets",
+            description=(
+                "Keyset pages, newest activity first; merged and hidden tickets are left out. A "
+                "cursor only continues the listing with the same filters (400 cursor_mismatch)."
+            ),
+            response=ok("A page.", "TicketPage", {"items": [], "next_cursor": None}),
+            query=(
+                {
+                    "name": "cursor",
+                    "in": "query",
+                    "schema": {"type": "string"},
+                    "description": "Opaque `next_cursor` of the previous page.",
+                },
+                {
+                    "name": "status",
+                    "in": "query",
+                    "schema": {"$ref": "#/components/schemas/TicketStatus"},
+                },
+                {
+                    "name": "q",
+                    "in": "query",
+                    "schema": {"type": "string", "maxLength": 500},
+                    "description": "Full-text search (web search syntax) over subject, requester, code "
+                    "and message bodies.",
+                },
+                {
+                    "name": "assignee_user_id",
+                    "in": "query",
+                    "schema": {"type": "string", "format": "uuid"},
+                },
+                {
+                    "name": "assignee_queue_id",
+                    "in": "query",
+                    "schema": {"type": "string", "format": "uuid"},
+                },
+            ),
+            errors=(422,),
+        ),
+    ),
+    Route(
+        "GET",
+        "/tickets/{ticket_id}",
+        get_ticket,
+        "viewer",
+        sql="api.ticket_detail",
+        doc=Doc(
+            operation_id="getTicket",
+            tag="tickets",
+            summary="Ticket detail",
+            description=(
+                "The ticket, its thread messages (attachments, occurrences with routing "
+                "evidence), events and notes."
+            ),
+            response=ok("The ticket.", "TicketDetail"),
+        ),
+    ),
+    Route(
+        "PATCH",
+        "/tickets/{ticket_id}",
+        update_ticket,
+        "agent",
+        sql="api.ticket_update",
+        doc=Doc(
+            operation_id="updateTicket",
+            tag="tickets",
+            summary="Change status, priority or assignee",
+            description="Writes one `updated` event; 409 ticket_merged for a merged ticket.",
+            response=ok("The ticket.", "Ticket"),
+            body=body("TicketUpdate", {"status": "open", "priority": "high"}),
+            errors=(409,),
+        ),
+    ),
+    Route(
+        "POST",
+        "/tickets/{ticket_id}/notes",
+        add_note,
+        "agent",
+        status=201,
+        sql="api.ticket_add_note",
+        doc=Doc(
+            operation_id="addTicketNote",
+            tag="tickets",
+            summary="Add an internal note",
+            description="Writes a `note_added` event.",
+            response=ok("Created.", "Note"),
+            body=body("NoteCreate", {"body": "Called the customer back."}),
+            errors=(409,),
+        ),
+    ),
     Route(
         "GET",
         "/tickets/{ticket_id}/attachments/{attachment_id}/download",
         download_attachment,
         "viewer",
+        sql="api.ticket_attachment",
+        doc=Doc(
+            operation_id="downloadAttachment",
+            tag="tickets",
+            summary="Download an attachment",
+            description=(
+                "S3 store: 307 to a short-lived presigned URL. Local store: the bytes, with a "
+                "safe Content-Disposition."
+            ),
+            response={
+                "description": "The attachment's bytes.",
+                "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            responses={
+                "307": {
+                    "description": "Redirect to a presigned URL.",
+                    "headers": {"Location": {"schema": {"type": "string"}, "required": True}},
+                }
+            },
+        ),
     ),
 )

@@ -6,8 +6,9 @@ import json
 
 from aiohttp import web
 
+from app.apidoc import Doc, body
 from app.errors import ApiError
-from app.http import POOL, Route, anonymous_sql_json
+from app.http import POOL, Route, anonymous_sql_json, success_status
 from app.metrics import HTTP_METRICS
 from app.push import PUSH_AUTHENTICATOR, parse_push
 
@@ -34,10 +35,53 @@ async def gmail_pubsub(request: web.Request) -> web.Response:
         else "no_sync_needed"
     )
     request.app[HTTP_METRICS].pushes.labels(outcome).inc()
-    return web.Response(status=204)
+    return web.Response(status=success_status(request))
 
 
-ROUTES = [
-    # Pub/Sub carries no cookie session: the push is authenticated by its token instead.
-    Route("POST", "/webhooks/gmail/pubsub", gmail_pubsub, None, csrf=False),
-]
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/webhooks/gmail/pubsub",
+        gmail_pubsub,
+        None,
+        csrf=False,
+        status=204,
+        sql="api.gmail_push",
+        rate_limited=False,
+        doc=Doc(
+            operation_id="gmailPubSubPush",
+            tag="webhooks",
+            summary="Gmail push notification (Cloud Pub/Sub push)",
+            description=(
+                "A mailbox changed: queue its history sync (a storm of pushes queues one) and "
+                "answer 204 at once; Gmail itself is never called here. An unknown mailbox is "
+                "acknowledged too (204), so Pub/Sub stops retrying. No session and no CSRF "
+                "header: the push is authenticated by Pub/Sub's OIDC token (Authorization: "
+                "Bearer, when GMAIL_PUSH_AUDIENCE is set) or else by the shared secret "
+                "GMAIL_PUSH_TOKEN in the query string; otherwise 401 push_unauthenticated. 400 "
+                "or 422 invalid_push for a malformed envelope; 404 when push is not configured."
+            ),
+            response={"description": "Acknowledged."},
+            body=body(
+                "PubSubPush",
+                {
+                    "message": {
+                        "data": "eyJlbWFpbEFkZHJlc3MiOiAiam91cm5hbEBhY21lLmV4YW1wbGUiLCAiaGlzdG9yeUlkIjogIjEyMzQ1In0=",
+                        "messageId": "2070443601311540",
+                        "publishTime": "2026-12-07T08:00:00Z",
+                    },
+                    "subscription": "projects/acme/subscriptions/gmail-push",
+                },
+            ),
+            query=(
+                {
+                    "name": "token",
+                    "in": "query",
+                    "schema": {"type": "string"},
+                    "description": "The shared secret GMAIL_PUSH_TOKEN (when OIDC is not set).",
+                },
+            ),
+            errors=(401, 404),
+        ),
+    ),
+)

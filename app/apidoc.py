@@ -1,0 +1,148 @@
+"""The hand-written part of the API's documentation: the vocabulary and `Doc`.
+
+A route (app/http.py `Route`) carries a `Doc`: what cannot be derived from the route itself —
+operationId, tag, summary, a description that adds information, the success response's
+schema, the request body, query parameters, and the error statuses the operation adds to the
+derived ones. app/openapi.py derives the rest from the route: security, `x-min-role`, the
+role sentence, the CSRF header and path parameters, `?limit=`, and the shared error
+responses (400/401/403/404/413/415/422/429/503/default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, eq=False)
+class Doc:
+    """The OpenAPI pieces of one operation that only a person can write."""
+
+    operation_id: str
+    tag: str
+    summary: str
+    response: dict[str, Any]  # the response for the route's success status
+    description: str = ""  # the derived role sentence is appended
+    body: dict[str, Any] | None = None  # requestBody
+    query: tuple[dict[str, Any], ...] = ()  # query parameters besides `limit`
+    errors: tuple[int, ...] = ()  # error statuses besides the derived ones
+    responses: dict[str, Any] = field(default_factory=dict)  # other statuses (201, 307, ...)
+
+
+# ------------------------------------------------------------------ schema vocabulary
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` or JSON null (OpenAPI 3.1 / JSON Schema 2020-12 style)."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An object whose every property is always present except those named `optional`."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [name for name in properties if name not in optional],
+    }
+
+
+def request_object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A request body object: unknown fields are refused (422 unknown_field)."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+def present(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """An object where `name` is present and matches `schema`."""
+    return {"required": [name], "properties": {name: schema}}
+
+
+def both(first: str, first_schema: dict[str, Any], second: str, second_schema: dict[str, Any]):
+    """An object where both fields are present and match their schemas."""
+    return {
+        "required": [first, second],
+        "properties": {first: first_schema, second: second_schema},
+    }
+
+
+def list_of(item: str) -> dict[str, Any]:
+    return obj({"items": {"type": "array", "items": ref(item)}})
+
+
+STR = {"type": "string"}
+NSTR = {"type": ["string", "null"]}
+INT = {"type": "integer"}
+NINT = {"type": ["integer", "null"]}
+BOOL = {"type": "boolean"}
+UUID = {"type": "string", "format": "uuid"}
+NUUID = {"type": ["string", "null"], "format": "uuid"}
+TS = {"type": "string", "format": "date-time"}
+NTS = {"type": ["string", "null"], "format": "date-time"}
+OBJ = {"type": "object"}
+STR_LIST = {"type": "array", "items": STR}
+ROLE = {"type": "string", "enum": ["viewer", "agent", "admin"]}
+NBOOL = {"type": ["boolean", "null"]}
+
+
+def text(max_length: int, nullable: bool = False) -> dict[str, Any]:
+    """Required-style text as logic.require_text checks it: not blank, at most max_length."""
+    return {
+        "type": ["string", "null"] if nullable else "string",
+        "maxLength": max_length,
+        "pattern": "[^ \\t\\r\\n\\f]",  # something besides the whitespace it trims
+    }
+
+
+# A glob as api.routing_pattern accepts it (spaces around it are trimmed; runs of * count as
+# one wildcard; at most 16 wildcards).
+_GLOB_CHAR = "[^*?\\s\\x00-\\x1f\\x7f\\[\\]{}\\\\]"
+GLOB = {
+    "type": "string",
+    "maxLength": 320,
+    "pattern": f"^ *(?:(?:{_GLOB_CHAR}*(?:\\*+|\\?)){{1,16}}{_GLOB_CHAR}*|{_GLOB_CHAR}+) *$",
+    "description": "Glob: * and ? are wildcards (at most 16; a run of * is one); no "
+    "whitespace, [ ] { } or \\.",
+}
+NGLOB = {**GLOB, "type": ["string", "null"]}
+
+
+def ok(description: str, schema: str, example: Any = None) -> dict[str, Any]:
+    """A JSON response of component schema `schema`."""
+    media: dict[str, Any] = {"schema": ref(schema)}
+    if example is not None:
+        media["example"] = example
+    return {"description": description, "content": {"application/json": media}}
+
+
+def body(schema: str, example: Any = None) -> dict[str, Any]:
+    """A required JSON request body of component schema `schema`."""
+    media: dict[str, Any] = {"schema": ref(schema)}
+    if example is not None:
+        media["example"] = example
+    return {"required": True, "content": {"application/json": media}}
+
+
+def query(
+    name: str, schema: dict[str, Any], description: str | None = None, required: bool = False
+) -> dict[str, Any]:
+    """A query parameter."""
+    parameter: dict[str, Any] = {"name": name, "in": "query"}
+    if required:
+        parameter["required"] = True
+    parameter["schema"] = schema
+    if description is not None:
+        parameter["description"] = description
+    return parameter
+
+
+NO_CONTENT = {"description": "Removed."}
