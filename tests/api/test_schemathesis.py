@@ -21,8 +21,8 @@ import requests
 from app.openapi import document
 from devtools.fake_gmail import FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, FakeGmailServer
 from tests.api.test_tickets import Seed
+from tests.cli.test_main import REPO, _env, _free_port, _healthz_once_up, _serving
 from tests.fixtures.api import TEST_SECRET
-from tests.test_cli import REPO, _env, _free_port, _healthz_once_up, _serving
 
 SCHEMATHESIS = [str(Path(sys.executable).parent / "schemathesis")]
 # The CI profile: 10 examples per operation (about 20 s). The longer profile is the same

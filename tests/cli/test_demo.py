@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 
 from cli.demo import MAILBOX_DIR, ORGANIZATION
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SUMMARY_RE = re.compile(
     r"Summary: (?P<tickets>\d+) tickets created \((?P<spam>\d+) spam; queues: (?P<queues>[^)]*)\), "
     r"(?P<routed>\d+) of (?P<messages>\d+) occurrences routed, (?P<failed>\d+) failed\."

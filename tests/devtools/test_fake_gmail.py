@@ -23,7 +23,7 @@ from googleapiclient.errors import HttpError
 from devtools.fake_gmail import FakeGmail, FakeGmailServer, FaultRule, fake_gmail_in_thread
 from kernel.gmail import GmailApiError, GmailRetriesExhausted, RetryPolicy
 from tests.fixtures.gmail import GMAIL_TEST_USER
-from tests.worker.test_gmail import add_synthetic, synthetic_message
+from tests.kernel.test_gmail import add_synthetic, synthetic_message
 
 OTHER_USER = "other-journal@example.com"
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 TICKETING = [sys.executable, "-m", "cli.main"]
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _env(**extra: str) -> dict[str, str]:
