@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from app.openapi import document
@@ -23,6 +24,9 @@ from devtools.fake_gmail import FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, FakeGmailSer
 from tests.api.test_tickets import Seed
 from tests.cli.test_main import REPO, _env, _free_port, _healthz_once_up, _serving
 from tests.fixtures.api import TEST_SECRET
+
+# Long: property-based requests against a served API.
+pytestmark = pytest.mark.slow
 
 SCHEMATHESIS = [str(Path(sys.executable).parent / "schemathesis")]
 # The CI profile: 10 examples per operation (about 20 s). The longer profile is the same

@@ -13,9 +13,13 @@ import threading
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from cli.demo import MAILBOX_DIR, ORGANIZATION
+
+# Long: the whole demo in a subprocess (embedded PostgreSQL, pipeline, server).
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 SUMMARY_RE = re.compile(

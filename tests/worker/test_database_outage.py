@@ -15,6 +15,9 @@ from devtools.fake_gmail import FaultRule
 from tests.fixtures.api import TEST_SECRET
 from tests.fixtures.ingest import CORPUS, running_worker
 
+# Long: a private PostgreSQL stopped and started under running workers.
+pytestmark = pytest.mark.slow
+
 JOURNAL = "journal@example.com"
 
 

@@ -386,6 +386,7 @@ async def test_near_duplicates_form_a_collision_group(ingest, db):
     )
 
 
+@pytest.mark.slow  # kills a worker process mid-run
 async def test_killing_the_worker_mid_backfill_loses_and_duplicates_nothing(ingest, db, tmp_path):
     files = corpus_files(300)
     ingest.gmail.add_eml_files(JOURNAL, files)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import parse_qs
 
+import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from devtools.fake_gmail import FaultRule
@@ -94,6 +95,7 @@ async def test_a_history_walk_longer_than_a_page_keeps_its_query_and_loses_nothi
     assert occurrence_counts(db, mailbox_id) == (36, 36, 36)
 
 
+@pytest.mark.slow  # kills a worker process mid-run
 async def test_a_worker_killed_inside_a_history_walk_resumes_from_the_last_stored_record(
     ingest, db, tmp_path
 ):
