@@ -30,6 +30,7 @@ from devtools.fake_gmail import (
 )
 from kernel.crypto import TokenDecryptionError, decrypt_token, token_key
 from kernel.settings import Settings
+from tests.fixtures import seed
 from tests.fixtures.api import ApiUser, api_settings, dev_login
 
 START = "/mailboxes/gmail/journal/oauth/start"
@@ -105,23 +106,6 @@ def _mailbox_row(db, mailbox_id) -> dict:
     return db.execute("SELECT * FROM core.mailboxes WHERE id = %s", [mailbox_id]).fetchone()
 
 
-def _seed_mailbox(db, organization_id, email: str = JOURNAL, **columns) -> str:
-    """A mailbox inserted as the owner (no grant stored unless given)."""
-    names = ["organization_id", "email", *columns]
-    values = [organization_id, email, *columns.values()]
-    placeholders = ", ".join(["%s"] * len(values))
-    return str(
-        db.execute(
-            f"INSERT INTO core.mailboxes ({', '.join(names)}) VALUES ({placeholders}) RETURNING id",
-            values,
-        ).fetchone()["id"]
-    )
-
-
-def _org_id(user: ApiUser) -> str:
-    return user.login["organization"]["id"]
-
-
 async def _refresh_works(gmail: FakeGmailServer, refresh_token: str) -> bool:
     """Whether the fake's token endpoint accepts `refresh_token` (as Gmail clients use it)."""
     form = {
@@ -166,7 +150,7 @@ async def test_start_returns_consent_url_and_stores_only_the_state_hmac(log_in, 
     assert row["purpose"] == "gmail_journal"
     assert row["consumed_at"] is None
     assert row["email"] == "admin@acme.example"
-    assert str(row["organization_id"]) == _org_id(admin)
+    assert str(row["organization_id"]) == seed.org_id(admin)
     assert 590 <= row["ttl"] <= 600
 
 
@@ -197,12 +181,12 @@ async def test_connect_creates_the_mailbox_with_an_encrypted_token_and_a_backfil
     ciphertext = bytes(row["encrypted_refresh_token"])
     key = token_key(api_settings(encryption_key=ENCRYPTION_KEY))
     refresh_token = decrypt_token(
-        key, ciphertext, organization_id=_org_id(admin), mailbox_id=mailbox["id"]
+        key, ciphertext, organization_id=seed.org_id(admin), mailbox_id=mailbox["id"]
     )
     assert refresh_token.encode() not in ciphertext
     assert await _refresh_works(gmail, refresh_token)
     with pytest.raises(TokenDecryptionError):
-        decrypt_token(key, ciphertext, organization_id=_org_id(admin), mailbox_id=uuid.uuid4())
+        decrypt_token(key, ciphertext, organization_id=seed.org_id(admin), mailbox_id=uuid.uuid4())
     with pytest.raises(TokenDecryptionError):
         decrypt_token(key, ciphertext, organization_id=uuid.uuid4(), mailbox_id=mailbox["id"])
 
@@ -252,7 +236,7 @@ async def test_reconnecting_an_existing_mailbox_replaces_its_token(log_in, gmail
     new_ciphertext = bytes(_mailbox_row(db, first["id"])["encrypted_refresh_token"])
     assert new_ciphertext != old_ciphertext
     new_token = decrypt_token(
-        ENCRYPTION_KEY, new_ciphertext, organization_id=_org_id(admin), mailbox_id=first["id"]
+        ENCRYPTION_KEY, new_ciphertext, organization_id=seed.org_id(admin), mailbox_id=first["id"]
     )
     assert await _refresh_works(gmail, new_token)
     assert [(j["task_name"], j["args"]) for j in _jobs(db)] == [
@@ -339,7 +323,7 @@ async def test_a_state_of_another_organisation_is_unknown_here(log_in, gmail, db
         CALLBACK, params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state}
     )
     assert done.status == 201
-    assert str(_mailbox_row(db, (await done.json())["id"])["organization_id"]) == _org_id(acme)
+    assert str(_mailbox_row(db, (await done.json())["id"])["organization_id"]) == seed.org_id(acme)
 
 
 async def test_a_rejected_code_still_consumes_the_state(log_in, gmail, db):
@@ -437,7 +421,7 @@ async def _call(user: ApiUser, method: str, path: str):
 @pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
 async def test_viewers_and_agents_are_forbidden(log_in, db, role, method, path):
     founder = await log_in("founder@acme.example", "Acme")
-    mailbox_id = _seed_mailbox(db, _org_id(founder), history_id=10)
+    mailbox_id = seed.mailbox(db, seed.org_id(founder), JOURNAL, history_id=10)
     user = await log_in(f"{role}@acme.example", "Acme", role=role)
     before = _mailbox_row(db, mailbox_id)
 
@@ -455,7 +439,7 @@ async def test_viewers_and_agents_are_forbidden(log_in, db, role, method, path):
 async def test_another_organisations_mailbox_is_not_found(log_in, db, method, path):
     acme = await log_in("admin@acme.example", "Acme")
     globex = await log_in("admin@globex.example", "Globex")
-    mailbox_id = _seed_mailbox(db, _org_id(acme), history_id=10)
+    mailbox_id = seed.mailbox(db, seed.org_id(acme), JOURNAL, history_id=10)
     before = _mailbox_row(db, mailbox_id)
 
     response = await _call(globex, method, path.format(id=mailbox_id))
@@ -503,7 +487,7 @@ async def test_connectivity_with_a_revoked_grant_says_needs_reconnect(log_in, gm
     refresh_token = decrypt_token(
         ENCRYPTION_KEY,
         bytes(_mailbox_row(db, mailbox["id"])["encrypted_refresh_token"]),
-        organization_id=_org_id(admin),
+        organization_id=seed.org_id(admin),
         mailbox_id=mailbox["id"],
     )
     gmail.control.revoke_refresh_token(refresh_token)
@@ -520,7 +504,7 @@ async def test_connectivity_with_a_revoked_grant_says_needs_reconnect(log_in, gm
 
 async def test_connectivity_without_a_stored_grant(log_in, db):
     admin = await log_in("admin@acme.example", "Acme")
-    mailbox_id = _seed_mailbox(db, _org_id(admin))
+    mailbox_id = seed.mailbox(db, seed.org_id(admin), JOURNAL)
     body = await (await admin.get(f"/mailboxes/{mailbox_id}/connectivity")).json()
     assert body["ok"] is False
     assert body["code"] == "not_connected"
@@ -530,8 +514,8 @@ async def test_connectivity_with_a_token_bound_to_another_mailbox(log_in, gmail,
     admin = await log_in("admin@acme.example", "Acme")
     mailbox = await (await _connect(admin, gmail)).json()
     copied = _mailbox_row(db, mailbox["id"])["encrypted_refresh_token"]
-    other_id = _seed_mailbox(
-        db, _org_id(admin), "other@acme.example", encrypted_refresh_token=copied
+    other_id = seed.mailbox(
+        db, seed.org_id(admin), "other@acme.example", encrypted_refresh_token=copied
     )
     body = await (await admin.get(f"/mailboxes/{other_id}/connectivity")).json()
     assert body["ok"] is False
@@ -543,8 +527,8 @@ async def test_connectivity_with_a_token_bound_to_another_mailbox(log_in, gmail,
 
 async def test_backfill_is_queued_once_while_one_waits(log_in, db):
     admin = await log_in("admin@acme.example", "Acme")
-    mailbox_id = _seed_mailbox(
-        db, _org_id(admin), history_id=700, backfill_state="done", backfill_pages=9
+    mailbox_id = seed.mailbox(
+        db, seed.org_id(admin), JOURNAL, history_id=700, backfill_state="done", backfill_pages=9
     )
 
     first = await admin.post(f"/mailboxes/{mailbox_id}/sync/backfill")
@@ -576,7 +560,7 @@ async def test_backfill_is_queued_once_while_one_waits(log_in, db):
 
 async def test_history_sync_needs_a_cursor_and_is_queued_once(log_in, db):
     admin = await log_in("admin@acme.example", "Acme")
-    mailbox_id = _seed_mailbox(db, _org_id(admin))
+    mailbox_id = seed.mailbox(db, seed.org_id(admin), JOURNAL)
 
     early = await admin.post(f"/mailboxes/{mailbox_id}/sync/history")
     assert early.status == 409
@@ -598,7 +582,7 @@ async def test_history_sync_needs_a_cursor_and_is_queued_once(log_in, db):
 @pytest.mark.parametrize("minutes", ["0", "10081", "-1", "abc", "1.5", "", "99999999999"])
 async def test_pause_minutes_outside_1_to_10080_are_422(log_in, db, minutes):
     admin = await log_in("admin@acme.example", "Acme")
-    mailbox_id = _seed_mailbox(db, _org_id(admin))
+    mailbox_id = seed.mailbox(db, seed.org_id(admin), JOURNAL)
     response = await admin.post(f"/mailboxes/{mailbox_id}/sync/pause?minutes={minutes}")
     assert response.status == 422
     assert (await response.json())["code"] == "invalid_minutes"
@@ -610,7 +594,7 @@ async def test_pause_minutes_outside_1_to_10080_are_422(log_in, db, minutes):
 )
 async def test_pause_sets_until_and_reason(log_in, db, query, minutes):
     admin = await log_in("admin@acme.example", "Acme")
-    mailbox_id = _seed_mailbox(db, _org_id(admin))
+    mailbox_id = seed.mailbox(db, seed.org_id(admin), JOURNAL)
     response = await admin.post(f"/mailboxes/{mailbox_id}/sync/pause{query}")
     assert response.status == 200
     mailbox = (await response.json())["mailbox"]
@@ -628,7 +612,7 @@ async def test_pause_sets_until_and_reason(log_in, db, query, minutes):
 
 async def test_resume_clears_the_pause_and_queues_a_history_sync(log_in, db):
     admin = await log_in("admin@acme.example", "Acme")
-    mailbox_id = _seed_mailbox(db, _org_id(admin), history_id=77, backfill_state="done")
+    mailbox_id = seed.mailbox(db, seed.org_id(admin), JOURNAL, history_id=77, backfill_state="done")
     await admin.post(f"/mailboxes/{mailbox_id}/sync/pause?minutes=60")
     db.execute("UPDATE core.mailboxes SET consecutive_failures = 3")
 
@@ -658,9 +642,10 @@ async def test_resume_clears_the_pause_and_queues_a_history_sync(log_in, db):
 
 async def test_resume_without_a_cursor_queues_a_backfill(log_in, db):
     admin = await log_in("admin@acme.example", "Acme")
-    mailbox_id = _seed_mailbox(
+    mailbox_id = seed.mailbox(
         db,
-        _org_id(admin),
+        seed.org_id(admin),
+        JOURNAL,
         ingestion_paused_until="infinity",
         pause_reason="circuit breaker: 5 consecutive sync failures",
     )
@@ -683,10 +668,11 @@ def _seed_occurrence(db, org_id, mailbox_id, n: int, state: str, age: str) -> No
 
 async def test_status_reports_cursor_lag_pause_and_jobs(log_in, db):
     admin = await log_in("admin@acme.example", "Acme")
-    org_id = _org_id(admin)
-    mailbox_id = _seed_mailbox(
+    org_id = seed.org_id(admin)
+    mailbox_id = seed.mailbox(
         db,
         org_id,
+        JOURNAL,
         history_id=123456789012,
         backfill_state="done",
         backfill_pages=4,
@@ -729,7 +715,7 @@ async def test_status_reports_cursor_lag_pause_and_jobs(log_in, db):
 
 async def test_status_of_a_fresh_mailbox(log_in, db):
     admin = await log_in("admin@acme.example", "Acme")
-    mailbox_id = _seed_mailbox(db, _org_id(admin), state="needs_reconnect")
+    mailbox_id = seed.mailbox(db, seed.org_id(admin), JOURNAL, state="needs_reconnect")
     status = await (await admin.get(f"/mailboxes/{mailbox_id}/sync/status")).json()
     assert status["cursor"] is None
     assert status["lag_seconds"] == 0

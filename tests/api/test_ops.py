@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.fixtures.api import ApiUser
+from tests.fixtures import seed
 from tests.worker.test_worker import run_worker_until_idle
 
 ADMIN_ROUTES = [
@@ -20,40 +20,6 @@ ADMIN_ROUTES = [
     ("POST", "/ops/jobs/1/replay"),
 ]
 PAGED_ROUTES = ["/ops/messages/collisions", "/ops/jobs/dlq"]
-
-
-def _org_id(user: ApiUser) -> str:
-    return user.login["organization"]["id"]
-
-
-def _seed_mailbox(db, organization_id: str, email: str, **columns) -> str:
-    """A mailbox inserted as the owner."""
-    names = ["organization_id", "email", *columns]
-    values = [organization_id, email, *columns.values()]
-    placeholders = ", ".join(["%s"] * len(values))
-    return str(
-        db.execute(
-            f"INSERT INTO core.mailboxes ({', '.join(names)}) VALUES ({placeholders}) RETURNING id",
-            values,
-        ).fetchone()["id"]
-    )
-
-
-def _seed_occurrence(db, org_id: str, mailbox_id: str, gmail_id: str, state: str, age: int):
-    db.execute(
-        "INSERT INTO core.message_occurrences (organization_id, mailbox_id, gmail_message_id, "
-        "state, failed_stage, last_error, internal_date) "
-        "VALUES (%s, %s, %s, %s, %s, %s, now() - make_interval(secs => %s))",
-        [
-            org_id,
-            mailbox_id,
-            gmail_id,
-            state,
-            "occurrence_parse" if state == "failed" else None,
-            "ValueError: bad MIME" if state == "failed" else None,
-            age,
-        ],
-    )
 
 
 def _seed_failed_job(db, org_id: str, args: dict, minutes_ago: int) -> int:
@@ -103,8 +69,8 @@ def _job_status(db, job_id: int) -> str:
 async def test_mailbox_sync_lists_the_organisations_mailboxes(login, db):
     admin = await login("admin@acme.example", "Acme")
     other = await login("admin@globex.example", "Globex")
-    org = _org_id(admin)
-    mailbox_id = _seed_mailbox(
+    org = seed.org_id(admin)
+    mailbox_id = seed.mailbox(
         db,
         org,
         "journal@acme.example",
@@ -112,9 +78,9 @@ async def test_mailbox_sync_lists_the_organisations_mailboxes(login, db):
         last_error="Gmail 500",
         consecutive_failures=2,
     )
-    _seed_mailbox(db, _org_id(other), "journal@globex.example")
-    _seed_occurrence(db, org, mailbox_id, "m1", "parsed", 120)
-    _seed_occurrence(db, org, mailbox_id, "m2", "routed", 9000)
+    seed.mailbox(db, seed.org_id(other), "journal@globex.example")
+    seed.occurrence(db, org, mailbox_id, "m1", "parsed", 120)
+    seed.occurrence(db, org, mailbox_id, "m2", "routed", 9000)
     db.execute("SELECT logic.enqueue_history_sync(%s)", [mailbox_id])
     db.execute(
         "INSERT INTO core.job_failures (job_id, task_name, attempt, error_class, "
@@ -167,14 +133,14 @@ async def test_mailbox_sync_lists_the_organisations_mailboxes(login, db):
 
 async def test_a_mailbox_that_does_not_sync_says_why(login, db):
     admin = await login("admin@acme.example", "Acme")
-    org = _org_id(admin)
-    stalled = _seed_mailbox(db, org, "stalled@acme.example", history_id=1000)
+    org = seed.org_id(admin)
+    stalled = seed.mailbox(db, org, "stalled@acme.example", history_id=1000)
     db.execute(
         "UPDATE core.mailboxes SET last_sync_success_at = now() - interval '10 minutes', "
         "last_error = 'HTTP 503: backend error' WHERE id = %s",
         [stalled],
     )
-    stuck = _seed_mailbox(db, org, "stuck@acme.example", history_id=1000)
+    stuck = seed.mailbox(db, org, "stuck@acme.example", history_id=1000)
     job = db.execute("SELECT logic.enqueue_history_sync(%s) AS id", [stuck]).fetchone()["id"]
     dead = db.execute(
         "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now() - interval '1 minute') "
@@ -183,7 +149,7 @@ async def test_a_mailbox_that_does_not_sync_says_why(login, db):
     db.execute(
         "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s WHERE id = %s", [dead, job]
     )
-    healthy = _seed_mailbox(db, org, "ok@acme.example", history_id=1000)
+    healthy = seed.mailbox(db, org, "ok@acme.example", history_id=1000)
     db.execute("UPDATE core.mailboxes SET last_sync_success_at = now() WHERE id = %s", [healthy])
 
     items = {
@@ -239,11 +205,11 @@ def _seed_collision_group(db, org_id: str, fingerprint: str, hours_ago: int, siz
 async def test_collisions_newest_first_with_samples_and_limit(login, db):
     admin = await login("admin@acme.example", "Acme")
     other = await login("admin@globex.example", "Globex")
-    org = _org_id(admin)
+    org = seed.org_id(admin)
     oldest = _seed_collision_group(db, org, "fp-old", hours_ago=5, size=2)
     newest = _seed_collision_group(db, org, "fp-new", hours_ago=1, size=7)
     middle = _seed_collision_group(db, org, "fp-mid", hours_ago=3, size=2)
-    _seed_collision_group(db, _org_id(other), "fp-globex", hours_ago=0, size=2)
+    _seed_collision_group(db, seed.org_id(other), "fp-globex", hours_ago=0, size=2)
 
     everything = (await (await admin.get("/ops/messages/collisions")).json())["items"]
     assert [g["collision_group_id"] for g in everything] == [newest, middle, oldest]
@@ -278,16 +244,16 @@ async def test_collisions_newest_first_with_samples_and_limit(login, db):
 async def test_metrics_overview_counts_the_organisations_pipeline(login, db):
     admin = await login("admin@acme.example", "Acme")
     other = await login("admin@globex.example", "Globex")
-    org = _org_id(admin)
-    journal = _seed_mailbox(db, org, "journal@acme.example", history_id=5)
-    paused = _seed_mailbox(
+    org = seed.org_id(admin)
+    journal = seed.mailbox(db, org, "journal@acme.example", history_id=5)
+    paused = seed.mailbox(
         db, org, "paused@acme.example", ingestion_paused_until="2999-01-01T00:00:00Z"
     )
-    globex_box = _seed_mailbox(db, _org_id(other), "journal@globex.example", history_id=5)
-    _seed_occurrence(db, org, journal, "a", "parsed", 100)
-    _seed_occurrence(db, org, journal, "b", "failed", 50)
-    _seed_occurrence(db, org, paused, "c", "discovered", 300)
-    _seed_occurrence(db, org, paused, "d", "discovered", 400)
+    globex_box = seed.mailbox(db, seed.org_id(other), "journal@globex.example", history_id=5)
+    seed.occurrence(db, org, journal, "a", "parsed", 100)
+    seed.occurrence(db, org, journal, "b", "failed", 50, last_error="ValueError: bad MIME")
+    seed.occurrence(db, org, paused, "c", "discovered", 300)
+    seed.occurrence(db, org, paused, "d", "discovered", 400)
     db.execute("SELECT logic.enqueue_history_sync(%s)", [journal])
     db.execute("SELECT logic.enqueue_history_sync(%s)", [globex_box])
     running = db.execute("SELECT logic.enqueue_backfill_step(%s) AS id", [journal]).fetchone()["id"]
@@ -319,8 +285,8 @@ async def test_metrics_overview_counts_the_organisations_pipeline(login, db):
 
 async def test_a_failed_job_is_listed_replayed_once_and_then_succeeds(login, db, db_url):
     admin = await login("admin@acme.example", "Acme")
-    org = _org_id(admin)
-    mailbox_id = _seed_mailbox(db, org, "journal@acme.example")
+    org = seed.org_id(admin)
+    mailbox_id = seed.mailbox(db, org, "journal@acme.example")
     job_id = await _failed_ping_via_worker(db, db_url, org, mailbox_id)
 
     response = await admin.get("/ops/jobs/dlq")
@@ -379,7 +345,7 @@ async def test_a_failed_job_is_listed_replayed_once_and_then_succeeds(login, db,
 
 async def test_dlq_is_newest_first_limited_and_shows_ids_only(login, db):
     admin = await login("admin@acme.example", "Acme")
-    org = _org_id(admin)
+    org = seed.org_id(admin)
     old = _seed_failed_job(db, org, {"ping_id": 1}, minutes_ago=30)
     new = _seed_failed_job(db, org, {"ping_id": 2, "subject": "Salary review"}, minutes_ago=1)
     middle = _seed_failed_job(db, org, {"ping_id": 3, "occurrence_ids": [7, 8]}, minutes_ago=10)
@@ -398,8 +364,8 @@ async def test_dlq_is_newest_first_limited_and_shows_ids_only(login, db):
 async def test_another_organisations_failed_job_is_invisible_and_not_found(login, db, db_url):
     acme = await login("admin@acme.example", "Acme")
     globex = await login("admin@globex.example", "Globex")
-    mailbox_id = _seed_mailbox(db, _org_id(acme), "journal@acme.example")
-    job_id = await _failed_ping_via_worker(db, db_url, _org_id(acme), mailbox_id)
+    mailbox_id = seed.mailbox(db, seed.org_id(acme), "journal@acme.example")
+    job_id = await _failed_ping_via_worker(db, db_url, seed.org_id(acme), mailbox_id)
 
     assert await (await globex.get("/ops/jobs/dlq")).json() == {"items": []}
     response = await globex.post(f"/ops/jobs/{job_id}/replay")
@@ -436,7 +402,7 @@ async def test_malformed_or_unknown_job_ids_are_not_found(login, job_id):
 
 async def test_a_job_that_has_not_failed_cannot_be_replayed(login, db):
     admin = await login("admin@acme.example", "Acme")
-    mailbox_id = _seed_mailbox(db, _org_id(admin), "journal@acme.example", history_id=5)
+    mailbox_id = seed.mailbox(db, seed.org_id(admin), "journal@acme.example", history_id=5)
     job_id = db.execute("SELECT logic.enqueue_history_sync(%s) AS id", [mailbox_id]).fetchone()[
         "id"
     ]
@@ -452,7 +418,7 @@ async def test_a_job_that_has_not_failed_cannot_be_replayed(login, db):
 @pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
 async def test_viewers_and_agents_are_forbidden(login, db, role, method, path):
     founder = await login("founder@acme.example", "Acme")
-    _seed_failed_job(db, _org_id(founder), {"ping_id": 1}, minutes_ago=1)
+    _seed_failed_job(db, seed.org_id(founder), {"ping_id": 1}, minutes_ago=1)
     user = await login(f"{role}@acme.example", "Acme", role=role)
 
     response = await (user.get(path) if method == "GET" else user.post(path))

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures import seed
 from tests.fixtures.api import ApiUser
 
 ALLOWLIST = "/tickets/routing/allowlist"
@@ -36,10 +37,6 @@ async def _error(response, status: int, code: str) -> dict[str, Any]:
 
 async def _queue(user: ApiUser, name: str) -> str:
     return (await _ok(await user.post("/queues", json={"name": name}), 201))["id"]
-
-
-def _org_id(user: ApiUser) -> str:
-    return user.login["organization"]["id"]
 
 
 # ------------------------------------------------------------------------ roles
@@ -708,7 +705,7 @@ async def test_worker_applies_what_the_simulator_predicts(
     assert simulated["outcome"] == outcome
 
     occurrence_id, ticket_id = _stitched_occurrence(
-        db, _org_id(admin), recipient, sender, direction=direction
+        db, seed.org_id(admin), recipient, sender, direction=direction
     )
     result = _route(db, [occurrence_id])
     assert result["routed_tickets"] == [ticket_id]
@@ -749,7 +746,7 @@ async def test_recipient_from_unknown_source_is_not_allowlisted(login, db):
     admin = await login("admin@acme.example", "Acme")
     await _ok(await admin.post(ALLOWLIST, json={"pattern": "*"}), 201)
     occurrence_id, ticket_id = _stitched_occurrence(
-        db, _org_id(admin), "support@acme.example", "jo@client.org", source="unknown"
+        db, seed.org_id(admin), "support@acme.example", "jo@client.org", source="unknown"
     )
     _route(db, [occurrence_id])
     assert _ticket(db, ticket_id)["status"] == "spam"
@@ -761,7 +758,7 @@ async def test_routing_is_idempotent(login, db):
     admin = await login("admin@acme.example", "Acme")
     await _ok(await admin.post(ALLOWLIST, json={"pattern": "*@acme.example"}), 201)
     occurrence_id, ticket_id = _stitched_occurrence(
-        db, _org_id(admin), "support@acme.example", "jo@client.org"
+        db, seed.org_id(admin), "support@acme.example", "jo@client.org"
     )
     first = _route(db, [occurrence_id])
     again = _route(db, [occurrence_id])
@@ -777,7 +774,7 @@ async def test_routing_is_idempotent(login, db):
 
 async def test_follow_up_from_unknown_sender_does_not_spam_an_open_ticket(login, db):
     admin = await login("admin@acme.example", "Acme")
-    org = _org_id(admin)
+    org = seed.org_id(admin)
     await _ok(await admin.post(ALLOWLIST, json={"pattern": "support@acme.example"}), 201)
     await _ok(await admin.post(RULES, json=_rule_body(name="Open all")), 201)
     first, ticket_id = _stitched_occurrence(db, org, "support@acme.example", "jo@client.org")
@@ -815,7 +812,7 @@ async def test_follow_up_from_unknown_sender_does_not_spam_an_open_ticket(login,
 
 async def test_ticket_a_human_touched_is_not_routed(login, db):
     admin = await login("admin@acme.example", "Acme")
-    org = _org_id(admin)
+    org = seed.org_id(admin)
     occurrence_id, ticket_id = _stitched_occurrence(
         db, org, "nobody@elsewhere.example", "jo@client.org"
     )
@@ -836,7 +833,7 @@ async def test_explicit_reroute_applies_todays_rules(login, db):
     admin = await login("admin@acme.example", "Acme")
     agent = await login("agent@acme.example", "Acme", role="agent")
     viewer = await login("viewer@acme.example", "Acme", role="viewer")
-    org = _org_id(admin)
+    org = seed.org_id(admin)
     occurrence_id, ticket_id = _stitched_occurrence(
         db, org, "support@acme.example", "jo@client.org"
     )

@@ -8,42 +8,7 @@ import psycopg
 import pytest
 
 from kernel.db import API_ROLE
-
-
-def _organization(db, name: str) -> str:
-    return str(
-        db.execute(
-            "INSERT INTO core.organizations (name) VALUES (%s) RETURNING id", [name]
-        ).fetchone()["id"]
-    )
-
-
-def _mailbox(db, org_id: str, email: str, **columns) -> str:
-    names = ["organization_id", "email", *columns]
-    values = [org_id, email, *columns.values()]
-    return str(
-        db.execute(
-            f"INSERT INTO core.mailboxes ({', '.join(names)}) "
-            f"VALUES ({', '.join(['%s'] * len(values))}) RETURNING id",
-            values,
-        ).fetchone()["id"]
-    )
-
-
-def _occurrence(db, org_id: str, mailbox_id: str, gmail_id: str, state: str, age_seconds: int):
-    db.execute(
-        "INSERT INTO core.message_occurrences (organization_id, mailbox_id, gmail_message_id, "
-        "state, failed_stage, internal_date) "
-        "VALUES (%s, %s, %s, %s, %s, now() - make_interval(secs => %s))",
-        [
-            org_id,
-            mailbox_id,
-            gmail_id,
-            state,
-            "occurrence_parse" if state == "failed" else None,
-            age_seconds,
-        ],
-    )
+from tests.fixtures import seed
 
 
 def _job(db, task: str, mailbox_id: str, status: str = "todo") -> int:
@@ -69,23 +34,23 @@ def _failure(db, job_id: int, org_id: str | None, mailbox_id: str | None, hours_
 def seeded(db) -> dict[str, str]:
     """Two organisations: Acme with two mailboxes, jobs, failures and occurrences; Globex
     with one quiet mailbox."""
-    acme = _organization(db, "Acme")
-    globex = _organization(db, "Globex")
-    journal = _mailbox(db, acme, "journal@acme.example", history_id=77, last_error="boom")
-    paused = _mailbox(
+    acme = seed.organization(db, "Acme")
+    globex = seed.organization(db, "Globex")
+    journal = seed.mailbox(db, acme, "journal@acme.example", history_id=77, last_error="boom")
+    paused = seed.mailbox(
         db,
         acme,
         "paused@acme.example",
         ingestion_paused_until="2999-01-01T00:00:00Z",
         pause_reason="paused by admin@acme.example",
     )
-    quiet = _mailbox(db, globex, "journal@globex.example")
+    quiet = seed.mailbox(db, globex, "journal@globex.example")
 
-    _occurrence(db, acme, journal, "g1", "parsed", 100)
-    _occurrence(db, acme, journal, "g2", "routed", 5000)
-    _occurrence(db, acme, journal, "g3", "failed", 9000)
-    _occurrence(db, acme, paused, "g4", "discovered", 300)
-    _occurrence(db, globex, quiet, "g5", "routed", 10)
+    seed.occurrence(db, acme, journal, "g1", "parsed", 100)
+    seed.occurrence(db, acme, journal, "g2", "routed", 5000)
+    seed.occurrence(db, acme, journal, "g3", "failed", 9000)
+    seed.occurrence(db, acme, paused, "g4", "discovered", 300)
+    seed.occurrence(db, globex, quiet, "g5", "routed", 10)
 
     _job(db, "occurrence_parse", journal)
     _job(db, "occurrence_stitch", journal)

@@ -8,6 +8,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from kernel.db import API_ROLE
+from tests.fixtures import seed
 
 
 @pytest.mark.parametrize(
@@ -58,14 +59,6 @@ def test_glob_match_is_immutable(db):
 
 
 # ---------------------------------------------------------------- route_decision
-
-
-def _organisation(db, name: str = "Acme") -> str:
-    return str(
-        db.execute(
-            "INSERT INTO core.organizations (name) VALUES (%s) RETURNING id", [name]
-        ).fetchone()["id"]
-    )
 
 
 def _queue(db, org: str, name: str) -> str:
@@ -261,7 +254,7 @@ DECISION_CASES = [
 
 @pytest.mark.parametrize(("allowlist", "rules", "message", "expected"), DECISION_CASES)
 def test_route_decision(db, allowlist, rules, message, expected):
-    org = _organisation(db)
+    org = seed.organization(db)
     for pattern, enabled in allowlist:
         _allow(db, org, pattern, enabled)
     for name, columns in rules:
@@ -279,7 +272,7 @@ def test_route_decision(db, allowlist, rules, message, expected):
 
 
 def test_decision_names_rule_version_conditions_and_actions(db):
-    org = _organisation(db)
+    org = seed.organization(db)
     queue = _queue(db, org, "Billing")
     _allow(db, org, "*@acme.com")
     rule_id = _rule(
@@ -326,8 +319,8 @@ def test_decision_names_rule_version_conditions_and_actions(db):
 
 
 def test_decision_reads_only_its_organisation(db):
-    acme = _organisation(db, "Acme")
-    globex = _organisation(db, "Globex")
+    acme = seed.organization(db, "Acme")
+    globex = seed.organization(db, "Globex")
     _allow(db, globex, "*")
     _rule(db, globex, "globex rule", set_status="open")
     assert _decide(db, acme, "support@acme.com")["outcome"] == "auto_spam"
@@ -335,7 +328,7 @@ def test_decision_reads_only_its_organisation(db):
 
 
 def test_decision_under_the_api_role_matches_the_owner(db):
-    org = _organisation(db)
+    org = seed.organization(db)
     _allow(db, org, "support@*")
     _rule(db, org, "vip", sender_domain_pattern="bigco.com", set_status="open")
     as_owner = _decide(db, org, "support@acme.com", "ceo@bigco.com")
@@ -351,7 +344,7 @@ def test_decision_under_the_api_role_matches_the_owner(db):
 
 
 def test_assignee_who_left_is_skipped(db):
-    org = _organisation(db)
+    org = seed.organization(db)
     user = db.execute(
         "INSERT INTO core.users (email) VALUES ('gone@acme.com') RETURNING id"
     ).fetchone()["id"]
