@@ -24,8 +24,8 @@ from app import openapi
 from app.server import _UNLIMITED_PATHS, ROUTES, create_app
 from devtools.fake_pubsub import envelope_for
 from kernel.blobstore import LocalBlobStore
-from tests.api.test_tickets import Seed
 from tests.fixtures.api import ApiUser, api_settings, dev_login
+from tests.fixtures.seed import Seed
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 CSRF_REF = "#/components/parameters/CsrfToken"

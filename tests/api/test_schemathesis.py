@@ -21,9 +21,9 @@ import requests
 
 from app.openapi import document
 from devtools.fake_gmail import FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, FakeGmailServer
-from tests.api.test_tickets import Seed
 from tests.cli.test_main import REPO, _env, _free_port, _healthz_once_up, _serving
 from tests.fixtures.api import TEST_SECRET
+from tests.fixtures.seed import Seed
 
 # Long: property-based requests against a served API.
 pytestmark = pytest.mark.slow

@@ -7,7 +7,6 @@ test here); the API reads them as the logged-in organisation.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,11 +20,11 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from kernel.blobstore import BlobStore, LocalBlobStore, S3BlobStore, content_disposition
+from kernel.blobstore import LocalBlobStore, S3BlobStore, content_disposition
 from tests.fixtures.api import ApiUser, dev_login
 from tests.fixtures.s3 import S3Server
+from tests.fixtures.seed import BASE_TIME, Seed
 
-BASE_TIME = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 ITEM_KEYS = {
     "id",
     "code",
@@ -42,206 +41,6 @@ ITEM_KEYS = {
     "last_activity_at",
     "message_count",
 }
-
-
-@dataclass
-class Seed:
-    """Writes an organisation's tickets, messages, attachments and occurrences as the owner."""
-
-    db: psycopg.Connection
-    org_id: str
-    blobs: BlobStore | None = None
-    next_number: int = 1000
-    mailbox_id: str | None = None
-    _message_counter: list[int] = field(default_factory=lambda: [0])
-
-    def ticket(
-        self,
-        subject: str = "Printer on fire",
-        *,
-        activity: datetime = BASE_TIME,
-        status: str = "new",
-        priority: str = "normal",
-        requester_email: str = "customer@example.net",
-        requester_name: str = "Casey Customer",
-        assignee_user_id: str | None = None,
-        assignee_queue_id: str | None = None,
-        hidden: bool = False,
-        merged_into: int | None = None,
-        tags: tuple[str, ...] = (),
-    ) -> int:
-        self.next_number += 1
-        ticket_id = self.db.execute(
-            """
-            INSERT INTO core.tickets (organization_id, number, subject, status, priority,
-                requester_email, requester_name, original_recipient, assignee_user_id,
-                assignee_queue_id, hidden, merged_into_ticket_id, tags, last_activity_at,
-                last_message_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, 'support@acme.example', %s, %s, %s, %s, %s,
-                    %s, %s)
-            RETURNING id
-            """,
-            [
-                self.org_id,
-                self.next_number,
-                subject,
-                status,
-                priority,
-                requester_email,
-                requester_name,
-                assignee_user_id,
-                assignee_queue_id,
-                hidden,
-                merged_into,
-                list(tags),
-                activity,
-                activity,
-            ],
-        ).fetchone()["id"]
-        self.refresh_search(ticket_id)
-        return ticket_id
-
-    def refresh_search(self, ticket_id: int) -> None:
-        """What stitching maintains: subject, requester, code and message bodies ('simple')."""
-        self.db.execute(
-            """
-            UPDATE core.tickets t SET search = to_tsvector('simple', concat_ws(' ',
-                t.subject, t.requester_email, t.requester_name, 'T-' || t.number,
-                (SELECT string_agg(c.text_body, ' ') FROM core.ticket_messages tm
-                 JOIN core.message_contents c ON c.message_id = tm.message_id
-                 WHERE tm.ticket_id = t.id)))
-            WHERE t.id = %s
-            """,
-            [ticket_id],
-        )
-
-    def message(
-        self,
-        ticket_id: int,
-        *,
-        text_body: str = "Hello, it is on fire.",
-        html_body: str = "",
-        sent_at: datetime | None = BASE_TIME,
-        subject: str = "Printer on fire",
-        direction: str = "inbound",
-        stitch_reason: str = "new_ticket",
-        evidence: dict[str, Any] | None = None,
-    ) -> int:
-        self._message_counter[0] += 1
-        n = self._message_counter[0]
-        message_id = self.db.execute(
-            """
-            INSERT INTO core.messages (organization_id, strict_signature, loose_fingerprint,
-                rfc_message_id, subject, from_name, from_address, to_addresses, cc_addresses,
-                sent_at, snippet, direction)
-            VALUES (%s, %s, %s, %s, %s, 'Casey Customer', 'customer@example.net',
-                    '[{"name": "Support", "address": "support@acme.example"}]',
-                    '[{"name": "", "address": "boss@example.net"}]', %s, %s, %s)
-            RETURNING id
-            """,
-            [
-                self.org_id,
-                f"sig-{n}-{uuid.uuid4()}",
-                f"loose-{n}",
-                f"<m{n}@example.net>",
-                subject,
-                sent_at,
-                text_body[:80],
-                direction,
-            ],
-        ).fetchone()["id"]
-        self.db.execute(
-            "INSERT INTO core.message_contents (message_id, organization_id, text_body, html_body)"
-            " VALUES (%s, %s, %s, %s)",
-            [message_id, self.org_id, text_body, html_body],
-        )
-        self.db.execute(
-            """
-            INSERT INTO core.ticket_messages (message_id, organization_id, ticket_id,
-                stitch_reason, stitch_confidence, evidence)
-            VALUES (%s, %s, %s, %s, %s, %s)
-            """,
-            [
-                message_id,
-                self.org_id,
-                ticket_id,
-                stitch_reason,
-                "low" if stitch_reason == "new_ticket" else "medium",
-                json.dumps(evidence or {}),
-            ],
-        )
-        self.refresh_search(ticket_id)
-        return message_id
-
-    def attachment(
-        self,
-        message_id: int,
-        data: bytes,
-        *,
-        filename: str = "report.pdf",
-        content_type: str = "application/pdf",
-        content_id: str | None = None,
-        disposition: str = "attachment",
-        position: int = 0,
-    ) -> int:
-        assert self.blobs is not None, "this seed has no blob store"
-        key = self.blobs.put(data)
-        return self.db.execute(
-            """
-            INSERT INTO core.attachments (organization_id, message_id, position, filename,
-                content_type, size, sha256, blob_key, content_id, disposition)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            RETURNING id
-            """,
-            [
-                self.org_id,
-                message_id,
-                position,
-                filename,
-                content_type,
-                len(data),
-                hashlib.sha256(data).hexdigest(),
-                key,
-                content_id,
-                disposition,
-            ],
-        ).fetchone()["id"]
-
-    def occurrence(self, message_id: int, ticket_id: int, **evidence: Any) -> int:
-        if self.mailbox_id is None:
-            self.mailbox_id = self.db.execute(
-                "INSERT INTO core.mailboxes (organization_id, email) "
-                "VALUES (%s, 'journal@acme.example') RETURNING id",
-                [self.org_id],
-            ).fetchone()["id"]
-        return self.db.execute(
-            """
-            INSERT INTO core.message_occurrences (organization_id, mailbox_id, gmail_message_id,
-                state, message_id, ticket_id, original_recipient, recipient_source,
-                recipient_confidence, recipient_evidence)
-            VALUES (%s, %s, %s, 'routed', %s, %s, %s, %s, %s, %s)
-            RETURNING id
-            """,
-            [
-                self.org_id,
-                self.mailbox_id,
-                f"gm-{message_id}",
-                message_id,
-                ticket_id,
-                evidence.get("original_recipient", "support@acme.example"),
-                evidence.get("recipient_source", "workspace_header"),
-                evidence.get("recipient_confidence", "high"),
-                json.dumps(evidence.get("recipient_evidence", {})),
-            ],
-        ).fetchone()["id"]
-
-    def queue(self, name: str) -> str:
-        return str(
-            self.db.execute(
-                "INSERT INTO core.queues (organization_id, name) VALUES (%s, %s) RETURNING id",
-                [self.org_id, name],
-            ).fetchone()["id"]
-        )
 
 
 @dataclass
