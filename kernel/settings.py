@@ -144,7 +144,7 @@ class Settings:
         if self.allow_dev_login:
             raise ConfigError(f"ALLOW_DEV_LOGIN=true is refused when APP_ENV={self.app_env}")
         if self.encryption_key is None:
-            # Outside production the token key is derived from SECRET_KEY (app/crypto.py);
+            # Outside production the token key is derived from SECRET_KEY (kernel/crypto.py);
             # production keeps the two secrets apart.
             raise ConfigError(
                 "ENCRYPTION_KEY_BASE64 must be set (32 random bytes, base64) "

@@ -144,7 +144,7 @@ def test_fetch_raw_chunks_by_50_and_reports_deleted_as_missing(fake_gmail, gmail
 
 def test_history_pages_through_messages_added_at_runtime(fake_gmail, gmail_client_factory):
     # One record per delivery, so the label records below are the only ones (deliveries
-    # with label records of their own: tests/worker/test_fake_gmail.py).
+    # with label records of their own: tests/devtools/test_fake_gmail.py).
     fake_gmail.delivery_label_records = 0
     add_synthetic(fake_gmail, 5)
     client = gmail_client_factory()

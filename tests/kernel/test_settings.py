@@ -101,7 +101,7 @@ def test_production_with_a_real_secret_starts(tmp_path):
 
 
 def test_development_needs_no_encryption_key(tmp_path):
-    # Tokens are then encrypted under a key derived from SECRET_KEY (app/crypto.py).
+    # Tokens are then encrypted under a key derived from SECRET_KEY (kernel/crypto.py).
     settings = load_settings({"APP_ENV": "development"}, dotenv=tmp_path / "missing.env")
     assert settings.encryption_key is None
     settings.check_startup()
