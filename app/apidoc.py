@@ -124,7 +124,7 @@ def ok(description: str, schema: str, example: Any = None) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": media}}
 
 
-def body(schema: str, example: Any = None) -> dict[str, Any]:
+def json_body(schema: str, example: Any = None) -> dict[str, Any]:
     """A required JSON request body of component schema `schema`."""
     media: dict[str, Any] = {"schema": ref(schema)}
     if example is not None:

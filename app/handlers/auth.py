@@ -6,7 +6,7 @@ import json
 
 from aiohttp import web
 
-from app.apidoc import Doc, body, ok
+from app.apidoc import Doc, json_body, ok
 from app.errors import ApiError
 from app.http import (
     POOL,
@@ -135,7 +135,7 @@ ROUTES: tuple[Route, ...] = (
                 "unless `role` is given), sets cookie `oss_session` and rotates the CSRF token."
             ),
             response=ok("Logged in.", "Login"),
-            body=body(
+            body=json_body(
                 "DevLoginRequest", {"email": "alice@example.com", "organization_name": "Acme"}
             ),
             errors=(404,),
@@ -170,7 +170,7 @@ ROUTES: tuple[Route, ...] = (
                 "organization_not_found otherwise)."
             ),
             response=ok("The session, now in that organisation.", "Session"),
-            body=body("SwitchOrgRequest"),
+            body=json_body("SwitchOrgRequest"),
             errors=(404,),
         ),
     ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app.apidoc import Doc, body, ok
+from app.apidoc import Doc, json_body, ok
 from app.http import Route, optional_str, read_json_object, required_str, respond_sql
 
 
@@ -51,7 +51,7 @@ ROUTES: tuple[Route, ...] = (
             summary="Create a queue",
             description="409 queue_exists on a case-insensitive name clash.",
             response=ok("Created.", "Queue"),
-            body=body("QueueCreate", {"name": "Billing"}),
+            body=json_body("QueueCreate", {"name": "Billing"}),
             errors=(409,),
         ),
     ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 from psycopg.types.json import Jsonb
 
-from app.apidoc import NO_CONTENT, Doc, body, ok
+from app.apidoc import NO_CONTENT, Doc, json_body, ok
 from app.http import (
     Route,
     path_id,
@@ -116,7 +116,7 @@ ROUTES: tuple[Route, ...] = (
             summary="Add an allowlist pattern",
             description="409 allowlist_pattern_exists on a case-insensitive duplicate.",
             response=ok("Created.", "AllowlistEntry"),
-            body=body("AllowlistEntryCreate", {"pattern": "support@acme.example"}),
+            body=json_body("AllowlistEntryCreate", {"pattern": "support@acme.example"}),
             errors=(409,),
         ),
     ),
@@ -131,7 +131,7 @@ ROUTES: tuple[Route, ...] = (
             tag="routing",
             summary="Change an allowlist pattern",
             response=ok("Updated.", "AllowlistEntry"),
-            body=body("AllowlistEntryUpdate"),
+            body=json_body("AllowlistEntryUpdate"),
             errors=(409,),
         ),
     ),
@@ -180,7 +180,7 @@ ROUTES: tuple[Route, ...] = (
                 "set_status, auto_close, drop, add_tags. 409 rule_name_exists."
             ),
             response=ok("Created.", "Rule"),
-            body=body(
+            body=json_body(
                 "RuleCreate",
                 {
                     "name": "Billing",
@@ -204,7 +204,7 @@ ROUTES: tuple[Route, ...] = (
             summary="Change a routing rule",
             description="Merged into the rule, validated as a whole; its version goes up.",
             response=ok("Updated.", "Rule"),
-            body=body("RuleUpdate"),
+            body=json_body("RuleUpdate"),
             errors=(409,),
         ),
     ),
@@ -237,7 +237,7 @@ ROUTES: tuple[Route, ...] = (
                 "effect on a new ticket; changes nothing."
             ),
             response=ok("The decision.", "RoutingSimulation"),
-            body=body(
+            body=json_body(
                 "SimulateRequest",
                 {"recipient": "support@acme.example", "sender": "casey@example.net"},
             ),

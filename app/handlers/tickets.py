@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from psycopg.types.json import Jsonb
 
-from app.apidoc import Doc, body, ok
+from app.apidoc import Doc, json_body, ok
 from app.errors import ApiError
 from app.http import (
     BLOBS,
@@ -214,7 +214,7 @@ ROUTES: tuple[Route, ...] = (
             summary="Change status, priority or assignee",
             description="Writes one `updated` event; 409 ticket_merged for a merged ticket.",
             response=ok("The ticket.", "Ticket"),
-            body=body("TicketUpdate", {"status": "open", "priority": "high"}),
+            body=json_body("TicketUpdate", {"status": "open", "priority": "high"}),
             errors=(409,),
         ),
     ),
@@ -231,7 +231,7 @@ ROUTES: tuple[Route, ...] = (
             summary="Add an internal note",
             description="Writes a `note_added` event.",
             response=ok("Created.", "Note"),
-            body=body("NoteCreate", {"body": "Called the customer back."}),
+            body=json_body("NoteCreate", {"body": "Called the customer back."}),
             errors=(409,),
         ),
     ),

@@ -6,7 +6,7 @@ import json
 
 from aiohttp import web
 
-from app.apidoc import Doc, body
+from app.apidoc import Doc, json_body
 from app.errors import ApiError
 from app.http import POOL, Route, anonymous_sql_json, success_status
 from app.metrics import HTTP_METRICS
@@ -62,7 +62,7 @@ ROUTES: tuple[Route, ...] = (
                 "or 422 invalid_push for a malformed envelope; 404 when push is not configured."
             ),
             response={"description": "Acknowledged."},
-            body=body(
+            body=json_body(
                 "PubSubPush",
                 {
                     "message": {

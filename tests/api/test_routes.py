@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from app import openapi
-from app.apidoc import Doc, body
+from app.apidoc import Doc, json_body
 from app.http import PATH_IDS, Route
 from app.routes import ROUTES
 from app.server import _UNLIMITED_PATHS
@@ -135,7 +135,7 @@ def test_a_body_brings_its_edge_errors_and_a_path_id_its_parameter_and_404():
         _route("GET", "/queues"),
         method="PATCH",
         path="/queues/{ticket_id}",
-        doc=dataclasses.replace(_route("GET", "/queues").doc, body=body("QueueCreate")),
+        doc=dataclasses.replace(_route("GET", "/queues").doc, body=json_body("QueueCreate")),
     )
     operation = openapi.document((route,))["paths"]["/queues/{ticket_id}"]["patch"]
     assert {"400", "404", "413", "415", "422"} <= set(operation["responses"])
