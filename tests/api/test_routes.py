@@ -66,6 +66,29 @@ def test_the_declared_sql_functions_exist_and_are_documented(db):
             assert comments[function], f"{function} has no COMMENT ON"
 
 
+def test_the_sql_comment_names_the_operation_that_calls_it(db):
+    """A COMMENT ON that starts with an operation ("GET /tickets/{id}: ...") names this
+    route's method and path (path ids written {id} or by name; a query string may follow)."""
+    rows = db.execute(
+        "SELECT n.nspname || '.' || p.proname AS name, "
+        "obj_description(p.oid, 'pg_proc') AS comment "
+        "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = 'api'"
+    ).fetchall()
+    comments = {row["name"]: row["comment"] or "" for row in rows}
+    named = 0
+    for route in ROUTES:
+        for function in _sql_functions(route):
+            match = re.match(r"(GET|POST|PATCH|PUT|DELETE) (/[^\s:?,]*)", comments[function])
+            if match is None:
+                continue  # a helper of the operation, described in its own words
+            named += 1
+            method, path = match.groups()
+            ours = re.sub(r"\{[^}]+\}", "{id}", route.path)
+            assert (method, re.sub(r"\{[^}]+\}", "{id}", path)) == (route.method, ours), function
+    assert named >= len(ROUTES) - 3
+
+
 def test_public_operations_say_so_and_the_others_name_their_role():
     doc = openapi.document()
     for route in ROUTES:
