@@ -21,9 +21,9 @@ import requests
 
 from app.openapi import document
 from devtools.fake_gmail import FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, FakeGmailServer
-from tests.cli.test_main import REPO, _env, _free_port, _healthz_once_up, _serving
 from tests.fixtures.api import TEST_SECRET
 from tests.fixtures.seed import Seed
+from tests.processes import REPO, clean_env, free_port, healthz_once_up, serving
 
 # Long: property-based requests against a served API.
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ MAX_EXAMPLES = os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "10")
 
 
 def _server_env(db_url: str, gmail: FakeGmailServer) -> dict[str, str]:
-    return _env(
+    return clean_env(
         DATABASE_URL=db_url,
         APP_ENV="test",
         SECRET_KEY=TEST_SECRET,
@@ -68,12 +68,12 @@ def _seed_ticket(db, port: int) -> int:
 
 
 def test_schemathesis_short_profile_finds_nothing(db, db_url, fake_gmail_thread, tmp_path):
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "serve.log"
     env = _server_env(db_url, fake_gmail_thread)
-    with _serving("--port", str(port), env=env, log_path=log_path) as server:
+    with serving("--port", str(port), env=env, log_path=log_path) as server:
         try:
-            assert _healthz_once_up(port, server, 60) is not None, log_path.read_text()
+            assert healthz_once_up(port, server, 60) is not None, log_path.read_text()
             ticket_id = _seed_ticket(db, port)
             run = subprocess.run(
                 [
@@ -86,7 +86,7 @@ def test_schemathesis_short_profile_finds_nothing(db, db_url, fake_gmail_thread,
                     "--max-examples",
                     MAX_EXAMPLES,
                 ],
-                env=_env(PYTHONPATH=str(REPO), SCHEMATHESIS_TICKET_ID=str(ticket_id)),
+                env=clean_env(PYTHONPATH=str(REPO), SCHEMATHESIS_TICKET_ID=str(ticket_id)),
                 cwd=tmp_path,
                 capture_output=True,
                 text=True,

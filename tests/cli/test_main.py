@@ -2,34 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
-TICKETING = [sys.executable, "-m", "cli.main"]
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "APP_ENV"}}
-    env.update(extra)
-    return env
+from tests.processes import (
+    REPO,
+    TICKETING,
+    clean_env,
+    free_port,
+    healthz_once_up,
+    http_get,
+    serving,
+)
 
 
 def _ticketing(*args: str, env: dict[str, str] | None = None, timeout: int = 120):
     """Run `ticketing ARGS...` to completion; the CompletedProcess, output as text."""
     return subprocess.run(
         [*TICKETING, *args],
-        env=env if env is not None else _env(),
+        env=env if env is not None else clean_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -38,59 +32,24 @@ def _ticketing(*args: str, env: dict[str, str] | None = None, timeout: int = 120
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _serving(*args: str, env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
-    """`ticketing serve ARGS...` in the background, its output in `log_path`."""
-    with (
-        log_path.open("w") as log,
-        subprocess.Popen(
-            [*TICKETING, "serve", *args], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
-        ) as process,
-    ):
-        yield process
-
-
-def _healthz_once_up(port: int, process: subprocess.Popen, seconds: float):
-    """GET /healthz as soon as the server answers; None if it exits or `seconds` pass."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            return _get(f"http://127.0.0.1:{port}/healthz")
-        except OSError:
-            time.sleep(0.2)
-    return None
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 def test_migrate_command_twice(db_url):
     for expected in ("applied: none pending", "applied: none pending"):
-        done = _ticketing("migrate", env=_env(DATABASE_URL=db_url), timeout=120)
+        done = _ticketing("migrate", env=clean_env(DATABASE_URL=db_url), timeout=120)
         assert done.returncode == 0, done.stderr
         assert expected in done.stdout
 
 
 def test_production_refuses_the_default_secret(db_url):
-    done = _ticketing("migrate", env=_env(DATABASE_URL=db_url, APP_ENV="production"), timeout=60)
+    done = _ticketing(
+        "migrate", env=clean_env(DATABASE_URL=db_url, APP_ENV="production"), timeout=60
+    )
     assert done.returncode == 2
     assert "SECRET_KEY" in done.stderr
 
 
 def test_worker_until_idle_drains_and_exits(db, db_url):
     ping_id = db.execute("SELECT ops.request_worker_ping() AS id").fetchone()["id"]
-    done = _ticketing("worker", "--until-idle", env=_env(DATABASE_URL=db_url), timeout=120)
+    done = _ticketing("worker", "--until-idle", env=clean_env(DATABASE_URL=db_url), timeout=120)
     assert done.returncode == 0, done.stderr
     ping = db.execute("SELECT completed_by FROM core.worker_pings WHERE id = %s", [ping_id])
     assert ping.fetchone()["completed_by"] == "worker"
@@ -98,15 +57,15 @@ def test_worker_until_idle_drains_and_exits(db, db_url):
 
 def test_serve_on_embedded_postgres_with_no_configuration(tmp_path):
     """The README's run command on a machine with nothing configured."""
-    port = _free_port()
+    port = free_port()
     pgdata = tmp_path / "pgdata"
     log_path = tmp_path / "serve.log"
-    env = _env(EMBEDDED_PG_DIR=str(pgdata))
-    with _serving("--port", str(port), env=env, log_path=log_path) as process:
+    env = clean_env(EMBEDDED_PG_DIR=str(pgdata))
+    with serving("--port", str(port), env=env, log_path=log_path) as process:
         try:
-            health = _healthz_once_up(port, process, 90)
+            health = healthz_once_up(port, process, 90)
             assert health == (200, b'{"status": "ok"}'), log_path.read_text()
-            status, body = _get(f"http://127.0.0.1:{port}/readyz")
+            status, body = http_get(f"http://127.0.0.1:{port}/readyz")
             assert status == 200, body  # migrated automatically on the embedded database
             assert (pgdata / "PG_VERSION").exists()
         finally:
@@ -137,7 +96,9 @@ def test_serve_on_a_taken_port_says_so(db_url):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = _ticketing("serve", "--port", str(port), env=_env(DATABASE_URL=db_url), timeout=60)
+        done = _ticketing(
+            "serve", "--port", str(port), env=clean_env(DATABASE_URL=db_url), timeout=60
+        )
     assert done.returncode == 2
     assert "already in use" in done.stderr
     assert "Traceback" not in done.stderr
@@ -146,13 +107,13 @@ def test_serve_on_a_taken_port_says_so(db_url):
 def test_serve_with_several_processes_shares_the_port_and_stops_them_all(db_url, tmp_path):
     import psutil
 
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "serve.log"
     args = ("--port", str(port), "--processes", "2")
-    with _serving(*args, env=_env(DATABASE_URL=db_url), log_path=log_path) as process:
+    with serving(*args, env=clean_env(DATABASE_URL=db_url), log_path=log_path) as process:
         try:
             deadline = time.monotonic() + 60
-            _healthz_once_up(port, process, 60)
+            healthz_once_up(port, process, 60)
             children = psutil.Process(process.pid).children()
             assert len(children) == 2, log_path.read_text()
 
@@ -168,7 +129,7 @@ def test_serve_with_several_processes_shares_the_port_and_stops_them_all(db_url,
             while time.monotonic() < deadline and len(listening()) < len(children):
                 time.sleep(0.2)
             assert listening() == {c.pid for c in children}, log_path.read_text()
-            assert all(_get(f"http://127.0.0.1:{port}/healthz")[0] == 200 for _ in range(10))
+            assert all(http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200 for _ in range(10))
         finally:
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=30) == 0, log_path.read_text()
@@ -177,7 +138,7 @@ def test_serve_with_several_processes_shares_the_port_and_stops_them_all(db_url,
 
 def test_several_processes_need_a_database_server(tmp_path):
     done = _ticketing(
-        "serve", "--processes", "2", env=_env(EMBEDDED_PG_DIR=str(tmp_path / "pg")), timeout=60
+        "serve", "--processes", "2", env=clean_env(EMBEDDED_PG_DIR=str(tmp_path / "pg")), timeout=60
     )
     assert done.returncode == 2
     assert "needs DATABASE_URL" in done.stderr
