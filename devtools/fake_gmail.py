@@ -10,7 +10,7 @@ paths and JSON field names, so google-api-python-client can talk to it unmodifie
     GET  gmail/v1/users/{userId}/history             (startHistoryId, pageToken, maxResults,
                                                       historyTypes, labelId)
     POST gmail/v1/users/{userId}/watch               ({"topicName"}: push notifications to a
-                                                      Pub/Sub topic; see worker/fake_pubsub.py)
+                                                      Pub/Sub topic; see devtools/fake_pubsub.py)
     POST gmail/v1/users/{userId}/stop
     POST batch/gmail/v1                               (multipart/mixed of application/http)
     POST token                                        (OAuth: refresh_token, authorization_code)

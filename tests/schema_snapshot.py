@@ -28,7 +28,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import tuple_row
 
-from app.settings import REPO_ROOT
+from kernel.settings import REPO_ROOT
 
 SNAPSHOT = REPO_ROOT / "migrations" / "core_schema.txt"
 SCHEMA = "core"
@@ -170,7 +170,7 @@ def describe(conn: psycopg.Connection, schema: str = SCHEMA) -> str:
 
 
 def _fresh_description(server_url: str) -> str:
-    from app.migrate import migrate
+    from kernel.migrate import migrate
     from tests.fixtures.database import with_database
 
     name = f"tk_snapshot_{uuid.uuid4().hex[:10]}"

@@ -52,7 +52,7 @@ BEGIN
                coalesce(f.p->'reply_to', '[]'), coalesce(f.p->'to', '[]'),
                coalesce(f.p->'cc', '[]'), (f.p->>'date')::timestamptz,
                coalesce(f.p->>'snippet', ''), f.raw_blob_key,
-               -- Verified by the parse stage (app/markers.py); forged markers only as evidence.
+               -- Verified by the parse stage (kernel/markers.py); forged markers only as evidence.
                (f.p->>'marker_ticket_number')::bigint, coalesce(f.p->'marker_evidence', '{}')
         FROM fresh f
         ORDER BY f.org, f.p->>'strict_signature'
