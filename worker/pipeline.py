@@ -171,6 +171,15 @@ async def _record_failure(pool, mailbox_id: str, exc: Exception) -> None:
             )
 
 
+async def _gmail_failed(pool, mailbox_id: str, exc: GmailError) -> dict[str, Any]:
+    """A sync step's Gmail call failed: record it; a revoked grant ends the step (the
+    mailbox now needs reconnecting), anything else fails it."""
+    await _record_failure(pool, mailbox_id, exc)
+    if isinstance(exc, GmailReconnectRequired):
+        return {"skipped": "needs_reconnect"}
+    raise exc
+
+
 async def backfill_page(pool, rt: Runtime, mailbox_id: str) -> dict[str, Any]:
     """mailbox_backfill: walk one listing page from the checkpoint and record it.
 
@@ -203,13 +212,9 @@ async def backfill_page(pool, rt: Runtime, mailbox_id: str) -> dict[str, Any]:
                     [mailbox_id, page_token, str(exc)],
                 )
             return {"restarted": restarted}
-        await _record_failure(pool, mailbox_id, exc)
-        raise
+        return await _gmail_failed(pool, mailbox_id, exc)
     except GmailError as exc:
-        await _record_failure(pool, mailbox_id, exc)
-        if isinstance(exc, GmailReconnectRequired):
-            return {"skipped": "needs_reconnect"}
-        raise
+        return await _gmail_failed(pool, mailbox_id, exc)
     messages = [{"id": ref.id, "thread_id": ref.thread_id} for ref in page.ids]
     async with pool.connection() as conn:
         return await _call(
@@ -252,18 +257,14 @@ async def history_sync(pool, rt: Runtime, mailbox_id: str) -> dict[str, Any]:
                 await conn.execute("SELECT worker.restart_backfill(%s)", [mailbox_id])
             return {"history_expired": True, "backfill_queued": True}
         except GmailError as exc:
-            await _record_failure(pool, mailbox_id, exc)
-            if isinstance(exc, GmailReconnectRequired):
-                return {"skipped": "needs_reconnect"}
-            raise
+            return await _gmail_failed(pool, mailbox_id, exc)
         pages += 1
         added, deleted, labels = _history_changes(page.records)
         last_page = page.next_page_token is None
-        newest_record = max((int(record.id) for record in page.records), default=stored)
         if last_page and pages == 1:
             new_cursor = max(page.history_id, stored)
         else:
-            new_cursor = max(newest_record, stored)
+            new_cursor = max([stored, *(int(record.id) for record in page.records)])
         async with pool.connection() as conn:
             result = await _call(
                 conn,

@@ -26,6 +26,13 @@ def _pool(context: JobContext):
     return context.app.connector.pool
 
 
+async def _value(worker_app: procrastinate.App, query: str, params: list[Any] | None = None):
+    """The single value of one SQL function call."""
+    async with worker_app.connector.pool.connection() as conn:
+        cursor = await conn.execute(query, params)
+        return (await cursor.fetchone())[0]
+
+
 def runtime_of(context: JobContext) -> pipeline.Runtime:
     """The runtime the worker was started with (worker.runner passes it in the worker's
     additional context under RUNTIME), else the one built from the environment."""
@@ -97,19 +104,12 @@ async def occurrence_parse(
     )
 
 
-async def _sql_stage(context: JobContext, call: str, occurrence_ids: list[int]) -> Any:
-    # Stitching and routing are SQL functions; their tasks only call them.
-    async with _pool(context).connection() as conn:
-        cursor = await conn.execute(call, [occurrence_ids])
-        return (await cursor.fetchone())[0]
-
-
 @app.task(name="occurrence_stitch", pass_context=True, queue="ingest", retry=OCCURRENCE_RETRY)
 async def occurrence_stitch(
     context: JobContext, mailbox_id: str, occurrence_ids: list[int]
 ) -> dict[str, Any]:
     """Message → ticket (new or existing) with the reason; the SQL function does it all."""
-    return await _sql_stage(context, "SELECT worker.stitch_occurrences(%s)", occurrence_ids)
+    return await _value(context.app, "SELECT worker.stitch_occurrences(%s)", [occurrence_ids])
 
 
 @app.task(name="ticket_apply_routing", pass_context=True, queue="ingest", retry=OCCURRENCE_RETRY)
@@ -117,7 +117,7 @@ async def ticket_apply_routing(
     context: JobContext, mailbox_id: str, occurrence_ids: list[int]
 ) -> dict[str, Any]:
     """Allowlist and rules → status and assignee of new tickets; follow-ups are only marked."""
-    return await _sql_stage(context, "SELECT worker.route_occurrences(%s)", occurrence_ids)
+    return await _value(context.app, "SELECT worker.route_occurrences(%s)", [occurrence_ids])
 
 
 @app.periodic(cron="* * * * *")
@@ -130,9 +130,7 @@ async def mailbox_sync_due(context: JobContext, timestamp: int) -> int:
 
 async def enqueue_due_syncs(worker_app: procrastinate.App) -> int:
     """worker.enqueue_due_syncs: the sync every mailbox needs now; returns how many queued."""
-    async with worker_app.connector.pool.connection() as conn:
-        cursor = await conn.execute("SELECT worker.enqueue_due_syncs()")
-        return (await cursor.fetchone())[0]
+    return await _value(worker_app, "SELECT worker.enqueue_due_syncs()")
 
 
 @app.task(name="mailbox_watch", pass_context=True, queue="sync")
@@ -147,9 +145,7 @@ async def mailbox_watch_renew(context: JobContext, timestamp: int) -> int:
     """Hourly: queue mailbox_watch where a watch is missing, due for its daily renewal,
     expired, failed, or must stop (push turned off, mailbox disabled)."""
     topic = runtime_of(context).settings.gmail_pubsub_topic
-    async with _pool(context).connection() as conn:
-        cursor = await conn.execute("SELECT worker.enqueue_due_watches(%s)", [topic])
-        return (await cursor.fetchone())[0]
+    return await _value(context.app, "SELECT worker.enqueue_due_watches(%s)", [topic])
 
 
 @app.periodic(cron="23 3 * * *")
@@ -186,14 +182,13 @@ async def recover_stalled(
     live_worker_ids: list[int] | None = None,
 ) -> dict[str, Any]:
     """worker.recover_stalled_jobs: retry, supersede or fail the jobs of dead workers."""
-    async with worker_app.connector.pool.connection() as conn:
-        cursor = await conn.execute(
-            "SELECT worker.recover_stalled_jobs("
-            "coalesce(%s::double precision, worker.stalled_worker_seconds()), %s::bigint[], "
-            "%s::bigint[])",
-            [stalled_seconds, dead_worker_ids or [], live_worker_ids or []],
-        )
-        result = (await cursor.fetchone())[0]
+    result = await _value(
+        worker_app,
+        "SELECT worker.recover_stalled_jobs("
+        "coalesce(%s::double precision, worker.stalled_worker_seconds()), %s::bigint[], "
+        "%s::bigint[])",
+        [stalled_seconds, dead_worker_ids or [], live_worker_ids or []],
+    )
     for action in ("retried", "superseded", "failed"):
         if result[action]:
             log.warning("jobs of dead workers %s: %s", action, result[action])
