@@ -12,7 +12,7 @@ CREATE FUNCTION api.gmail_push(p_email text, p_history_id bigint) RETURNS jsonb
         WHERE m.provider = 'gmail' AND m.email = lower(btrim(p_email))
         RETURNING m.*
     ), queued AS (
-        SELECT logic.enqueue_history_sync(t.id) AS job_id
+        SELECT logic.enqueue_sync_job(t.id, 'mailbox_history_sync') AS job_id
         FROM touched t
         WHERE logic.sync_blocked_reason(t::core.mailboxes) IS NULL
           AND t.backfill_state <> 'running'

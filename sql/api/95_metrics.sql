@@ -14,7 +14,7 @@ CREATE FUNCTION api.metrics_snapshot() RETURNS jsonb
         'mailboxes', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                           'mailbox_id', m.id, 'state', m.state,
                           'paused', coalesce(m.ingestion_paused_until > now(), false),
-                          'lag_seconds', logic.mailbox_lag_seconds(m),
+                          'lag_seconds', (h->>'lag_seconds')::double precision,
                           'health', h->>'health',
                           'seconds_since_last_sync', (h->>'seconds_since_last_sync')::bigint)),
                           '[]')

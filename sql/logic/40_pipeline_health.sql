@@ -82,7 +82,9 @@ CREATE FUNCTION logic.mailbox_sync_health(m core.mailboxes) RETURNS jsonb
     )
     SELECT jsonb_build_object(
         'health', health, 'reason', reason,
-        'seconds_since_last_sync', silent, 'stuck_jobs', stuck_jobs)
+        'seconds_since_last_sync', silent, 'stuck_jobs', stuck_jobs,
+        -- The facts it was decided from, so that readers need not work them out again.
+        'blocked_reason', blocked, 'lag_seconds', lag)
     FROM facts
     CROSS JOIN LATERAL (
         SELECT CASE
@@ -108,4 +110,5 @@ CREATE FUNCTION logic.mailbox_sync_health(m core.mailboxes) RETURNS jsonb
 $$;
 COMMENT ON FUNCTION logic.mailbox_sync_health(core.mailboxes) IS
     'Is the mailbox syncing as it should? {health: ok | blocked | stuck | idle | stalled | '
-    'lagging, reason, seconds_since_last_sync, stuck_jobs}.';
+    'lagging, reason, seconds_since_last_sync, stuck_jobs, blocked_reason '
+    '(logic.sync_blocked_reason), lag_seconds (logic.mailbox_lag_seconds)}.';

@@ -38,19 +38,19 @@ DECLARE
 BEGIN
     v_created := logic.gmail_mailbox_save(p_organization_id, p_mailbox_id, v_email,
                                           p_encrypted_refresh_token, NULL, NULL);
-    SELECT * INTO v_mailbox FROM core.mailboxes WHERE id = p_mailbox_id;
+    -- Saved under p_mailbox_id (logic.gmail_mailbox_save refuses any other id).
     IF p_backfill THEN
-        v_job_id := logic.enqueue_backfill(v_mailbox.id);
+        v_job_id := logic.enqueue_backfill(p_mailbox_id);
     END IF;
     IF p_watch THEN
-        PERFORM logic.enqueue_watch(v_mailbox.id);
+        PERFORM logic.enqueue_watch(p_mailbox_id);
     END IF;
     PERFORM logic.audit(p_organization_id,
                         CASE WHEN v_created THEN 'mailbox.register' ELSE 'mailbox.reregister' END,
-                        'mailbox', v_mailbox.id::text,
+                        'mailbox', p_mailbox_id::text,
                         jsonb_build_object('email', v_email, 'via', 'cli',
                                            'backfill_job_id', v_job_id));
-    SELECT * INTO v_mailbox FROM core.mailboxes WHERE id = v_mailbox.id;
+    SELECT * INTO v_mailbox FROM core.mailboxes WHERE id = p_mailbox_id;
     RETURN jsonb_build_object('created', v_created, 'mailbox_id', v_mailbox.id,
                               'organization_id', v_mailbox.organization_id,
                               'email', v_mailbox.email, 'state', v_mailbox.state,
