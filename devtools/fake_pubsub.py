@@ -137,8 +137,8 @@ class Delivery:
 class FakePushSubscription:
     """A push subscription delivering Gmail notifications to `endpoint` from its own thread.
 
-    `shared_secret` is added to the endpoint as `?token=`; with `issuer` and `audience`,
-    every request carries an OIDC token instead (both, if both are given).
+    `shared_secret` is added to the endpoint as `?token=`; with `issuer`, every request
+    carries an OIDC token for `audience` (default, as Pub/Sub's: the endpoint URL).
     """
 
     endpoint: str
@@ -228,8 +228,9 @@ class FakePushSubscription:
             "subscription": self.subscription,
         }
         headers = {}
-        if self.issuer is not None and self.audience is not None:
-            headers["Authorization"] = "Bearer " + self.issuer.token(self.audience)
+        if self.issuer is not None:
+            # Pub/Sub's default audience is the push endpoint URL.
+            headers["Authorization"] = "Bearer " + self.issuer.token(self.audience or self.endpoint)
         url = self.endpoint
         if self.shared_secret is not None:
             parts = urlsplit(url)

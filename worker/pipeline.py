@@ -229,11 +229,11 @@ async def history_sync(pool, rt: Runtime, mailbox_id: str) -> dict[str, Any]:
 
     One walk is one query: every page is requested with the same startHistoryId (the
     cursor the walk began from) and the previous page's token, since Gmail reads a token
-    only relative to the query that produced it. After each page the cursor stored with
-    its occurrences becomes the newest record of that page, so a crash resumes from the
-    last stored record with a fresh query (no token), skipping and repeating nothing.
-    Only a walk of a single page may take the response's historyId as the new cursor:
-    that one answer covered everything up to it.
+    only relative to the query that produced it. After each page but the last, the cursor
+    stored with its occurrences becomes the newest record of that page, so a crash resumes
+    from the last stored record with a fresh query (no token), skipping and repeating
+    nothing. The last page (no nextPageToken) stores the response's historyId, as Gmail's
+    history.list reference says to.
     """
     async with pool.connection() as conn:
         mailbox, blocked = await load_mailbox(conn, mailbox_id)
@@ -261,10 +261,8 @@ async def history_sync(pool, rt: Runtime, mailbox_id: str) -> dict[str, Any]:
         pages += 1
         added, deleted, labels = _history_changes(page.records)
         last_page = page.next_page_token is None
-        if last_page and pages == 1:
-            new_cursor = max(page.history_id, stored)
-        else:
-            new_cursor = max([stored, *(int(record.id) for record in page.records)])
+        newest = [stored, *(int(record.id) for record in page.records)]
+        new_cursor = max(newest + [page.history_id] if last_page else newest)
         async with pool.connection() as conn:
             result = await _call(
                 conn,
