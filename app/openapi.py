@@ -799,6 +799,7 @@ def derived_errors(route: Route) -> set[int]:
 
     401 with a session; 403 for a role above viewer or a CSRF-checked method; 404 for a path
     id; 400/422 for a body (invalid_json, invalid values) and 413/415 (too large, not JSON);
+    422 for a `?limit=` (invalid_limit);
     429 unless exempt from rate limiting; 503 when the database is involved; 400 always
     (malformed HTTP, text PostgreSQL cannot hold).
     """
@@ -811,6 +812,8 @@ def derived_errors(route: Route) -> set[int]:
         statuses.add(404)
     if route.doc.body is not None:
         statuses |= {400, 413, 415, 422}
+    if route.limit is not None:
+        statuses.add(422)  # invalid_limit
     if route.rate_limited:
         statuses.add(429)
     if route.database:

@@ -76,10 +76,6 @@ class PushAuthenticator:
         self._certs_expire_at = 0.0
         self._lock = asyncio.Lock()
 
-    @property
-    def configured(self) -> bool:
-        return self.settings.push_oidc or self.settings.gmail_push_token is not None
-
     async def verify(self, authorization: str | None, query_token: str | None) -> None:
         if self.settings.push_oidc:
             await self._verify_oidc(authorization)

@@ -122,6 +122,11 @@ class Settings:
         return self.gmail_push_audience is not None
 
     @property
+    def push_configured(self) -> bool:
+        """Whether pushes can be authenticated, so POST /webhooks/gmail/pubsub exists."""
+        return self.push_oidc or self.gmail_push_token is not None
+
+    @property
     def sync_poll_seconds(self) -> int:
         """The polling safety net: a lost push costs at most this long."""
         if self.sync_poll_seconds_setting is not None:

@@ -22,17 +22,19 @@ async def readyz(request: web.Request) -> web.Response:
     async with request.app[POOL].connection(timeout=5) as conn:
         cursor = await conn.execute("SELECT api.schema_status() AS status")
         status = (await cursor.fetchone())["status"]
-    expected = request.app[EXPECTED_SCHEMA]
-    missing = sorted(set(expected["migrations"]) - set(status["migrations"]))
-    if missing:
-        raise ApiError(
-            503, "migrations_pending", f"Run `ticketing migrate`: pending {', '.join(missing)}."
-        )
-    if status["code_hash"] != expected["code_hash"]:
-        raise ApiError(
-            503, "code_outdated", "Run `ticketing migrate`: the SQL code differs from this build."
-        )
-    async with request.app[POOL].connection(timeout=5) as conn:
+        expected = request.app[EXPECTED_SCHEMA]
+        missing = sorted(set(expected["migrations"]) - set(status["migrations"]))
+        if missing:
+            raise ApiError(
+                503, "migrations_pending", f"Run `ticketing migrate`: pending {', '.join(missing)}."
+            )
+        if status["code_hash"] != expected["code_hash"]:
+            raise ApiError(
+                503,
+                "code_outdated",
+                "Run `ticketing migrate`: the SQL code differs from this build.",
+            )
+        # Only once the code is known to be this build's: its function exists.
         cursor = await conn.execute("SELECT api.pipeline_health() AS pipeline")
         pipeline = (await cursor.fetchone())["pipeline"]
     problems = pipeline_problems(pipeline)

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from app.apidoc import Doc, ok
 from app.errors import ApiError
-from app.http import SETTINGS, Route, json_text, path_id, respond_sql, sql_json, transaction
+from app.http import SETTINGS, Route, path_id, respond_sql, sql_json, transaction
 from app.security import keyed_hash
 from kernel.crypto import encrypt_token, token_key
 from kernel.gmail_connect import (
@@ -31,7 +31,7 @@ from kernel.gmail_connect import (
 from kernel.settings import Settings
 
 OAUTH_STATE_TTL_SECONDS = 600
-_MINUTES_RE = re.compile(r"^-?\d{1,9}$")
+_MINUTES_RE = re.compile(r"^-?[0-9]{1,9}$")  # ASCII digits only, as query_limit
 
 
 def oauth_state_hash(settings: Settings, state: str) -> bytes:
@@ -201,9 +201,7 @@ async def sync_pause(request: web.Request) -> web.Response:
         raise ApiError(
             422, "invalid_minutes", "minutes must be a whole number from 1 to 10080 (one week)."
         )
-    return json_text(
-        await sql_json(request, "api.mailbox_sync_pause(%s, %s)", [mailbox_id, int(raw)])
-    )
+    return await respond_sql(request, "api.mailbox_sync_pause(%s, %s)", [mailbox_id, int(raw)])
 
 
 async def sync_resume(request: web.Request) -> web.Response:

@@ -70,7 +70,6 @@ ROUTES: tuple[Route, ...] = (
             summary="Collision groups",
             description="Near-duplicate groups with counts and samples.",
             response=ok("Groups.", "CollisionGroupList", {"items": []}),
-            errors=(422,),
         ),
     ),
     Route(
@@ -100,7 +99,6 @@ ROUTES: tuple[Route, ...] = (
             summary="Dead-letter queue",
             description="Failed jobs with task, attempts and last error (no mail content).",
             response=ok("Failed jobs.", "DlqJobList", {"items": []}),
-            errors=(422,),
         ),
     ),
     Route(

@@ -182,7 +182,6 @@ ROUTES: tuple[Route, ...] = (
                     "schema": {"type": "string", "format": "uuid"},
                 },
             ),
-            errors=(422,),
         ),
     ),
     Route(

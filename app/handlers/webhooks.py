@@ -7,7 +7,6 @@ import json
 from aiohttp import web
 
 from app.apidoc import Doc, json_body
-from app.errors import ApiError
 from app.http import POOL, Route, anonymous_sql_json, success_status
 from app.metrics import HTTP_METRICS
 from app.push import PUSH_AUTHENTICATOR, parse_push
@@ -18,23 +17,15 @@ async def gmail_pubsub(request: web.Request) -> web.Response:
 
     An unknown mailbox is acknowledged too, so Pub/Sub stops retrying, and counted.
     """
-    authenticator = request.app[PUSH_AUTHENTICATOR]
-    if not authenticator.configured:
-        raise ApiError(404, "not_found", "Gmail push is not configured on this server.")
-    await authenticator.verify(request.headers.get("Authorization"), request.query.get("token"))
+    await request.app[PUSH_AUTHENTICATOR].verify(
+        request.headers.get("Authorization"), request.query.get("token")
+    )
     push = parse_push(await request.read())
     async with request.app[POOL].connection() as conn:
         result = json.loads(
             await anonymous_sql_json(conn, "api.gmail_push(%s, %s)", [push.email, push.history_id])
         )
-    outcome = (
-        "unknown_mailbox"
-        if result["mailboxes"] == 0
-        else "sync_queued"
-        if result["queued"]
-        else "no_sync_needed"
-    )
-    request.app[HTTP_METRICS].pushes.labels(outcome).inc()
+    request.app[HTTP_METRICS].pushes.labels(result["outcome"]).inc()
     return web.Response(status=success_status(request))
 
 
@@ -48,6 +39,8 @@ ROUTES: tuple[Route, ...] = (
         status=204,
         sql="api.gmail_push",
         rate_limited=False,
+        # Without GMAIL_PUSH_TOKEN or OIDC settings the route does not exist (404).
+        enabled=lambda settings: settings.push_configured,
         doc=Doc(
             operation_id="gmailPubSubPush",
             tag="webhooks",

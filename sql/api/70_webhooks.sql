@@ -19,10 +19,14 @@ CREATE FUNCTION api.gmail_push(p_email text, p_history_id bigint) RETURNS jsonb
           AND t.history_id < p_history_id
     )
     SELECT jsonb_build_object(
-        'mailboxes', (SELECT count(*) FROM touched),
-        'queued', (SELECT count(job_id) FROM queued))
+        'mailboxes', mailboxes, 'queued', queued,
+        'outcome', CASE WHEN mailboxes = 0 THEN 'unknown_mailbox'
+                        WHEN queued > 0 THEN 'sync_queued'
+                        ELSE 'no_sync_needed' END)
+    FROM (SELECT (SELECT count(*) FROM touched) AS mailboxes,
+                 (SELECT count(job_id) FROM queued) AS queued) counts
 $$;
 COMMENT ON FUNCTION api.gmail_push(text, bigint) IS
     'POST /webhooks/gmail/pubsub: a Gmail push for p_email at p_history_id; queue a history '
-    'sync of each such mailbox that is behind and may sync. Returns {mailboxes, queued} '
-    '(mailboxes 0: unknown address).';
+    'sync of each such mailbox that is behind and may sync. Returns {mailboxes, queued, '
+    'outcome: unknown_mailbox | sync_queued | no_sync_needed}.';

@@ -312,7 +312,8 @@ def _documented(doc: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 async def test_routes_and_documented_operations_are_the_same(api_factory):
-    server = await api_factory(enable_prometheus_metrics=True)
+    # Every optional route on: metrics, and the push webhook.
+    server = await api_factory(enable_prometheus_metrics=True, gmail_push_token="push-secret")
     routed = _routed(server.app)
     documented = _documented(openapi.document())
     assert routed - documented == set(), "routes without documentation"
@@ -324,7 +325,9 @@ async def test_routes_and_documented_operations_are_the_same(api_factory):
 def test_coverage_check_fails_when_a_route_is_undocumented(db_url, tmp_path: Path):
     # The app as create_app builds it (not started: the router is still open), plus a route
     # added without documentation, as a new handler module would add one.
-    settings = api_settings(local_blob_dir=tmp_path, enable_prometheus_metrics=True)
+    settings = api_settings(
+        local_blob_dir=tmp_path, enable_prometheus_metrics=True, gmail_push_token="push-secret"
+    )
     app = create_app(settings, db_url)
 
     async def undocumented(request: web.Request) -> web.Response:
