@@ -262,7 +262,7 @@ async def history_sync(pool, rt: Runtime, mailbox_id: str) -> dict[str, Any]:
         added, deleted, labels = _history_changes(page.records)
         last_page = page.next_page_token is None
         newest = [stored, *(int(record.id) for record in page.records)]
-        new_cursor = max(newest + [page.history_id] if last_page else newest)
+        new_cursor = max([*newest, page.history_id] if last_page else newest)
         async with pool.connection() as conn:
             result = await _call(
                 conn,
