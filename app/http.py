@@ -21,7 +21,7 @@ from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
 from app.errors import ApiError
-from app.security import RateLimiter, session_token_hash, well_formed_token
+from app.security import RateLimiter, require_csrf, session_token_hash, well_formed_token
 from kernel.blobstore import BlobStore
 from kernel.settings import Settings
 
@@ -380,8 +380,9 @@ def required_uuid(body: dict[str, Any], field: str) -> str:
 
 
 def declared(route: Route) -> Handler:
-    """The handler aiohttp routes to: `route` known to the request, the session required
-    when the route names a minimum role."""
+    """The handler aiohttp routes to: `route` known to the request, the CSRF token checked
+    when the route needs it (Route.needs_csrf), then the session required when the route
+    names a minimum role."""
     handler = route.handler
     if route.min_role is not None:
         handler = authenticated(handler, route.min_role)
@@ -389,6 +390,8 @@ def declared(route: Route) -> Handler:
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         request[ROUTE] = route
+        if route.needs_csrf:
+            require_csrf(request, request.app[SETTINGS])
         return await inner(request)
 
     wrapped.__name__ = route.handler.__name__

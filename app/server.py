@@ -22,7 +22,7 @@ from app.http import (
     check_request_text,
     declared,
 )
-from app.metrics import HTTP_METRICS, HttpMetrics, http_metrics_middleware, route_label
+from app.metrics import HTTP_METRICS, HttpMetrics, http_metrics_middleware
 from app.push import PUSH_AUTHENTICATOR, PushAuthenticator
 from app.routes import ROUTES
 from app.security import (
@@ -31,7 +31,6 @@ from app.security import (
     RateLimiter,
     client_address,
     request_id_of,
-    require_csrf,
     well_formed_token,
 )
 from kernel import db, migrate
@@ -46,7 +45,6 @@ SERVER_HEADER = "oss-ticketing"
 # Probes must answer even when a client is throttled; Pub/Sub pushes come from Google's
 # addresses in bursts, are authenticated by their token and only queue a job.
 _UNLIMITED_PATHS = frozenset(route.path for route in ROUTES if not route.rate_limited)
-_CSRF_EXEMPT = frozenset((route.method, route.path) for route in ROUTES if not route.csrf)
 
 
 @web.middleware
@@ -121,21 +119,6 @@ async def input_middleware(request: web.Request, handler) -> web.StreamResponse:
     return await handler(request)
 
 
-@web.middleware
-async def csrf_middleware(request: web.Request, handler) -> web.StreamResponse:
-    # Unknown routes answer 404 whatever the method, so CSRF is checked on real ones only.
-    if (
-        request.match_info.http_exception is None
-        and (
-            request.method,
-            route_label(request),
-        )
-        not in _CSRF_EXEMPT
-    ):
-        require_csrf(request, request.app[SETTINGS])
-    return await handler(request)
-
-
 def _database(settings: Settings, database_url: str | None):
     async def context(app: web.Application):
         url = database_url or await asyncio.to_thread(db.database_url, settings)
@@ -161,7 +144,6 @@ def create_app(settings: Settings, database_url: str | None = None) -> web.Appli
             rate_limit_middleware,
             error_middleware,
             input_middleware,
-            csrf_middleware,
         ],
         client_max_size=1024 * 1024,
     )
