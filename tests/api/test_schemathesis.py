@@ -42,6 +42,7 @@ def _server_env(db_url: str, gmail: FakeGmailServer) -> dict[str, str]:
         ALLOW_DEV_LOGIN="true",
         RATE_LIMIT_REQUESTS_PER_MINUTE="0",
         ENABLE_PROMETHEUS_METRICS="true",  # so that GET /metrics, documented, exists
+        GMAIL_PUSH_TOKEN="push-secret",  # and POST /webhooks/gmail/pubsub
         # The connect flow runs end to end against the fake Gmail (which knows no codes).
         GOOGLE_CLIENT_ID=FAKE_CLIENT_ID,
         GOOGLE_CLIENT_SECRET=FAKE_CLIENT_SECRET,
