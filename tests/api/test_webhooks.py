@@ -18,6 +18,7 @@ from devtools.fake_pubsub import (
     envelope_for,
     serve_issuer_certs,
 )
+from tests.fixtures import seed
 
 PATH = "/webhooks/gmail/pubsub"
 SECRET = "push-secret-0123456789"
@@ -26,18 +27,8 @@ JOURNAL = "journal@acme.example"
 
 
 def mailbox(db, history_id: int | None = 1000, email: str = JOURNAL, **columns) -> str:
-    org = db.execute(
-        "INSERT INTO core.organizations (name) VALUES ('Acme') "
-        "ON CONFLICT ((lower(name))) DO UPDATE SET name = excluded.name RETURNING id"
-    ).fetchone()["id"]
-    names = ", ".join(["organization_id", "email", "history_id", *columns])
-    marks = ", ".join(["%s"] * (3 + len(columns)))
-    return str(
-        db.execute(
-            f"INSERT INTO core.mailboxes ({names}) VALUES ({marks}) RETURNING id",
-            [org, email, history_id, *columns.values()],
-        ).fetchone()["id"]
-    )
+    """A mailbox of organisation Acme at `history_id`."""
+    return seed.mailbox(db, seed.organization(db), email, history_id=history_id, **columns)
 
 
 def sync_jobs(db, status: str = "todo") -> list[dict]:
