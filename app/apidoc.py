@@ -79,6 +79,36 @@ def list_of(item: str) -> dict[str, Any]:
     return obj({"items": {"type": "array", "items": ref(item)}})
 
 
+# The input limits of logic.input_limits() (sql/logic/06_input.sql, their one home), which
+# the document states as maxLength, maximum and maxItems; tests/sql/test_rules.py keeps this
+# copy equal to the database's.
+INPUT_LIMITS = {
+    "organization_name": 200,
+    "queue_name": 100,
+    "queue_description": 2000,
+    "rule_name": 200,
+    "rule_priority": 10000,
+    "rule_tags": 20,
+    "tag_length": 50,
+    "glob_length": 320,
+    "glob_wildcards": 16,
+    "note_body": 20000,
+    "search_query": 500,
+    "ticket_cursor": 400,
+    "ticket_page": 100,
+    "ops_page": 200,
+    "page_default": 50,
+    "pause_minutes": 10080,
+}
+
+# An e-mail address as logic.is_email_address accepts it (the spaces SQL trims around it
+# allowed); tests/sql/test_rules.py keeps it equal to the SQL rule.
+EMAIL = {
+    "type": "string",
+    "maxLength": 320,
+    "pattern": "^ *[^@\\s]+@[^@\\s]+\\.[^@\\s]+ *$",
+}
+
 STR = {"type": "string"}
 NSTR = {"type": ["string", "null"]}
 INT = {"type": "integer"}
@@ -103,15 +133,16 @@ def text(max_length: int, nullable: bool = False) -> dict[str, Any]:
     }
 
 
-# A glob as api.routing_pattern accepts it (spaces around it are trimmed; runs of * count as
-# one wildcard; at most 16 wildcards).
+# A glob as logic.valid_glob accepts it (spaces around it are trimmed; runs of * count as
+# one wildcard).
 _GLOB_CHAR = "[^*?\\s\\x00-\\x1f\\x7f\\[\\]{}\\\\]"
 GLOB = {
     "type": "string",
-    "maxLength": 320,
-    "pattern": f"^ *(?:(?:{_GLOB_CHAR}*(?:\\*+|\\?)){{1,16}}{_GLOB_CHAR}*|{_GLOB_CHAR}+) *$",
-    "description": "Glob: * and ? are wildcards (at most 16; a run of * is one); no "
-    "whitespace, [ ] { } or \\.",
+    "maxLength": INPUT_LIMITS["glob_length"],
+    "pattern": f"^ *(?:(?:{_GLOB_CHAR}*(?:\\*+|\\?)){{1,{INPUT_LIMITS['glob_wildcards']}}}"
+    f"{_GLOB_CHAR}*|{_GLOB_CHAR}+) *$",
+    "description": f"Glob: * and ? are wildcards (at most {INPUT_LIMITS['glob_wildcards']}; "
+    "a run of * is one); no whitespace, [ ] { } or \\.",
 }
 NGLOB = {**GLOB, "type": ["string", "null"]}
 

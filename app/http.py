@@ -20,6 +20,7 @@ import psycopg
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
+from app.apidoc import INPUT_LIMITS
 from app.errors import ApiError
 from app.security import RateLimiter, require_csrf, session_token_hash, well_formed_token
 from kernel.blobstore import BlobStore
@@ -105,10 +106,18 @@ def path_id(request: web.Request, name: str) -> Any:
 
 @dataclass(frozen=True)
 class Limit:
-    """A `?limit=` query parameter: its default and maximum (the range is checked in SQL)."""
+    """A `?limit=` query parameter bounded by the input limit named `maximum_name`
+    (logic.page_size checks the range in SQL; the document states it from INPUT_LIMITS)."""
 
-    default: int
-    maximum: int
+    maximum_name: str
+
+    @property
+    def maximum(self) -> int:
+        return INPUT_LIMITS[self.maximum_name]
+
+    @property
+    def default(self) -> int:
+        return INPUT_LIMITS["page_default"]
 
 
 @dataclass(frozen=True)

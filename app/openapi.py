@@ -19,7 +19,9 @@ from aiohttp import web
 
 from app.apidoc import (
     BOOL,
+    EMAIL,
     GLOB,
+    INPUT_LIMITS,
     INT,
     NBOOL,
     NGLOB,
@@ -107,12 +109,8 @@ SCHEMAS: dict[str, Any] = {
     },
     "DevLoginRequest": _request(
         {
-            "email": {
-                "type": "string",
-                "maxLength": 320,
-                "pattern": "^ *[^@\\s]+@[^@\\s]+\\.[^@\\s]+ *$",
-            },
-            "organization_name": _text(200),
+            "email": EMAIL,
+            "organization_name": _text(INPUT_LIMITS["organization_name"]),
             "role": {"enum": ["viewer", "agent", "admin", None]},
         },
         ("email", "organization_name"),
@@ -123,7 +121,10 @@ SCHEMAS: dict[str, Any] = {
     "Queue": _object({"id": UUID, "name": STR, "description": STR, "created_at": TS}),
     "QueueList": _list_of("Queue"),
     "QueueCreate": _request(
-        {"name": _text(100), "description": {**NSTR, "maxLength": 2000}},
+        {
+            "name": _text(INPUT_LIMITS["queue_name"]),
+            "description": {**NSTR, "maxLength": INPUT_LIMITS["queue_description"]},
+        },
         ("name",),
     ),
     # ---- mailboxes
@@ -315,10 +316,11 @@ SCHEMAS: dict[str, Any] = {
                 "drop": NBOOL,
                 "add_tags": {
                     "type": ["array", "null"],
-                    "maxItems": 20,
+                    "maxItems": INPUT_LIMITS["rule_tags"],
                     "items": {
                         "type": "string",
-                        "pattern": "^ *[^\\s,\\x00-\\x1f\\x7f]{1,50} *$",
+                        "pattern": "^ *[^\\s,\\x00-\\x1f\\x7f]"
+                        f"{{1,{INPUT_LIMITS['tag_length']}}} *$",
                     },
                 },
             }
@@ -336,11 +338,11 @@ SCHEMAS: dict[str, Any] = {
     },
     "RuleCreate": _request(
         {
-            "name": _text(200),
+            "name": _text(INPUT_LIMITS["rule_name"]),
             "priority": {
                 "type": ["integer", "null"],
                 "minimum": 0,
-                "maximum": 10000,
+                "maximum": INPUT_LIMITS["rule_priority"],
                 "default": 100,
             },
             "enabled": NBOOL,
@@ -363,8 +365,12 @@ SCHEMAS: dict[str, Any] = {
     "RuleUpdate": {
         **_request(
             {
-                "name": _text(200),
-                "priority": {"type": ["integer", "null"], "minimum": 0, "maximum": 10000},
+                "name": _text(INPUT_LIMITS["rule_name"]),
+                "priority": {
+                    "type": ["integer", "null"],
+                    "minimum": 0,
+                    "maximum": INPUT_LIMITS["rule_priority"],
+                },
                 "enabled": NBOOL,
                 "conditions": _nullable(_ref("RuleConditionsInput")),
                 "actions": _nullable(_ref("RuleActionsInput")),
@@ -575,7 +581,8 @@ SCHEMAS: dict[str, Any] = {
         "description": "null clears an assignee; assigning a user clears the queue and back.",
     },
     "NoteCreate": _request(
-        {"body": {"type": "string", "maxLength": 20000, "pattern": "\\S"}}, ("body",)
+        {"body": {"type": "string", "maxLength": INPUT_LIMITS["note_body"], "pattern": "\\S"}},
+        ("body",),
     ),
     # ---- ops (admin)
     "OpsMailboxSync": _object(

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from app.apidoc import Doc, ok
+from app.apidoc import INPUT_LIMITS, Doc, ok
 from app.errors import ApiError
 from app.http import SETTINGS, Route, path_id, respond_sql, sql_json, transaction
 from app.security import keyed_hash
@@ -194,12 +194,14 @@ async def sync_status(request: web.Request) -> web.Response:
 
 
 async def sync_pause(request: web.Request) -> web.Response:
-    """Pause ingestion for `minutes` (1..10080, default 30)."""
+    """Pause ingestion for `minutes` (1..the pause_minutes input limit, default 30)."""
     mailbox_id = path_id(request, "mailbox_id")
     raw = request.query.get("minutes", "30").strip()
     if not _MINUTES_RE.match(raw):
         raise ApiError(
-            422, "invalid_minutes", "minutes must be a whole number from 1 to 10080 (one week)."
+            422,
+            "invalid_minutes",
+            f"minutes must be a whole number from 1 to {INPUT_LIMITS['pause_minutes']} (one week).",
         )
     return await respond_sql(request, "api.mailbox_sync_pause(%s, %s)", [mailbox_id, int(raw)])
 
@@ -360,8 +362,13 @@ ROUTES: tuple[Route, ...] = (
                 {
                     "name": "minutes",
                     "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 10080, "default": 30},
-                    "description": "Pause length (1..10080); else 422 invalid_minutes.",
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": INPUT_LIMITS["pause_minutes"],
+                        "default": 30,
+                    },
+                    "description": "Pause length in minutes; else 422 invalid_minutes.",
                 },
             ),
             errors=(422,),

@@ -63,7 +63,7 @@ ROUTES: tuple[Route, ...] = (
         collisions,
         "admin",
         sql="api.ops_collisions",
-        limit=Limit(50, 200),
+        limit=Limit("ops_page"),
         doc=Doc(
             operation_id="opsMessageCollisions",
             tag="ops",
@@ -92,7 +92,7 @@ ROUTES: tuple[Route, ...] = (
         dlq,
         "admin",
         sql="api.ops_dlq",
-        limit=Limit(50, 200),
+        limit=Limit("ops_page"),
         doc=Doc(
             operation_id="opsListDlq",
             tag="ops",

@@ -1,8 +1,8 @@
 """Routing: allowlist and rules administration (admin), the simulator and re-route (agent).
 
 Bodies go to SQL as the JSON object the client sent: field validation, with its stable
-error codes, lives in sql/api/40_routing_validation.sql (and 41..44) next to the data it
-protects.
+error codes, lives in SQL: the shared readers and rules in sql/logic/06_input.sql and
+50_routing.sql, each operation's checks in sql/api/41..44 next to the data it protects.
 """
 
 from __future__ import annotations

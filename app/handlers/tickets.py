@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from psycopg.types.json import Jsonb
 
-from app.apidoc import Doc, json_body, ok
+from app.apidoc import INPUT_LIMITS, Doc, json_body, ok
 from app.errors import ApiError
 from app.http import (
     BLOBS,
@@ -142,7 +142,7 @@ ROUTES: tuple[Route, ...] = (
         list_tickets,
         "viewer",
         sql="api.ticket_list",
-        limit=Limit(50, 100),
+        limit=Limit("ticket_page"),
         doc=Doc(
             operation_id="listTickets",
             tag="tickets",
@@ -167,7 +167,7 @@ ROUTES: tuple[Route, ...] = (
                 {
                     "name": "q",
                     "in": "query",
-                    "schema": {"type": "string", "maxLength": 500},
+                    "schema": {"type": "string", "maxLength": INPUT_LIMITS["search_query"]},
                     "description": "Full-text search (web search syntax) over subject, requester, code "
                     "and message bodies.",
                 },

@@ -43,7 +43,8 @@ CREATE FUNCTION api.dev_login(
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_email text := lower(btrim(p_email));
-    v_org_name text := logic.require_text(p_organization_name, 'organization_name', 200);
+    v_org_name text := logic.require_text(p_organization_name, 'organization_name',
+                                            logic.input_limit('organization_name'));
     v_org core.organizations;
     v_user core.users;
     v_role core.member_role;

@@ -17,12 +17,10 @@ COMMENT ON FUNCTION api.queue_list() IS
 CREATE FUNCTION api.queue_create(p_name text, p_description text) RETURNS jsonb
     LANGUAGE plpgsql AS $$
 DECLARE
-    v_name text := logic.require_text(p_name, 'name', 100);
+    v_name text := logic.require_text(p_name, 'name', logic.input_limit('queue_name'));
     v_queue core.queues;
 BEGIN
-    IF length(coalesce(p_description, '')) > 2000 THEN
-        PERFORM logic.fail(422, 'invalid_description', 'description must be at most 2000 characters');
-    END IF;
+    PERFORM logic.max_length(p_description, 'description', 'queue_description');
     INSERT INTO core.queues (organization_id, name, description, created_by)
     VALUES (core.current_org_id(), v_name, coalesce(p_description, ''), core.current_user_id())
     ON CONFLICT (organization_id, lower(name)) DO NOTHING

@@ -284,9 +284,10 @@ DECLARE
     v_mailbox core.mailboxes;
     v_reason text;
 BEGIN
-    IF p_minutes IS NULL OR p_minutes NOT BETWEEN 1 AND 10080 THEN
-        PERFORM logic.fail(422, 'invalid_minutes',
-                           'minutes must be a whole number from 1 to 10080 (one week).');
+    IF p_minutes IS NULL OR p_minutes NOT BETWEEN 1 AND logic.input_limit('pause_minutes') THEN
+        PERFORM logic.fail(422, 'invalid_minutes', format(
+            'minutes must be a whole number from 1 to %s (one week).',
+            logic.input_limit('pause_minutes')));
     END IF;
     v_mailbox := api.mailbox_find(p_mailbox_id, true);
     v_reason := 'paused by ' || coalesce(

@@ -1,4 +1,5 @@
--- Routing administration: the allowlist (admin). Conventions: 40_routing_validation.sql.
+-- Routing administration: the allowlist (admin).
+-- Input readers and rules: logic/06_input.sql, logic/50_routing.sql.
 
 -- --------------------------------------------------------------------------- allowlist
 
@@ -25,14 +26,14 @@ CREATE FUNCTION api.routing_allowlist_spec(p_body jsonb) RETURNS jsonb
 DECLARE
     v_pattern text;
 BEGIN
-    PERFORM api.routing_reject_unknown_fields(p_body, ARRAY['pattern', 'enabled'],
+    PERFORM logic.reject_unknown_fields(p_body, ARRAY['pattern', 'enabled'],
                                               'the allowlist entry');
-    v_pattern := api.routing_pattern(api.routing_text(p_body, 'pattern'), 'pattern');
+    v_pattern := logic.valid_glob(logic.json_text_field(p_body, 'pattern'), 'pattern');
     IF v_pattern IS NULL THEN
         PERFORM logic.fail(422, 'invalid_pattern', 'pattern is required');
     END IF;
     RETURN jsonb_build_object('pattern', v_pattern,
-                              'enabled', api.routing_boolean(p_body, 'enabled', true));
+                              'enabled', logic.json_boolean_field(p_body, 'enabled', true));
 END
 $$;
 COMMENT ON FUNCTION api.routing_allowlist_spec(jsonb) IS
@@ -85,7 +86,7 @@ DECLARE
     v_entry core.routing_allowlist := api.routing_allowlist_find(p_id);
     v_spec jsonb;
 BEGIN
-    PERFORM api.routing_reject_unknown_fields(p_body, ARRAY['pattern', 'enabled'],
+    PERFORM logic.reject_unknown_fields(p_body, ARRAY['pattern', 'enabled'],
                                               'the allowlist entry');
     v_spec := api.routing_allowlist_spec(
         jsonb_build_object('pattern', v_entry.pattern, 'enabled', v_entry.enabled)

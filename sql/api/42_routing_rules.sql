@@ -1,4 +1,5 @@
--- Routing administration: the rules (admin). Conventions: 40_routing_validation.sql.
+-- Routing administration: the rules (admin).
+-- Input readers and rules: logic/06_input.sql, logic/50_routing.sql.
 
 -- ------------------------------------------------------------------------------- rules
 
@@ -57,37 +58,38 @@ DECLARE
     v_drop boolean;
     v_tags text[];
 BEGIN
-    PERFORM api.routing_reject_unknown_fields(
+    PERFORM logic.reject_unknown_fields(
         p_body, ARRAY['name', 'priority', 'enabled', 'conditions', 'actions'], 'the rule');
-    v_conditions := api.routing_object(p_body, 'conditions');
-    v_actions := api.routing_object(p_body, 'actions');
-    PERFORM api.routing_reject_unknown_fields(
+    v_conditions := logic.json_object_field(p_body, 'conditions');
+    v_actions := logic.json_object_field(p_body, 'actions');
+    PERFORM logic.reject_unknown_fields(
         v_conditions,
         ARRAY['recipient_pattern', 'sender_domain_pattern', 'sender_email_pattern', 'direction'],
         'conditions');
-    PERFORM api.routing_reject_unknown_fields(
+    PERFORM logic.reject_unknown_fields(
         v_actions,
         ARRAY['assign_queue_id', 'assign_user_id', 'set_status', 'auto_close', 'drop', 'add_tags'],
         'actions');
 
     IF p_body ? 'priority' AND jsonb_typeof(p_body->'priority') <> 'null' THEN
         IF jsonb_typeof(p_body->'priority') <> 'number'
-           OR (p_body->>'priority')::numeric NOT BETWEEN 0 AND 10000
+           OR (p_body->>'priority')::numeric NOT BETWEEN 0 AND logic.input_limit('rule_priority')
            OR (p_body->>'priority')::numeric <> trunc((p_body->>'priority')::numeric) THEN
-            PERFORM logic.fail(422, 'invalid_priority',
-                               'priority must be a whole number from 0 to 10000');
+            PERFORM logic.fail(422, 'invalid_priority', format(
+                'priority must be a whole number from 0 to %s',
+                logic.input_limit('rule_priority')));
         END IF;
         v_priority := (p_body->>'priority')::integer;
     END IF;
 
-    IF api.routing_pattern(api.routing_text(v_conditions, 'sender_domain_pattern'),
+    IF logic.valid_glob(logic.json_text_field(v_conditions, 'sender_domain_pattern'),
                            'sender_domain_pattern') LIKE '%@%' THEN
         PERFORM logic.fail(422, 'invalid_sender_domain_pattern',
                            'sender_domain_pattern matches the domain only: leave out the @');
     END IF;
 
-    v_queue_id := api.routing_uuid(v_actions, 'assign_queue_id');
-    v_user_id := api.routing_uuid(v_actions, 'assign_user_id');
+    v_queue_id := logic.json_uuid_field(v_actions, 'assign_queue_id');
+    v_user_id := logic.json_uuid_field(v_actions, 'assign_user_id');
     IF v_queue_id IS NOT NULL AND v_user_id IS NOT NULL THEN
         PERFORM logic.fail(422, 'conflicting_assignees',
                            'A rule assigns a queue or a user, not both.');
@@ -104,13 +106,13 @@ BEGIN
                            'assign_user_id names no member of this organization.');
     END IF;
 
-    v_status := api.routing_text(v_actions, 'set_status');
+    v_status := logic.json_text_field(v_actions, 'set_status');
     IF v_status IS NOT NULL AND NOT v_status = ANY (enum_range(NULL::core.ticket_status)::text[]) THEN
         PERFORM logic.fail(422, 'invalid_set_status',
             'set_status must be one of ' || array_to_string(enum_range(NULL::core.ticket_status), ', '));
     END IF;
-    v_auto_close := api.routing_boolean(v_actions, 'auto_close', false);
-    v_drop := api.routing_boolean(v_actions, 'drop', false);
+    v_auto_close := logic.json_boolean_field(v_actions, 'auto_close', false);
+    v_drop := logic.json_boolean_field(v_actions, 'drop', false);
     IF (v_status IS NOT NULL)::integer + v_auto_close::integer + v_drop::integer > 1 THEN
         PERFORM logic.fail(422, 'conflicting_status_actions',
                            'Use at most one of set_status, auto_close and drop.');
@@ -118,14 +120,16 @@ BEGIN
 
     IF v_actions ? 'add_tags' AND jsonb_typeof(v_actions->'add_tags') <> 'null' THEN
         IF jsonb_typeof(v_actions->'add_tags') <> 'array'
-           OR jsonb_array_length(v_actions->'add_tags') > 20
+           OR jsonb_array_length(v_actions->'add_tags') > logic.input_limit('rule_tags')
            OR EXISTS (SELECT 1 FROM jsonb_array_elements(v_actions->'add_tags') e
                       WHERE jsonb_typeof(e) <> 'string'
-                         OR length(btrim(e #>> '{}')) NOT BETWEEN 1 AND 50
+                         OR length(btrim(e #>> '{}'))
+                            NOT BETWEEN 1 AND logic.input_limit('tag_length')
                          OR btrim(e #>> '{}') ~ '[[:space:][:cntrl:],]') THEN
-            PERFORM logic.fail(422, 'invalid_add_tags',
-                'add_tags must be a list of at most 20 tags, each 1 to 50 characters without '
-                'spaces or commas');
+            PERFORM logic.fail(422, 'invalid_add_tags', format(
+                'add_tags must be a list of at most %s tags, each 1 to %s characters without '
+                'spaces or commas', logic.input_limit('rule_tags'),
+                logic.input_limit('tag_length')));
         END IF;
         -- Tags are compared case-insensitively: stored lower case, each once, in order given.
         SELECT coalesce(array_agg(tag ORDER BY pos), '{}') INTO v_tags
@@ -144,17 +148,18 @@ BEGIN
     END IF;
 
     RETURN jsonb_build_object(
-        'name', logic.require_text(api.routing_text(p_body, 'name'), 'name', 200),
+        'name', logic.require_text(logic.json_text_field(p_body, 'name'), 'name',
+                                   logic.input_limit('rule_name')),
         'priority', v_priority,
-        'enabled', api.routing_boolean(p_body, 'enabled', true),
+        'enabled', logic.json_boolean_field(p_body, 'enabled', true),
         'conditions', jsonb_build_object(
-            'recipient_pattern', api.routing_pattern(
-                api.routing_text(v_conditions, 'recipient_pattern'), 'recipient_pattern'),
-            'sender_domain_pattern', api.routing_pattern(
-                api.routing_text(v_conditions, 'sender_domain_pattern'), 'sender_domain_pattern'),
-            'sender_email_pattern', api.routing_pattern(
-                api.routing_text(v_conditions, 'sender_email_pattern'), 'sender_email_pattern'),
-            'direction', api.routing_direction(api.routing_text(v_conditions, 'direction'),
+            'recipient_pattern', logic.valid_glob(
+                logic.json_text_field(v_conditions, 'recipient_pattern'), 'recipient_pattern'),
+            'sender_domain_pattern', logic.valid_glob(
+                logic.json_text_field(v_conditions, 'sender_domain_pattern'), 'sender_domain_pattern'),
+            'sender_email_pattern', logic.valid_glob(
+                logic.json_text_field(v_conditions, 'sender_email_pattern'), 'sender_email_pattern'),
+            'direction', logic.valid_direction(logic.json_text_field(v_conditions, 'direction'),
                                                'direction')),
         'actions', jsonb_build_object(
             'assign_queue_id', v_queue_id, 'assign_user_id', v_user_id, 'set_status', v_status,
@@ -243,15 +248,15 @@ DECLARE
     v_current jsonb := api.routing_rule_spec_of(v_rule);
     v_spec jsonb;
 BEGIN
-    PERFORM api.routing_reject_unknown_fields(
+    PERFORM logic.reject_unknown_fields(
         p_body, ARRAY['name', 'priority', 'enabled', 'conditions', 'actions'], 'the rule');
     -- Merge patch: fields sent replace the stored ones; inside conditions and actions too,
     -- where null clears a condition or an action.
     v_spec := api.routing_rule_spec(
         v_current || (p_body - 'conditions' - 'actions')
         || jsonb_build_object(
-               'conditions', v_current->'conditions' || api.routing_object(p_body, 'conditions'),
-               'actions', v_current->'actions' || api.routing_object(p_body, 'actions')));
+               'conditions', v_current->'conditions' || logic.json_object_field(p_body, 'conditions'),
+               'actions', v_current->'actions' || logic.json_object_field(p_body, 'actions')));
     IF v_spec = v_current THEN
         RETURN api.routing_rule_json(v_rule);  -- nothing changed: no new version
     END IF;

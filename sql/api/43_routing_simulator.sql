@@ -111,10 +111,10 @@ DECLARE
                                              'assignee_user_id', NULL, 'tags', '[]'::jsonb,
                                              'hidden', false);
 BEGIN
-    PERFORM api.routing_reject_unknown_fields(p_body, ARRAY['recipient', 'sender', 'direction'],
+    PERFORM logic.reject_unknown_fields(p_body, ARRAY['recipient', 'sender', 'direction'],
                                               'the simulation');
-    v_recipient := logic.routing_address(api.routing_text(p_body, 'recipient'));
-    v_sender := logic.routing_address(api.routing_text(p_body, 'sender'));
+    v_recipient := logic.routing_address(logic.json_text_field(p_body, 'recipient'));
+    v_sender := logic.routing_address(logic.json_text_field(p_body, 'sender'));
     -- Both are required; null stands for an address the mail did not reveal (as routing
     -- meets it), so a forgotten field is an error rather than a silent "unknown".
     IF NOT p_body ? 'recipient' OR NOT p_body ? 'sender' THEN
@@ -128,7 +128,7 @@ BEGIN
     IF v_sender IS NOT NULL AND NOT logic.is_email_address(v_sender) THEN
         PERFORM logic.fail(422, 'invalid_sender', 'sender must be an email address');
     END IF;
-    v_direction := coalesce(api.routing_direction(api.routing_text(p_body, 'direction'),
+    v_direction := coalesce(logic.valid_direction(logic.json_text_field(p_body, 'direction'),
                                                   'direction'), 'inbound');
     v_decision := logic.route_decision(core.current_org_id(), v_recipient, v_sender, v_direction);
     RETURN v_decision || jsonb_build_object(

@@ -169,7 +169,7 @@ CREATE FUNCTION api.ticket_list(
     LANGUAGE plpgsql STABLE
     SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
 DECLARE
-    v_limit integer := coalesce(p_limit, 50);
+    v_limit integer := logic.page_size(p_limit, 'ticket_page');
     v_q text := nullif(btrim(p_q), '');
     v_status core.ticket_status;
     v_query tsquery;
@@ -184,9 +184,6 @@ DECLARE
     v_last_id bigint;
     v_next_cursor text;
 BEGIN
-    IF v_limit NOT BETWEEN 1 AND 100 THEN
-        PERFORM logic.fail(422, 'invalid_limit', 'limit must be between 1 and 100');
-    END IF;
     IF p_status IS NOT NULL THEN
         IF NOT p_status = ANY (enum_range(NULL::core.ticket_status)::text[]) THEN
             PERFORM logic.fail(422, 'invalid_status', 'status must be one of '
@@ -194,9 +191,7 @@ BEGIN
         END IF;
         v_status := p_status::core.ticket_status;
     END IF;
-    IF length(v_q) > 500 THEN
-        PERFORM logic.fail(422, 'invalid_q', 'q must be at most 500 characters');
-    END IF;
+    PERFORM logic.max_length(v_q, 'q', 'search_query');
     v_query := api.ticket_search_query(v_q);
 
     -- A cursor only continues the listing it came from (limit may change between pages).
@@ -205,7 +200,7 @@ BEGIN
                                                            p_assignee_queue_id)::text, 0));
     IF p_cursor IS NOT NULL THEN
         BEGIN
-            IF length(p_cursor) > 400 THEN
+            IF length(p_cursor) > logic.input_limit('ticket_cursor') THEN
                 RAISE invalid_parameter_value;
             END IF;
             v_cursor := convert_from(decode(

@@ -23,23 +23,6 @@ COMMENT ON FUNCTION api.ticket_for_change(bigint) IS
     'The ticket locked FOR UPDATE; 404 ticket_not_found, 409 ticket_merged (changes go to the '
     'surviving ticket).';
 
--- A nullable uuid from a PATCH body: JSON null clears, a malformed value is a 422.
-CREATE FUNCTION api.patch_uuid(p_changes jsonb, p_field text) RETURNS uuid
-    LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF jsonb_typeof(p_changes->p_field) = 'null' THEN
-        RETURN NULL;
-    END IF;
-    IF jsonb_typeof(p_changes->p_field) <> 'string' OR p_changes->>p_field !~*
-       '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
-        PERFORM logic.fail(422, 'invalid_' || p_field, p_field || ' must be a UUID or null');
-    END IF;
-    RETURN (p_changes->>p_field)::uuid;
-END
-$$;
-COMMENT ON FUNCTION api.patch_uuid(jsonb, text) IS
-    'p_changes->p_field as a uuid (JSON null → NULL); 422 invalid_<field> otherwise.';
-
 CREATE FUNCTION api.ticket_update(p_ticket_id bigint, p_changes jsonb) RETURNS jsonb
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -86,10 +69,10 @@ BEGIN
     -- A ticket has at most one assignee: a user or a queue. Assigning one kind replaces
     -- the other; asking for both at once is refused.
     IF p_changes ? 'assignee_user_id' THEN
-        v_user := api.patch_uuid(p_changes, 'assignee_user_id');
+        v_user := logic.json_uuid_field(p_changes, 'assignee_user_id');
     END IF;
     IF p_changes ? 'assignee_queue_id' THEN
-        v_queue := api.patch_uuid(p_changes, 'assignee_queue_id');
+        v_queue := logic.json_uuid_field(p_changes, 'assignee_queue_id');
     END IF;
     IF v_user IS NOT NULL AND v_queue IS NOT NULL THEN
         PERFORM logic.fail(422, 'conflicting_assignees',
@@ -170,9 +153,7 @@ BEGIN
     IF v_body IS NULL OR v_body = '' THEN
         PERFORM logic.fail(422, 'invalid_body', 'body is required');
     END IF;
-    IF length(v_body) > 20000 THEN
-        PERFORM logic.fail(422, 'invalid_body', 'body must be at most 20000 characters');
-    END IF;
+    PERFORM logic.max_length(v_body, 'body', 'note_body');
     v_ticket := api.ticket_for_change(p_ticket_id);
     INSERT INTO core.ticket_notes (organization_id, ticket_id, author_user_id, body)
     VALUES (v_ticket.organization_id, v_ticket.id, core.current_user_id(), v_body)

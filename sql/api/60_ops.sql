@@ -18,21 +18,6 @@ $$;
 COMMENT ON FUNCTION api.ops_require_org() IS
     'The session''s organisation, or 403 forbidden: ops readers never run unscoped.';
 
-CREATE FUNCTION api.ops_check_limit(p_limit integer) RETURNS integer
-    LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF p_limit IS NULL THEN
-        RETURN 50;
-    END IF;
-    IF p_limit NOT BETWEEN 1 AND 200 THEN
-        PERFORM logic.fail(422, 'invalid_limit', 'limit must be an integer between 1 and 200.');
-    END IF;
-    RETURN p_limit;
-END
-$$;
-COMMENT ON FUNCTION api.ops_check_limit(integer) IS
-    'An ops page size: 50 when absent, else 1..200 (422 invalid_limit outside).';
-
 CREATE FUNCTION api.ops_mailboxes_sync() RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
@@ -74,7 +59,7 @@ COMMENT ON FUNCTION api.ops_mailboxes_sync() IS
 CREATE FUNCTION api.ops_collisions(p_limit integer DEFAULT 50) RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
-    v_limit integer := api.ops_check_limit(p_limit);
+    v_limit integer := logic.page_size(p_limit, 'ops_page');
     v_org uuid := api.ops_require_org();
 BEGIN
     RETURN (
@@ -121,7 +106,7 @@ COMMENT ON FUNCTION api.ops_metrics_overview() IS
 CREATE FUNCTION api.ops_dlq(p_limit integer DEFAULT 50) RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
-    v_limit integer := api.ops_check_limit(p_limit);
+    v_limit integer := logic.page_size(p_limit, 'ops_page');
     v_org uuid := api.ops_require_org();
 BEGIN
     RETURN (

@@ -31,6 +31,55 @@ COMMENT ON FUNCTION logic.glob_match(text, text) IS
     'case-insensitively; false when either is NULL.';
 GRANT EXECUTE ON FUNCTION logic.glob_match(text, text) TO ticketing_api;
 
+-- A glob pattern as admins may write it: `*` and `?` are the only wildcards; characters
+-- other glob dialects treat as special are refused rather than silently taken literally.
+-- Runs of `*` mean what one `*` means and are stored as one; the glob_length and
+-- glob_wildcards input limits keep every pattern's matching cost small (logic.glob_regex).
+CREATE FUNCTION logic.valid_glob(p_value text, p_field text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v_pattern text := regexp_replace(btrim(p_value), '\*{2,}', '*', 'g');
+BEGIN
+    IF p_value IS NULL THEN
+        RETURN NULL;
+    ELSIF v_pattern = '' THEN
+        PERFORM logic.fail(422, 'invalid_' || p_field, p_field || ' must not be empty');
+    ELSIF length(v_pattern) > logic.input_limit('glob_length') THEN
+        PERFORM logic.fail(422, 'invalid_' || p_field, format(
+            '%s must be at most %s characters', p_field, logic.input_limit('glob_length')));
+    ELSIF length(v_pattern) - length(translate(v_pattern, '*?', ''))
+          > logic.input_limit('glob_wildcards') THEN
+        PERFORM logic.fail(422, 'invalid_' || p_field, format(
+            '%s must have at most %s wildcards (* and ?)', p_field,
+            logic.input_limit('glob_wildcards')));
+    ELSIF v_pattern ~ '[[:space:][:cntrl:]]' THEN
+        PERFORM logic.fail(422, 'invalid_' || p_field, p_field || ' must not contain whitespace');
+    ELSIF v_pattern ~ '[][{}\\]' THEN
+        PERFORM logic.fail(422, 'invalid_' || p_field,
+            p_field || ': only * and ? are wildcards; [ ] { } and \ are not allowed');
+    END IF;
+    RETURN lower(v_pattern);
+END
+$$;
+COMMENT ON FUNCTION logic.valid_glob(text, text) IS
+    'A valid glob pattern (trimmed, lower case, runs of * as one; non-empty, within the '
+    'glob_length and glob_wildcards input limits, no whitespace, only * and ? as wildcards), '
+    'else 422 invalid_<field>.';
+GRANT EXECUTE ON FUNCTION logic.valid_glob(text, text) TO ticketing_api;
+
+CREATE FUNCTION logic.valid_direction(p_value text, p_field text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p_value IS NOT NULL AND p_value NOT IN ('inbound', 'outbound') THEN
+        PERFORM logic.fail(422, 'invalid_' || p_field, p_field || ' must be inbound or outbound');
+    END IF;
+    RETURN p_value;
+END
+$$;
+COMMENT ON FUNCTION logic.valid_direction(text, text) IS
+    'p_value when NULL, inbound or outbound, else 422 invalid_<field>.';
+GRANT EXECUTE ON FUNCTION logic.valid_direction(text, text) TO ticketing_api;
+
 -- Routing compares addresses in one form: trimmed, lower case, NULL when blank.
 CREATE FUNCTION logic.routing_address(p_address text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
+import psycopg
 import pytest
 
-from app import openapi
+from app import apidoc, openapi
 
 ADDRESSES = [
     ("agent@example.com", True),
@@ -29,17 +30,54 @@ def test_email_address_rule(db, address, valid):
     assert row["ok"] is valid
 
 
-def test_the_openapi_login_schema_mirrors_the_email_rule(db):
+def test_the_openapi_email_schema_mirrors_the_email_rule(db):
     rule = db.execute(
         "SELECT logic.email_address_pattern() AS pattern, logic.max_email_length() AS max"
     ).fetchone()
-    email = openapi.SCHEMAS["DevLoginRequest"]["properties"]["email"]
+    email = apidoc.EMAIL
+    assert openapi.SCHEMAS["DevLoginRequest"]["properties"]["email"] is email
     # The document allows the spaces SQL trims around the address.
     assert email["pattern"] == "^ *" + rule["pattern"][1:-1] + " *$"
     assert email["maxLength"] == rule["max"]
     python = re.compile(email["pattern"])
     for address, valid in ADDRESSES:
         assert (bool(python.match(address)) and len(address) <= email["maxLength"]) is valid
+
+
+def test_the_documents_input_limits_are_the_databases(db):
+    row = db.execute("SELECT logic.input_limits() AS limits").fetchone()
+    assert row["limits"] == apidoc.INPUT_LIMITS
+
+
+@pytest.mark.parametrize(
+    ("call", "code"),
+    [
+        ("logic.max_length(repeat('x', 20001), 'body', 'note_body')", "invalid_body"),
+        ("logic.page_size(101, 'ticket_page')", "invalid_limit"),
+        ("logic.page_size(0, 'ops_page')", "invalid_limit"),
+        ("logic.valid_glob(repeat('*a', 17), 'pattern')", "invalid_pattern"),
+    ],
+)
+def test_a_value_past_its_input_limit_is_refused(db, call, code):
+    with pytest.raises(psycopg.Error) as caught:
+        db.execute(f"SELECT {call}")
+    assert caught.value.sqlstate == "TK422"
+    assert caught.value.diag.message_detail == code
+
+
+def test_values_at_their_input_limits_pass(db):
+    row = db.execute(
+        "SELECT logic.max_length(repeat('x', 20000), 'body', 'note_body') IS NOT NULL AS note,"
+        " logic.page_size(NULL, 'ticket_page') AS default_page,"
+        " logic.page_size(200, 'ops_page') AS ops_page,"
+        " logic.valid_glob(repeat('*a', 16), 'pattern') IS NOT NULL AS glob"
+    ).fetchone()
+    assert row == {"note": True, "default_page": 50, "ops_page": 200, "glob": True}
+
+
+def test_an_unknown_limit_name_is_a_programming_error(db):
+    with pytest.raises(Exception, match="no input limit named nope"):
+        db.execute("SELECT logic.input_limit('nope')")
 
 
 JOURNAL = "journal@corp.example"
