@@ -318,15 +318,12 @@ def _number(text: str) -> int | float:
     return int(value) if value.is_integer() and abs(value) < 2**63 else value
 
 
-async def read_json_object(
-    request: web.Request, fields: tuple[str, ...] | None = None
-) -> dict[str, Any]:
+async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object; an empty body is `{}`.
 
     The edge for bodies: `application/json` only (415), nesting at most MAX_JSON_DEPTH
     (400), size capped by the app's client_max_size (413), and no string that PostgreSQL
-    text cannot hold (400). With `fields`, any other field is 422 unknown_field (bodies
-    passed whole to SQL are checked there).
+    text cannot hold (400). Its fields are read and checked in SQL (logic/06_input.sql).
     """
     raw = await request.read()
     if not raw.strip():
@@ -348,13 +345,6 @@ async def read_json_object(
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
     _check_json_text(body)
-    unknown = sorted(set(body) - set(fields)) if fields is not None else []
-    if unknown:
-        raise ApiError(
-            422,
-            "unknown_field",
-            f"Unknown field {unknown[0]}; expected {', '.join(fields or ())}.",
-        )
     return body
 
 
@@ -364,28 +354,6 @@ async def read_json_patch(request: web.Request) -> dict[str, Any]:
     if not body:
         raise ApiError(422, "no_changes", "Send at least one field to change.")
     return body
-
-
-def optional_str(body: dict[str, Any], field: str) -> str | None:
-    value = body.get(field)
-    if value is not None and not isinstance(value, str):
-        raise ApiError(422, f"invalid_{field}", f"{field} must be a string.")
-    return value
-
-
-def required_str(body: dict[str, Any], field: str) -> str:
-    value = optional_str(body, field)
-    if value is None:
-        raise ApiError(422, f"invalid_{field}", f"{field} is required.")
-    return value
-
-
-def required_uuid(body: dict[str, Any], field: str) -> str:
-    value = required_str(body, field)
-    try:
-        return str(uuid.UUID(value))
-    except ValueError as exc:
-        raise ApiError(422, f"invalid_{field}", f"{field} must be a UUID.") from exc
 
 
 def declared(route: Route) -> Handler:

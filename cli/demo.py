@@ -222,7 +222,8 @@ def seed_organization(database_url: str) -> dict[str, Any]:
             ).fetchone()
             if row is None:
                 row = conn.execute(
-                    "SELECT (api.queue_create(%s, %s))->>'id' AS id", [name, description]
+                    "SELECT api.queue_create(%s)->>'id' AS id",
+                    [Jsonb({"name": name, "description": description})],
                 ).fetchone()
             queue_ids[name] = str(row["id"])
         for pattern in ALLOWLIST:

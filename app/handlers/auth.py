@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from aiohttp import web
+from psycopg.types.json import Jsonb
 
 from app.apidoc import Doc, json_body, ok
 from app.errors import ApiError
@@ -15,10 +16,7 @@ from app.http import (
     Route,
     anonymous_sql_json,
     json_text,
-    optional_str,
     read_json_object,
-    required_str,
-    required_uuid,
     respond_sql,
     sql_json,
 )
@@ -50,16 +48,14 @@ async def dev_login(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     if not settings.allow_dev_login:
         raise ApiError(404, "not_found", "Not Found")
-    body = await read_json_object(request, ("email", "organization_name", "role"))
+    body = await read_json_object(request)
     token = new_session_token()
     async with request.app[POOL].connection() as conn:
         text = await anonymous_sql_json(
             conn,
-            "api.dev_login(%s, %s, %s, %s, %s, %s, %s, %s)",
+            "api.dev_login(%s, %s, %s, %s, %s, %s)",
             [
-                required_str(body, "email"),
-                required_str(body, "organization_name"),
-                optional_str(body, "role"),
+                Jsonb(body),
                 session_token_hash(settings, token),
                 settings.session_ttl_seconds,
                 request.headers.get("User-Agent", ""),
@@ -90,10 +86,8 @@ async def logout(request: web.Request) -> web.Response:
 
 async def switch_org(request: web.Request) -> web.Response:
     """Move the session to another organisation the user belongs to."""
-    body = await read_json_object(request, ("organization_id",))
-    return await respond_sql(
-        request, "api.switch_org(%s)", [required_uuid(body, "organization_id")]
-    )
+    body = await read_json_object(request)
+    return await respond_sql(request, "api.switch_org(%s)", [Jsonb(body)])
 
 
 async def me(request: web.Request) -> web.Response:

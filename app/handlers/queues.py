@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from aiohttp import web
+from psycopg.types.json import Jsonb
 
 from app.apidoc import Doc, json_body, ok
-from app.http import Route, optional_str, read_json_object, required_str, respond_sql
+from app.http import Route, read_json_object, respond_sql
 
 
 async def list_queues(request: web.Request) -> web.Response:
@@ -15,12 +16,8 @@ async def list_queues(request: web.Request) -> web.Response:
 
 async def create_queue(request: web.Request) -> web.Response:
     """Create a queue (admin)."""
-    body = await read_json_object(request, ("name", "description"))
-    return await respond_sql(
-        request,
-        "api.queue_create(%s, %s)",
-        [required_str(body, "name"), optional_str(body, "description")],
-    )
+    body = await read_json_object(request)
+    return await respond_sql(request, "api.queue_create(%s)", [Jsonb(body)])
 
 
 ROUTES: tuple[Route, ...] = (

@@ -27,7 +27,6 @@ from app.http import (
     query_limit,
     read_json_object,
     read_json_patch,
-    required_str,
     respond_sql,
     sql_json,
 )
@@ -80,10 +79,8 @@ async def update_ticket(request: web.Request) -> web.Response:
 async def add_note(request: web.Request) -> web.Response:
     """Add an internal note (agent)."""
     ticket_id = path_id(request, "ticket_id")
-    body = await read_json_object(request, ("body",))
-    return await respond_sql(
-        request, "api.ticket_add_note(%s, %s)", [ticket_id, required_str(body, "body")]
-    )
+    body = await read_json_object(request)
+    return await respond_sql(request, "api.ticket_add_note(%s, %s)", [ticket_id, Jsonb(body)])
 
 
 async def _chunks(stream: BlobStream) -> AsyncIterator[bytes]:

@@ -37,24 +37,30 @@ COMMENT ON FUNCTION api.begin_request(bytea, text, text) IS
     'admin) and set the transaction''s tenant context. Raises 401/403 API errors.';
 
 CREATE FUNCTION api.dev_login(
-    p_email text, p_organization_name text, p_role text, p_token_hash bytea,
+    p_body jsonb, p_token_hash bytea,
     p_ttl_seconds integer, p_user_agent text, p_client_ip text, p_request_id text
 ) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_email text := lower(btrim(p_email));
-    v_org_name text := logic.require_text(p_organization_name, 'organization_name',
-                                            logic.input_limit('organization_name'));
+    v_email text;
+    v_org_name text;
+    v_requested_role text;
     v_org core.organizations;
     v_user core.users;
     v_role core.member_role;
     v_session core.sessions;
     v_org_created boolean := false;
 BEGIN
+    PERFORM logic.reject_unknown_fields(p_body, ARRAY['email', 'organization_name', 'role'],
+                                        'a login');
+    v_email := lower(btrim(logic.json_text_field(p_body, 'email')));
+    v_org_name := logic.require_text(logic.json_text_field(p_body, 'organization_name'),
+                                     'organization_name', logic.input_limit('organization_name'));
+    v_requested_role := logic.json_text_field(p_body, 'role');
     IF NOT logic.is_email_address(v_email) THEN
         PERFORM logic.fail(422, 'invalid_email', 'email must be an address like agent@example.com');
     END IF;
-    IF p_role IS NOT NULL AND p_role NOT IN ('admin', 'agent', 'viewer') THEN
+    IF v_requested_role IS NOT NULL AND v_requested_role NOT IN ('admin', 'agent', 'viewer') THEN
         PERFORM logic.fail(422, 'invalid_role', 'role must be admin, agent or viewer');
     END IF;
 
@@ -75,10 +81,10 @@ BEGIN
     -- the (development-only) login asks for a role.
     INSERT INTO core.memberships (organization_id, user_id, role)
     VALUES (v_org.id, v_user.id,
-            coalesce(p_role::core.member_role,
+            coalesce(v_requested_role::core.member_role,
                      CASE WHEN v_org_created THEN 'admin' ELSE 'agent' END::core.member_role))
     ON CONFLICT (organization_id, user_id)
-        DO UPDATE SET role = coalesce(p_role::core.member_role, memberships.role)
+        DO UPDATE SET role = coalesce(v_requested_role::core.member_role, memberships.role)
     RETURNING role INTO v_role;
 
     INSERT INTO core.sessions (token_hash, user_id, organization_id, expires_at,
@@ -96,8 +102,8 @@ BEGIN
     RETURN logic.session_json(v_session, v_role);
 END
 $$;
-COMMENT ON FUNCTION api.dev_login(text, text, text, bytea, integer, text, text, text) IS
-    'Development login: find or create the organisation, user and membership, open a session '
+COMMENT ON FUNCTION api.dev_login(jsonb, bytea, integer, text, text, text) IS
+    'Development login ({email, organization_name, role?}): find or create the organisation, user and membership, open a session '
     'whose token HMAC is p_token_hash. The HTTP layer exposes it only with ALLOW_DEV_LOGIN.';
 
 CREATE FUNCTION api.me() RETURNS jsonb
@@ -126,26 +132,32 @@ END
 $$;
 COMMENT ON FUNCTION api.logout() IS 'POST /auth/logout: revoke the current session.';
 
-CREATE FUNCTION api.switch_org(p_organization_id uuid) RETURNS jsonb
+CREATE FUNCTION api.switch_org(p_body jsonb) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    v_organization_id uuid;
     v_session core.sessions;
     v_role core.member_role;
 BEGIN
+    PERFORM logic.reject_unknown_fields(p_body, ARRAY['organization_id'], 'the request');
+    v_organization_id := logic.json_uuid_field(p_body, 'organization_id');
+    IF v_organization_id IS NULL THEN
+        PERFORM logic.fail(422, 'invalid_organization_id', 'organization_id is required');
+    END IF;
     SELECT m.role INTO v_role FROM core.memberships m
-    WHERE m.organization_id = p_organization_id AND m.user_id = core.current_user_id();
+    WHERE m.organization_id = v_organization_id AND m.user_id = core.current_user_id();
     IF NOT FOUND THEN
         -- Not revealing whether the organisation exists.
         PERFORM logic.fail(404, 'organization_not_found',
                            'No organization with that id among your memberships.');
     END IF;
-    UPDATE core.sessions SET organization_id = p_organization_id
+    UPDATE core.sessions SET organization_id = v_organization_id
     WHERE id = nullif(current_setting('app.session_id', true), '')::uuid
     RETURNING * INTO v_session;
-    PERFORM logic.audit(p_organization_id, 'auth.switch_org', 'session', v_session.id::text,
+    PERFORM logic.audit(v_organization_id, 'auth.switch_org', 'session', v_session.id::text,
         jsonb_build_object('from', current_setting('app.org_id', true)));
     RETURN logic.session_json(v_session, v_role);
 END
 $$;
-COMMENT ON FUNCTION api.switch_org(uuid) IS
-    'POST /auth/switch-org: move the current session to another organisation of the user.';
+COMMENT ON FUNCTION api.switch_org(jsonb) IS
+    'POST /auth/switch-org {organization_id}: move the current session to another organisation of the user.';

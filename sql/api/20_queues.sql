@@ -14,15 +14,20 @@ $$;
 COMMENT ON FUNCTION api.queue_list() IS
     'GET /queues: the organisation''s queues by name (row-level security does the scoping).';
 
-CREATE FUNCTION api.queue_create(p_name text, p_description text) RETURNS jsonb
+CREATE FUNCTION api.queue_create(p_body jsonb) RETURNS jsonb
     LANGUAGE plpgsql AS $$
 DECLARE
-    v_name text := logic.require_text(p_name, 'name', logic.input_limit('queue_name'));
+    v_name text;
+    v_description text;
     v_queue core.queues;
 BEGIN
-    PERFORM logic.max_length(p_description, 'description', 'queue_description');
+    PERFORM logic.reject_unknown_fields(p_body, ARRAY['name', 'description'], 'a queue');
+    v_name := logic.require_text(logic.json_text_field(p_body, 'name'), 'name',
+                                 logic.input_limit('queue_name'));
+    v_description := logic.max_length(logic.json_text_field(p_body, 'description'),
+                                      'description', 'queue_description');
     INSERT INTO core.queues (organization_id, name, description, created_by)
-    VALUES (core.current_org_id(), v_name, coalesce(p_description, ''), core.current_user_id())
+    VALUES (core.current_org_id(), v_name, coalesce(v_description, ''), core.current_user_id())
     ON CONFLICT (organization_id, lower(name)) DO NOTHING
     RETURNING * INTO v_queue;
     IF NOT FOUND THEN
@@ -33,6 +38,6 @@ BEGIN
     RETURN api.queue_json(v_queue);
 END
 $$;
-COMMENT ON FUNCTION api.queue_create(text, text) IS
-    'POST /queues: create a queue in the current organisation; 409 queue_exists on a '
+COMMENT ON FUNCTION api.queue_create(jsonb) IS
+    'POST /queues {name, description?}: create a queue in the current organisation; 409 queue_exists on a '
     'case-insensitive name clash.';

@@ -142,14 +142,16 @@ COMMENT ON FUNCTION api.ticket_update(bigint, jsonb) IS
     'no_changes / unknown_field / invalid_<field> / conflicting_assignees / '
     'assignee_user_not_found / assignee_queue_not_found; 404; 409 ticket_merged.';
 
-CREATE FUNCTION api.ticket_add_note(p_ticket_id bigint, p_body text) RETURNS jsonb
+CREATE FUNCTION api.ticket_add_note(p_ticket_id bigint, p_note jsonb) RETURNS jsonb
     LANGUAGE plpgsql AS $$
 DECLARE
-    -- Any whitespace, not only spaces (btrim's default): a note of blank lines is empty.
-    v_body text := regexp_replace(p_body, '^\s+|\s+$', '', 'g');
+    v_body text;
     v_ticket core.tickets;
     v_note core.ticket_notes;
 BEGIN
+    PERFORM logic.reject_unknown_fields(p_note, ARRAY['body'], 'a note');
+    -- Any whitespace, not only spaces (btrim's default): a note of blank lines is empty.
+    v_body := regexp_replace(logic.json_text_field(p_note, 'body'), '^\s+|\s+$', '', 'g');
     IF v_body IS NULL OR v_body = '' THEN
         PERFORM logic.fail(422, 'invalid_body', 'body is required');
     END IF;
@@ -169,6 +171,6 @@ BEGIN
                               'created_at', v_note.created_at);
 END
 $$;
-COMMENT ON FUNCTION api.ticket_add_note(bigint, text) IS
-    'POST /tickets/{id}/notes: an internal note (1..20000 characters, trimmed) by the current '
+COMMENT ON FUNCTION api.ticket_add_note(bigint, jsonb) IS
+    'POST /tickets/{id}/notes {body}: an internal note (trimmed, within the note_body limit) by the current '
     'user; writes a `note_added` event and moves last_activity_at. 422 invalid_body, 404, 409.';
