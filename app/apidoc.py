@@ -109,6 +109,24 @@ EMAIL = {
     "pattern": "^ *[^@\\s]+@[^@\\s]+\\.[^@\\s]+ *$",
 }
 
+# The values of the database's enum types (migrations/, schema core) that the document
+# lists; tests/sql/test_rules.py keeps them equal to enum_range of each type.
+DATABASE_ENUMS: dict[str, tuple[str, ...]] = {
+    "member_role": ("viewer", "agent", "admin"),
+    "mailbox_state": ("active", "needs_reconnect", "disabled"),
+    "ticket_status": ("new", "open", "pending", "resolved", "closed", "spam"),
+    "ticket_priority": ("low", "normal", "high", "urgent"),
+}
+
+
+def enum_of(type_name: str, nullable: bool = False) -> dict[str, Any]:
+    """A string of database enum type `type_name` (or null when `nullable`)."""
+    values: list[Any] = list(DATABASE_ENUMS[type_name])
+    if nullable:
+        return {"enum": [*values, None]}
+    return {"type": "string", "enum": values}
+
+
 STR = {"type": "string"}
 NSTR = {"type": ["string", "null"]}
 INT = {"type": "integer"}
@@ -120,7 +138,7 @@ TS = {"type": "string", "format": "date-time"}
 NTS = {"type": ["string", "null"], "format": "date-time"}
 OBJ = {"type": "object"}
 STR_LIST = {"type": "array", "items": STR}
-ROLE = {"type": "string", "enum": ["viewer", "agent", "admin"]}
+ROLE = enum_of("member_role")
 NBOOL = {"type": ["boolean", "null"]}
 
 

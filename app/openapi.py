@@ -36,6 +36,7 @@ from app.apidoc import (
     TS,
     UUID,
     Doc,
+    enum_of,
 )
 from app.apidoc import both as _both
 from app.apidoc import list_of as _list_of
@@ -111,7 +112,7 @@ SCHEMAS: dict[str, Any] = {
         {
             "email": EMAIL,
             "organization_name": _text(INPUT_LIMITS["organization_name"]),
-            "role": {"enum": ["viewer", "agent", "admin", None]},
+            "role": enum_of("member_role", nullable=True),
         },
         ("email", "organization_name"),
     ),
@@ -142,7 +143,7 @@ SCHEMAS: dict[str, Any] = {
             "email": STR,
             "provider": {"type": "string", "enum": ["gmail", "mbox"]},
             "display_name": STR,
-            "state": {"type": "string", "enum": ["active", "needs_reconnect", "disabled"]},
+            "state": enum_of("mailbox_state"),
             "enabled": BOOL,
             "connected": {**BOOL, "description": "A refresh token is stored."},
             "granted_scopes": STR_LIST,
@@ -217,7 +218,7 @@ SCHEMAS: dict[str, Any] = {
         {
             "mailbox_id": UUID,
             "email": STR,
-            "state": {"type": "string", "enum": ["active", "needs_reconnect", "disabled"]},
+            "state": enum_of("mailbox_state"),
             "enabled": BOOL,
             "cursor": NSTR,
             "backfill": _ref("Backfill"),
@@ -266,7 +267,7 @@ SCHEMAS: dict[str, Any] = {
         {
             "assign_queue_id": NUUID,
             "assign_user_id": NUUID,
-            "set_status": {"enum": ["new", "open", "pending", "resolved", "closed", "spam", None]},
+            "set_status": enum_of("ticket_status", nullable=True),
             "auto_close": BOOL,
             "drop": BOOL,
             "add_tags": STR_LIST,
@@ -309,9 +310,7 @@ SCHEMAS: dict[str, Any] = {
                     **NUUID,
                     "description": "A member of this organisation (else 422 unknown_user).",
                 },
-                "set_status": {
-                    "enum": ["new", "open", "pending", "resolved", "closed", "spam", None]
-                },
+                "set_status": enum_of("ticket_status", nullable=True),
                 "auto_close": NBOOL,
                 "drop": NBOOL,
                 "add_tags": {
@@ -434,11 +433,8 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     # ---- tickets
-    "TicketStatus": {
-        "type": "string",
-        "enum": ["new", "open", "pending", "resolved", "closed", "spam"],
-    },
-    "TicketPriority": {"type": "string", "enum": ["low", "normal", "high", "urgent"]},
+    "TicketStatus": enum_of("ticket_status"),
+    "TicketPriority": enum_of("ticket_priority"),
     "UserRef": _nullable(_object({"user_id": UUID, "email": NSTR, "display_name": NSTR})),
     "Ticket": _object(
         {
@@ -589,7 +585,7 @@ SCHEMAS: dict[str, Any] = {
         {
             "mailbox_id": UUID,
             "email": STR,
-            "state": {"type": "string", "enum": ["active", "needs_reconnect", "disabled"]},
+            "state": enum_of("mailbox_state"),
             "enabled": BOOL,
             "paused_until": NTS,
             "pause_reason": NSTR,

@@ -44,6 +44,14 @@ def test_the_openapi_email_schema_mirrors_the_email_rule(db):
         assert (bool(python.match(address)) and len(address) <= email["maxLength"]) is valid
 
 
+@pytest.mark.parametrize("type_name", sorted(apidoc.DATABASE_ENUMS))
+def test_the_documents_enums_are_the_databases(db, type_name):
+    row = db.execute(
+        f"SELECT enum_range(NULL::core.{type_name})::text[] AS labels"  # names from a fixed map
+    ).fetchone()
+    assert tuple(row["labels"]) == apidoc.DATABASE_ENUMS[type_name]
+
+
 def test_the_documents_input_limits_are_the_databases(db):
     row = db.execute("SELECT logic.input_limits() AS limits").fetchone()
     assert row["limits"] == apidoc.INPUT_LIMITS
