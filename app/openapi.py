@@ -75,6 +75,10 @@ SCHEMAS: dict[str, Any] = {
             "pipeline": _object(
                 {
                     "status": {"type": "string", "enum": ["ok", "degraded"]},
+                    "problems": {
+                        **STR_LIST,
+                        "description": "What makes the pipeline degraded, in words.",
+                    },
                     "workers_alive": {**INT, "description": "Workers with a recent heartbeat."},
                     "stuck_jobs": {**INT, "description": "Dead workers' jobs not yet recovered."},
                     "mailboxes": {

@@ -37,30 +37,16 @@ async def readyz(request: web.Request) -> web.Response:
         # Only once the code is known to be this build's: its function exists.
         cursor = await conn.execute("SELECT api.pipeline_health() AS pipeline")
         pipeline = (await cursor.fetchone())["pipeline"]
-    problems = pipeline_problems(pipeline)
-    if scope == "pipeline" and problems:
-        raise ApiError(503, "pipeline_degraded", "; ".join(problems) + ".")
+    if scope == "pipeline" and pipeline["problems"]:
+        raise ApiError(503, "pipeline_degraded", "; ".join(pipeline["problems"]) + ".")
     return web.json_response(
         {
             "status": "ready",
             "migrations": len(status["migrations"]),
             "code_hash": status["code_hash"],
-            "pipeline": {**pipeline, "status": "degraded" if problems else "ok"},
+            "pipeline": pipeline,
         }
     )
-
-
-def pipeline_problems(pipeline: dict) -> list[str]:
-    """What keeps ingestion from running by itself, in words (empty when nothing does)."""
-    problems = []
-    if pipeline["workers_alive"] == 0:
-        problems.append("no worker is alive")
-    if pipeline["stuck_jobs"]:
-        problems.append(f"{pipeline['stuck_jobs']} job(s) held by dead workers")
-    for health in ("stuck", "stalled", "lagging"):
-        if count := pipeline["mailboxes"].get(health):
-            problems.append(f"{count} mailbox(es) {health}")
-    return problems
 
 
 ROUTES: tuple[Route, ...] = (

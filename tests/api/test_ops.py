@@ -175,6 +175,12 @@ async def test_a_mailbox_that_does_not_sync_says_why(login, db):
     assert pipeline["stuck_jobs"] == 1
     assert pipeline["workers_alive"] == 0
     assert pipeline["mailboxes"] == {"ok": 1, "stalled": 1, "stuck": 1}
+    assert pipeline["problems"] == [
+        "no worker is alive",
+        "1 job(s) held by dead workers",
+        "1 mailbox(es) stuck",
+        "1 mailbox(es) stalled",
+    ]
     probe = await admin.get("/readyz?scope=pipeline")
     assert probe.status == 503
     body = await probe.json()
