@@ -5,7 +5,13 @@ paths and JSON field names, so google-api-python-client can talk to it unmodifie
 
     GET  gmail/v1/users/{userId}/profile
     GET  gmail/v1/users/{userId}/messages            (maxResults, pageToken, includeSpamTrash,
-                                                      labelIds; q is refused: not emulated)
+                                                      labelIds; q: only rfc822msgid:<id>,
+                                                      any other search is refused)
+    POST gmail/v1/users/{userId}/messages/send       ({"raw", "threadId"}: the message is
+                                                      stored in the sender's mailbox with
+                                                      label SENT and journaled)
+    GET  gmail/v1/users/{userId}/settings/sendAs     (the primary address and the aliases
+                                                      added with add_send_as)
     GET  gmail/v1/users/{userId}/messages/{id}       (format=raw|minimal|metadata)
     GET  gmail/v1/users/{userId}/history             (startHistoryId, pageToken, maxResults,
                                                       historyTypes, labelId)
@@ -66,7 +72,24 @@ The contract it holds clients to, and the documentation it is read from:
   completely, state changes and counters included, then the connection closes without
   the answer), for direct requests, whole batches and single batch parts.
   `on_request(hook)` runs code after each request is processed, e.g. to deliver mail
-  between the pages of a walk the pipeline drives itself.
+  between the pages of a walk the pipeline drives itself. A send whose answer is lost
+  (`FaultRule("send", action="lose_response")`) is a send Gmail accepted: the message is
+  in the mailbox, the client saw a dropped connection.
+- messages.send (reference "users.messages.send", guide "Sending Email"): the body is a
+  Message with `raw` (base64url RFC 2822) and optionally `threadId`; the answer is the new
+  Message resource's id, threadId and labelIds ["SENT"]. A message without a recipient is
+  400 "Recipient address required"; a threadId unknown to the mailbox is 404. The message
+  joins the given thread only when, as the reference requires, its References or
+  In-Reply-To name a message of that thread and its Subject matches; otherwise it threads
+  by its references as received mail does. A From that is neither the account's address
+  nor an accepted send-as alias is rewritten to the account's address (Gmail sends as the
+  authenticated user). Workspace journaling is emulated: with `journal_address` set, a copy
+  of every sent message is delivered to that mailbox (label INBOX) unless it is the sender.
+- settings.sendAs.list: {"sendAs": [...]}, the primary address first (isPrimary, isDefault,
+  no verificationStatus: it only applies to custom "from" aliases), then the aliases with
+  their verificationStatus (accepted or pending) and treatAsAlias.
+- messages.list q: only `rfc822msgid:<id>` (with or without angle brackets) is emulated; it
+  matches messages whose Message-ID header is that id.
 
 Manual use: `python -m devtools.fake_gmail --eml-dir DIR --user EMAIL --port 8085`.
 """
@@ -76,6 +99,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import binascii
 import bisect
 import contextlib
 import datetime
@@ -113,6 +137,8 @@ ENDPOINT_KINDS = (
     "batch",
     "token",
     "batch_part",
+    "send",
+    "send_as",
     "any",
 )
 # users.watch: a watch lasts 7 days unless renewed; topics look like this.
@@ -148,8 +174,11 @@ _REASON_PHRASES = {
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _API_PATH_RE = re.compile(
     r"^/?gmail/v1/users/(?P<user>[^/]+)/(?:(?P<profile>profile)|(?P<history>history)"
-    r"|(?P<watch>watch)|(?P<stop>stop)|messages(?:/(?P<message_id>[^/]+))?)$"
+    r"|(?P<watch>watch)|(?P<stop>stop)|(?P<send_as>settings/sendAs)|(?P<send>messages/send)"
+    r"|messages(?:/(?P<message_id>[^/]+))?)$"
 )
+_RFC822MSGID_RE = re.compile(r"^\s*rfc822msgid:\s*<?([^<>\s]+)>?\s*$", re.IGNORECASE)
+_SUBJECT_PREFIX_RE = re.compile(r"^\s*((re|fwd?|aw|sv)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 # Gives fake ids the look of real ones (16 hex digits) while staying ordered.
 _ID_BASE = 0x18C0_0000_0000_0000
 # Synthetic clock for messages without a usable Date header: 2024-01-01, one second apart.
@@ -187,6 +216,10 @@ def _api_kind(path: str) -> tuple[str, str | None]:
         return "history", None
     if match["watch"] or match["stop"]:
         return ("watch" if match["watch"] else "stop"), None
+    if match["send"]:
+        return "send", None
+    if match["send_as"]:
+        return "send_as", None
     if match["message_id"]:
         return "get", match["message_id"]
     return "list", None
@@ -278,6 +311,8 @@ class FakeMailbox:
     # users.watch: the topic changes are published to, until the expiration (epoch ms).
     watch_topic: str | None = None
     watch_expiration_ms: int = 0
+    # settings.sendAs: custom "from" aliases, address -> SendAs resource.
+    send_as: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # The last listing built per include_spam_trash, with the state it was built from: every
     # change to the mailbox moves history_id, so a page of a long backfill does not sort the
@@ -438,6 +473,8 @@ class FakeGmail:
         self.request_hooks: list[Callable[[RequestRecord], object]] = []
         # Pub/Sub: topic -> callables(email, history_id), each a push subscription's publish.
         self.topics: dict[str, list[Callable[[str, int], object]]] = {}
+        # Workspace journaling: every sent message is also delivered to this mailbox.
+        self.journal_address: str | None = None
 
     # ---- mailboxes and messages
 
@@ -502,6 +539,40 @@ class FakeGmail:
                 message.history_id = self._advance(box)
                 self._record(box, kind, message, labels)
             return message_id
+
+    def add_send_as(
+        self,
+        email_address: str,
+        alias: str,
+        *,
+        display_name: str = "",
+        verification_status: str = "accepted",
+    ) -> dict[str, Any]:
+        """Add a custom "from" alias to a mailbox (verification_status accepted or pending)."""
+        if verification_status not in ("accepted", "pending"):
+            raise ValueError(f"unknown verification status {verification_status!r}")
+        with self._lock:
+            box = self.add_mailbox(email_address)
+            resource = {
+                "sendAsEmail": alias,
+                "displayName": display_name,
+                "replyToAddress": "",
+                "signature": "",
+                "isPrimary": False,
+                "isDefault": False,
+                "treatAsAlias": True,
+                "verificationStatus": verification_status,
+            }
+            box.send_as[alias.lower()] = resource
+            return resource
+
+    def sent_messages(self, email_address: str) -> list[FakeMessage]:
+        """The messages of a mailbox that carry label SENT, oldest first."""
+        with self._lock:
+            box = self.mailbox(email_address)
+            return sorted(
+                (m for m in box.messages.values() if "SENT" in m.label_ids), key=lambda m: m.seq
+            )
 
     def advance_history_id(self, email_address: str, by: int = 1) -> int:
         """Move the mailbox's historyId without a visible record (as drafts or settings
@@ -794,7 +865,7 @@ class FakeGmail:
         if match is None:
             return "any", None, _Response(404, gmail_error_body(404, f"Not Found: {path}"))
         kind, message_id = _api_kind(path)
-        if method != ("POST" if kind in ("watch", "stop") else "GET"):
+        if method != ("POST" if kind in ("watch", "stop", "send") else "GET"):
             return kind, message_id, _Response(405, gmail_error_body(400, "Method not allowed"))
         who = self._authenticate(authorization)
         if isinstance(who, _Response):
@@ -821,6 +892,11 @@ class FakeGmail:
                 elif kind == "stop":
                     box.watch_topic, box.watch_expiration_ms = None, 0
                     response = _Response(204, {})
+                elif kind == "send":
+                    response = self._send(box, body)
+                elif kind == "send_as":
+                    self._token_query(params, 0, ())
+                    response = _Response(200, self._send_as_list(box))
                 else:
                     response = self._history(box, params)
             except _BadRequest as error:
@@ -843,15 +919,22 @@ class FakeGmail:
         include_spam_trash = _bool_param(params, "includeSpamTrash", default=False)
         label_ids = tuple(sorted({label for label in params.get("labelIds", []) if label}))
         q = _param(params, "q", "")
+        wanted_message_id = None
         if q.strip():
-            # Gmail's search syntax is not emulated; refusing beats ignoring the filter.
-            raise _BadRequest("The fake Gmail server does not support q", "q")
+            msgid = _RFC822MSGID_RE.match(q)
+            if msgid is None:
+                # Gmail's search syntax is not emulated beyond rfc822msgid:; refusing beats
+                # ignoring the filter.
+                raise _BadRequest("The fake Gmail server supports only q=rfc822msgid:<id>", "q")
+            wanted_message_id = f"<{msgid.group(1)}>"
         query = self._token_query(
             params,
             max_results,
             (("includeSpamTrash", include_spam_trash), ("labelIds", label_ids), ("q", q)),
         )
         listing = box.listing(include_spam_trash)
+        if wanted_message_id is not None:
+            listing = [m for m in listing if _own_message_id(m.raw) == wanted_message_id]
         if label_ids:
             wanted = set(label_ids)
             listing = [m for m in listing if wanted <= set(m.label_ids)]
@@ -875,6 +958,100 @@ class FakeGmail:
         if not page:
             del body["messages"]
         return _Response(200, body)
+
+    def _send_as_list(self, box: FakeMailbox) -> dict[str, Any]:
+        primary = {
+            "sendAsEmail": box.email,
+            "displayName": "",
+            "replyToAddress": "",
+            "signature": "",
+            "isPrimary": True,
+            "isDefault": True,
+        }
+        return {"sendAs": [primary, *(dict(alias) for alias in box.send_as.values())]}
+
+    def _send(self, box: FakeMailbox, body: bytes) -> _Response:
+        """users.messages.send: store in the sender's mailbox (SENT), journal a copy."""
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError as error:
+            raise _BadRequest("Invalid JSON payload received.") from error
+        if not isinstance(request, dict) or not isinstance(request.get("raw"), str):
+            raise _BadRequest(
+                "'raw' RFC822 payload message string or uploading message via "
+                "/upload/* URL required"
+            )
+        unknown = sorted(set(request) - {"raw", "threadId", "labelIds", "id", "snippet"})
+        if unknown:
+            raise _BadRequest(f'Invalid JSON payload received. Unknown name "{unknown[0]}"')
+        try:
+            text = request["raw"]
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (ValueError, binascii.Error) as error:
+            raise _BadRequest("Invalid value for ByteString") from error
+        headers = _parse_headers(raw)
+        if headers is None or not any(
+            email.utils.getaddresses(headers.get_all(name, [])) for name in ("To", "Cc", "Bcc")
+        ):
+            raise _BadRequest("Recipient address required")
+        raw = self._sender_from(box, raw, headers)
+        thread_id = request.get("threadId")
+        if thread_id is not None:
+            members = [m for m in box.messages.values() if m.thread_id == thread_id]
+            if not members:
+                return _Response(404, gmail_error_body(404, "Requested entity was not found."))
+            if not _may_join_thread(members, headers):
+                thread_id = None
+        message_id = self._store(box, raw, ["SENT"], thread_id)
+        message = box.messages[message_id]
+        journal = self.journal_address
+        if journal is not None and journal.lower() != box.email.lower():
+            self._store(self.add_mailbox(journal), raw, ["INBOX"], None)
+        return _Response(
+            200, {"id": message.id, "threadId": message.thread_id, "labelIds": ["SENT"]}
+        )
+
+    @staticmethod
+    def _sender_from(box: FakeMailbox, raw: bytes, headers: Any) -> bytes:
+        """Gmail sends as the account: a From it may not use becomes the account's address."""
+        senders = email.utils.getaddresses(headers.get_all("From", []))
+        allowed = {box.email.lower()} | {
+            address
+            for address, alias in box.send_as.items()
+            if alias.get("verificationStatus") == "accepted"
+        }
+        if senders and senders[0][1].lower() in allowed:
+            return raw
+        head, separator, rest = raw.partition(b"\r\n\r\n")
+        if not separator:
+            head, separator, rest = raw.partition(b"\n\n")
+        lines = re.sub(rb"(?im)^From:.*(?:\r?\n[ \t].*)*\r?\n?", b"", head + b"\r\n")
+        return b"From: " + box.email.encode() + b"\r\n" + lines.rstrip(b"\r\n") + separator + rest
+
+    def _store(
+        self, box: FakeMailbox, raw: bytes, label_ids: list[str], thread_id: str | None
+    ) -> str:
+        """A message arriving in `box` now (a send or a journal copy), with its history."""
+        seq = self._next_seq
+        self._next_seq += 1
+        message_id = f"{_ID_BASE + seq:016x}"
+        headers = _parse_headers(raw)
+        threaded = _thread_for(box, headers, message_id)
+        if thread_id is not None:
+            for own in _MSGID_RE.findall(str(headers.get("Message-ID", "") if headers else "")):
+                box.thread_by_message_id_header[own] = thread_id
+        message = FakeMessage(
+            id=message_id,
+            thread_id=thread_id or threaded,
+            raw=bytes(raw),
+            label_ids=list(label_ids),
+            internal_date_ms=int(time.time() * 1000),
+            history_id=self._advance(box),
+            seq=seq,
+        )
+        box.messages[message_id] = message
+        self._record(box, "messagesAdded", message)
+        return message_id
 
     @staticmethod
     def _get(box: FakeMailbox, message_id: str, params: dict[str, list[str]]) -> _Response:
@@ -1099,6 +1276,29 @@ def _date_header_ms(headers: Any) -> int | None:
     except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
     return millis if millis > 0 else None
+
+
+def _own_message_id(raw: bytes) -> str | None:
+    headers = _parse_headers(raw)
+    found = _MSGID_RE.findall(str(headers.get("Message-ID", ""))) if headers is not None else []
+    return found[0] if found else None
+
+
+def _may_join_thread(members: list[FakeMessage], headers: Any) -> bool:
+    """The reference's criteria for adding a sent message to a thread: its References or
+    In-Reply-To name a message of the thread, and the subjects match (prefixes aside)."""
+    referenced = set(
+        _MSGID_RE.findall(f"{headers.get('In-Reply-To', '')} {headers.get('References', '')}")
+    )
+    subject = _SUBJECT_PREFIX_RE.sub("", str(headers.get("Subject", ""))).strip().lower()
+    for member in members:
+        member_headers = _parse_headers(member.raw)
+        if member_headers is None or _own_message_id(member.raw) not in referenced:
+            continue
+        theirs = _SUBJECT_PREFIX_RE.sub("", str(member_headers.get("Subject", ""))).strip()
+        if theirs.lower() == subject:
+            return True
+    return False
 
 
 def _thread_for(box: FakeMailbox, headers: Any, message_id: str) -> str:

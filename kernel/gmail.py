@@ -38,6 +38,7 @@ from kernel.settings import Settings
 DEFAULT_GMAIL_API_BASE_URL = "https://gmail.googleapis.com/"
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
 GMAIL_READONLY_SCOPE = "https://www.googleapis.com/auth/gmail.readonly"
+GMAIL_SEND_SCOPE = "https://www.googleapis.com/auth/gmail.send"
 # Gmail's guidance: batches larger than 50 requests are likely to be rate limited.
 MAX_BATCH_SIZE = 50
 # 403 reasons Gmail uses for rate limiting (older than its 429 answers).
@@ -70,6 +71,12 @@ class GmailRetriesExhausted(GmailError):
         self.attempts = attempts
         self.waited = waited
         self.last_error = last_error
+
+
+class GmailSendUncertain(GmailError):
+    """messages.send got no usable answer (timeout, dropped connection, 429/5xx): Gmail may
+    or may not have accepted the message. Never retried by the client: the caller asks
+    Gmail (find_by_rfc822msgid) before sending again."""
 
 
 class GmailApiError(GmailError):
@@ -235,6 +242,30 @@ _TRANSPORT_ERRORS = (
 )
 
 
+class _SingleAttemptHttp(httplib2.Http):
+    """An httplib2 transport that sends each request once.
+
+    httplib2 sends a request again when the connection closes before the answer, taking it
+    for a stale keep-alive connection: harmless for a read, a second e-mail for a send
+    (seen against the fake's lost answers). Failures here reach the caller instead.
+    """
+
+    def _conn_request(self, conn, request_uri, method, body, headers):
+        if conn.sock is None:
+            conn.connect()
+        try:
+            conn.request(method, request_uri, body, headers)
+            answer = conn.getresponse()
+            content = answer.read()
+        except BaseException:
+            conn.close()
+            raise
+        response = httplib2.Response(answer)
+        if response.get("content-encoding") in ("gzip", "deflate"):
+            content = httplib2._decompressContent(response, content, self.limit_kwargs)
+        return response, content
+
+
 class GmailClient:
     """A synchronous Gmail reader for one mailbox; see the module docstring."""
 
@@ -265,6 +296,11 @@ class GmailClient:
         self._transport = httplib2.Http(timeout=config.timeout_seconds)
         # AuthorizedHttp refreshes the access token when it expires or on a 401.
         self._http = google_auth_httplib2.AuthorizedHttp(self.credentials, http=self._transport)
+        # Sends go through a transport that never repeats a request (_SingleAttemptHttp).
+        self._send_transport = _SingleAttemptHttp(timeout=config.timeout_seconds)
+        self._send_http = google_auth_httplib2.AuthorizedHttp(
+            self.credentials, http=self._send_transport
+        )
         self._service = build(
             "gmail",
             "v1",
@@ -282,6 +318,7 @@ class GmailClient:
     def close(self) -> None:
         """Close pooled connections."""
         self._transport.close()
+        self._send_transport.close()
 
     def __enter__(self) -> GmailClient:
         return self
@@ -368,6 +405,43 @@ class GmailClient:
     def stop_watch(self) -> None:
         """users.stop: no more push notifications for this mailbox."""
         self._execute("users.stop", lambda: self._users.stop(userId=self.user_id))
+
+    def send_raw(self, raw: bytes, thread_id: str | None = None) -> MessageRef:
+        """users.messages.send of an RFC 5322 message, ONE attempt (a retry could send it
+        twice). Returns (id, threadId). Raises GmailSendUncertain when the outcome is
+        unknown (no answer, 429, 5xx), GmailReconnectRequired when the grant is refused,
+        GmailApiError for a refusal (4xx: the message was not sent)."""
+        body: dict[str, Any] = {"raw": base64.urlsafe_b64encode(raw).decode("ascii")}
+        if thread_id:
+            body["threadId"] = thread_id
+        try:
+            with _translate_errors("users.messages.send"):
+                request = self._messages.send(userId=self.user_id, body=body)
+                answer = request.execute(http=self._send_http, num_retries=0)
+        except _Transient as transient:
+            raise GmailSendUncertain(f"users.messages.send: {transient}") from transient
+        return MessageRef(answer["id"], answer["threadId"])
+
+    def find_by_rfc822msgid(self, message_id: str) -> MessageRef | None:
+        """The message whose Message-ID header is `message_id` in this mailbox, trash and
+        spam included (messages.list with q=rfc822msgid:), or None."""
+        bare = message_id.strip().removeprefix("<").removesuffix(">")
+        body = self._execute(
+            "users.messages.list",
+            lambda: self._messages.list(
+                userId=self.user_id, q=f"rfc822msgid:{bare}", includeSpamTrash=True
+            ),
+        )
+        found = body.get("messages") or []
+        return MessageRef(found[0]["id"], found[0]["threadId"]) if found else None
+
+    def list_send_as(self) -> list[dict[str, Any]]:
+        """users.settings.sendAs.list: the account's primary address and its aliases."""
+        body = self._execute(
+            "users.settings.sendAs.list",
+            lambda: self._users.settings().sendAs().list(userId=self.user_id),
+        )
+        return list(body.get("sendAs", []))
 
     def fetch_raw(self, ids: Iterable[str]) -> dict[str, RawMessage]:
         """Fetch messages in format=raw through batch requests (at most batch_size each).
