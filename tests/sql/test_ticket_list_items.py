@@ -48,7 +48,7 @@ def _link_messages(db, org: str, ticket_id: int, count: int) -> list[int]:
 def _state(db, ticket_id: int) -> dict[str, Any]:
     return db.execute(
         "SELECT t.message_count, t.list_item::jsonb AS item, "
-        "core.ticket_list_item(t)::jsonb AS fresh, "
+        "core.ticket_list_item_stored(t)::jsonb AS fresh, "
         "(SELECT count(*) FROM core.ticket_messages tm WHERE tm.ticket_id = t.id) AS links "
         "FROM core.tickets t WHERE t.id = %s",
         [ticket_id],
