@@ -67,13 +67,14 @@ COMMENT ON FUNCTION api.mailbox_find(uuid, boolean) IS
 
 -- ---------------------------------------------------------------- Gmail connect flow
 
-CREATE FUNCTION api.mailbox_oauth_start(p_state_hash bytea, p_ttl_seconds integer)
+CREATE FUNCTION api.mailbox_oauth_start(p_state_hash bytea, p_ttl_seconds integer,
+                                         p_purpose text DEFAULT 'gmail_journal')
     RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_state core.oauth_states;
 BEGIN
     INSERT INTO core.oauth_states (state_hash, organization_id, user_id, purpose, expires_at)
-    VALUES (p_state_hash, core.current_org_id(), core.current_user_id(), 'gmail_journal',
+    VALUES (p_state_hash, core.current_org_id(), core.current_user_id(), p_purpose,
             now() + make_interval(secs => p_ttl_seconds))
     RETURNING * INTO v_state;
     PERFORM logic.audit(v_state.organization_id, 'mailbox.oauth_start', 'oauth_state',
@@ -83,9 +84,11 @@ BEGIN
     RETURN jsonb_build_object('expires_at', v_state.expires_at);
 END
 $$;
-COMMENT ON FUNCTION api.mailbox_oauth_start(bytea, integer) IS
+COMMENT ON FUNCTION api.mailbox_oauth_start(bytea, integer, text) IS
     'POST /mailboxes/gmail/journal/oauth/start: store a one-time OAuth state (its HMAC only) '
-    'bound to the session''s organisation and user, expiring after p_ttl_seconds.';
+    'bound to the session''s organisation and user and to p_purpose (gmail_journal, '
+    'gmail_journal_send: the journal also sends replies, gmail_sender: a mailbox that only '
+    'sends), expiring after p_ttl_seconds.';
 
 CREATE FUNCTION api.mailbox_oauth_consume_state(p_state_hash bytea) RETURNS jsonb
     LANGUAGE plpgsql AS $$
@@ -109,20 +112,23 @@ BEGIN
         RETURN jsonb_build_object('valid', false, 'code', 'oauth_state_mismatch',
             'detail', 'This OAuth state was started by another user: start the connection again.');
     END IF;
-    IF v_state.purpose <> 'gmail_journal' THEN
+    IF v_state.purpose NOT IN ('gmail_journal', 'gmail_journal_send', 'gmail_sender') THEN
         RETURN jsonb_build_object('valid', false, 'code', 'invalid_oauth_state',
-            'detail', 'This OAuth state is not for connecting a Gmail journal mailbox.');
+            'detail', 'This OAuth state is not for connecting a Gmail mailbox.');
     END IF;
     IF v_state.expires_at <= now() THEN
         RETURN jsonb_build_object('valid', false, 'code', 'oauth_state_expired',
             'detail', 'The sign-in link expired: start the connection again.');
     END IF;
-    RETURN jsonb_build_object('valid', true);
+    RETURN jsonb_build_object('valid', true,
+        'mailbox_purpose', CASE WHEN v_state.purpose = 'gmail_sender' THEN 'sender'
+                                ELSE 'journal' END);
 END
 $$;
 COMMENT ON FUNCTION api.mailbox_oauth_consume_state(bytea) IS
     'GET /mailboxes/gmail/oauth/callback, step 1: consume the OAuth state and return '
-    '{valid, code, detail}: unknown, used, another user''s, or expired states are refused. '
+    '{valid, code, detail, mailbox_purpose}: unknown, used, another user''s, or expired states '
+    'are refused. '
     'Never raises, so the consumption can be committed before anything else happens.';
 
 CREATE FUNCTION api.mailbox_gmail_connect_target(p_email text) RETURNS jsonb
@@ -138,7 +144,8 @@ COMMENT ON FUNCTION api.mailbox_gmail_connect_target(text) IS
 
 CREATE FUNCTION api.mailbox_gmail_connect(
     p_mailbox_id uuid, p_email text, p_encrypted_refresh_token bytea, p_granted_scopes text[],
-    p_watch boolean DEFAULT false  -- push is on (GMAIL_PUBSUB_TOPIC): queue mailbox_watch
+    p_watch boolean DEFAULT false,  -- push is on (GMAIL_PUBSUB_TOPIC): queue mailbox_watch
+    p_purpose text DEFAULT 'journal'  -- sender: only sends replies, never synced
 ) RETURNS jsonb
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -156,12 +163,17 @@ BEGIN
                                           p_encrypted_refresh_token,
                                           coalesce(p_granted_scopes, '{}'),
                                           core.current_user_id());
+    UPDATE core.mailboxes SET purpose = coalesce(p_purpose, 'journal')
+    WHERE id = p_mailbox_id AND purpose IS DISTINCT FROM coalesce(p_purpose, 'journal');
     SELECT * INTO v_mailbox FROM core.mailboxes WHERE id = p_mailbox_id;
 
     -- A new mailbox starts with a full backfill; a reconnected one goes on where it was.
-    v_queued := logic.enqueue_next_sync(v_mailbox);
-    IF p_watch THEN
-        PERFORM logic.enqueue_watch(v_mailbox.id);
+    -- A sender mailbox is never synced.
+    IF v_mailbox.purpose = 'journal' THEN
+        v_queued := logic.enqueue_next_sync(v_mailbox);
+        IF p_watch THEN
+            PERFORM logic.enqueue_watch(v_mailbox.id);
+        END IF;
     END IF;
     v_task := v_queued->>'task';
     v_job_id := (v_queued->>'job_id')::bigint;
@@ -177,11 +189,11 @@ BEGIN
                               'queued', jsonb_build_object('task', v_task, 'job_id', v_job_id));
 END
 $$;
-COMMENT ON FUNCTION api.mailbox_gmail_connect(uuid, text, bytea, text[], boolean) IS
-    'GET /mailboxes/gmail/oauth/callback, step 3: create the Gmail journal mailbox (and queue '
+COMMENT ON FUNCTION api.mailbox_gmail_connect(uuid, text, bytea, text[], boolean, text) IS
+    'GET /mailboxes/gmail/oauth/callback, step 3: create the Gmail mailbox (a journal: queue '
     'its backfill) or store the new token of an existing one (state back to active, sync '
-    'queued), and with p_watch (push on) queue its push watch; audited. Returns {created, '
-    'mailbox, queued}.';
+    'queued), and with p_watch (push on) queue its push watch; p_purpose sender: a mailbox '
+    'that only sends replies, nothing queued; audited. Returns {created, mailbox, queued}.';
 
 CREATE FUNCTION api.mailbox_credentials(p_mailbox_id uuid)
     RETURNS TABLE (organization_id uuid, email text, provider text,

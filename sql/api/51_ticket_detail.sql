@@ -90,12 +90,19 @@ CREATE FUNCTION api.ticket_message_json(p_ticket_id bigint, m core.messages,
             FROM core.message_occurrences o
             JOIN core.mailboxes mb ON mb.id = o.mailbox_id
             WHERE o.message_id = m.id))
+        || jsonb_build_object(
+            'automated', m.automated,
+            'classification', m.classification,
+            'outbound_send', (SELECT logic.outbound_json(ob) FROM core.outbound_messages ob
+                              WHERE ob.message_id = m.id))
 $$;
 COMMENT ON FUNCTION api.ticket_message_json(bigint, core.messages, core.message_contents,
                                             core.ticket_messages) IS
     'A thread message of ticket p_ticket_id in the detail shape: headers, bodies (cid images '
     'rewritten), parse evidence (charsets, skipped parts, why the body is empty), direction, stitch {reason, confidence, evidence}, attachments (metadata and '
-    'download_url) and occurrences with their recipient evidence.';
+    'download_url), occurrences with their recipient evidence, automated (auto_reply, bounce) '
+    'with its classification evidence, and outbound_send (the send state of a reply the '
+    'product sent, else null).';
 
 CREATE FUNCTION api.ticket_detail(p_ticket_id bigint) RETURNS jsonb
     LANGUAGE plpgsql STABLE AS $$

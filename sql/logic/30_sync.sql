@@ -4,6 +4,7 @@
 CREATE FUNCTION logic.sync_blocked_reason(m core.mailboxes) RETURNS text
     LANGUAGE sql STABLE AS $$
     SELECT CASE
+        WHEN m.purpose = 'sender' THEN 'sender'
         WHEN NOT m.enabled THEN 'disabled'
         WHEN m.state = 'needs_reconnect' THEN 'needs_reconnect'
         WHEN m.state = 'disabled' THEN 'disabled'
@@ -11,7 +12,8 @@ CREATE FUNCTION logic.sync_blocked_reason(m core.mailboxes) RETURNS text
     END
 $$;
 COMMENT ON FUNCTION logic.sync_blocked_reason(core.mailboxes) IS
-    'Why a mailbox may not sync now (disabled, needs_reconnect, paused), or NULL.';
+    'Why a mailbox may not sync now (sender: connected only to send replies, never ingested; '
+    'disabled, needs_reconnect, paused), or NULL.';
 GRANT EXECUTE ON FUNCTION logic.sync_blocked_reason(core.mailboxes) TO ticketing_api;
 
 CREATE FUNCTION logic.require_mailbox(p_mailbox_id uuid) RETURNS void

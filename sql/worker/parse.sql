@@ -97,6 +97,17 @@ BEGIN
         FROM created c,
              jsonb_array_elements_text(coalesce(c.p->'references', '[]'))
                  WITH ORDINALITY AS r(ref, n)
+        UNION ALL
+        -- A delivery report threads on the message it reports on (its embedded copy's
+        -- Message-ID), as the newest reference, unless it names it already.
+        SELECT c.org, c.id, 'references', jsonb_array_length(coalesce(c.p->'references', '[]')),
+               c.p->'parse_evidence'->'delivery_report'->>'original_message_id'
+        FROM created c
+        WHERE c.p->'parse_evidence'->'delivery_report'->>'original_message_id' IS NOT NULL
+          AND NOT coalesce(c.p->'references', '[]')
+                  ? (c.p->'parse_evidence'->'delivery_report'->>'original_message_id')
+          AND NOT coalesce(c.p->'in_reply_to', '[]')
+                  ? (c.p->'parse_evidence'->'delivery_report'->>'original_message_id')
     )
     SELECT coalesce(array_agg(c.id), '{}') INTO v_created FROM created c;
 
@@ -139,6 +150,21 @@ BEGIN
         END IF;
     END IF;
 
+    -- What each new message is, decided from its sender and stored headers
+    -- (logic.classify_message): outbound when the organisation sent it, auto-reply or
+    -- delivery report; the reasons are its classification evidence. A delivery report about
+    -- one of our replies fails that reply.
+    IF cardinality(v_created) > 0 THEN
+        UPDATE core.messages m
+        SET direction = k.v->>'direction', automated = k.v->>'automated', classification = k.v
+        FROM (SELECT m2.id, logic.classify_message(m2.organization_id, m2.from_address,
+                                                   c.headers, c.parse_evidence) AS v
+              FROM core.messages m2 JOIN core.message_contents c ON c.message_id = m2.id
+              WHERE m2.id = ANY (v_created)) k
+        WHERE m.id = k.id;
+        PERFORM worker.outbound_record_bounces(v_created);
+    END IF;
+
     -- Each occurrence joins its canonical message (the product's minted one, else the one
     -- with its signature) with its recipient evidence.
     WITH items AS (
@@ -178,5 +204,6 @@ $$;
 COMMENT ON FUNCTION worker.record_parsed(uuid, jsonb, jsonb) IS
     'occurrence_parse: link each parsed occurrence to its canonical message (found or created '
     'under the unique strict signature; the product''s minted Message-IDs; collision groups '
-    'for near-duplicates), store recipient evidence, record failures with their reason, '
-    'queue stitching of the parsed ones.';
+    'for near-duplicates; direction, auto-reply and delivery report by logic.classify_message, '
+    'failing a reply a delivery report names), store recipient evidence, record failures with '
+    'their reason, queue stitching of the parsed ones.';

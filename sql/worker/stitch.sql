@@ -346,10 +346,11 @@ BEGIN
                              ELSE coalesce(m.to_addresses->0->>'name', '') END;
     INSERT INTO core.tickets (organization_id, number, subject, status, priority,
                               requester_email, requester_name, original_recipient, mailbox_id,
-                              last_message_at, last_activity_at, created_at, search)
+                              last_message_at, last_activity_at, created_at,
+                              last_message_direction, search)
     VALUES (m.organization_id, v_number, v_subject, 'new', 'normal', v_requester_email,
             v_requester_name, p_occurrence.original_recipient, p_occurrence.mailbox_id,
-            CASE WHEN p_inbound THEN p_time END, p_time, now(),
+            CASE WHEN p_inbound THEN p_time END, p_time, now(), m.direction,
             logic.append_search(
                 logic.ticket_search_vector('T-' || v_number, v_subject, v_requester_email,
                                             v_requester_name),
@@ -375,22 +376,31 @@ DECLARE
     t core.tickets;
 BEGIN
     SELECT * INTO t FROM core.tickets WHERE id = p_ticket;
+    -- p_inbound: a person outside the organisation wrote it (not the organisation's own
+    -- mail, not an auto-reply or a delivery report): only such a message is the customer's
+    -- answer, moves the message time and reopens.
     UPDATE core.tickets tk
     SET last_message_at = CASE WHEN p_inbound THEN greatest(tk.last_message_at, p_time)
                                ELSE tk.last_message_at END,
         last_activity_at = CASE WHEN p_inbound THEN greatest(tk.last_activity_at, p_time)
                                 ELSE tk.last_activity_at END,
-        status = CASE WHEN p_inbound AND tk.status IN ('resolved', 'closed')
+        last_message_direction = CASE
+            WHEN p_time >= greatest(coalesce(t.last_message_at, '-infinity'),
+                                    coalesce(t.last_activity_at, '-infinity'))
+                 OR tk.last_message_direction IS NULL
+            THEN m.direction ELSE tk.last_message_direction END,
+        status = CASE WHEN p_inbound AND tk.status IN ('resolved', 'closed', 'pending')
                            AND p_time >= coalesce(t.last_message_at, '-infinity')
                       THEN 'open'::core.ticket_status ELSE tk.status END,
         search = logic.append_search(tk.search, logic.message_search_vector(m, p_body)),
         updated_at = now()
     WHERE tk.id = p_ticket;
 
-    IF p_inbound AND t.status IN ('resolved', 'closed')
+    IF p_inbound AND t.status IN ('resolved', 'closed', 'pending')
        AND p_time >= coalesce(t.last_message_at, '-infinity') THEN
         -- Only a reply newer than everything on the ticket reopens it: a backfill that
-        -- meets an old message late must not reopen a ticket resolved since.
+        -- meets an old message late must not reopen a ticket resolved since. A ticket
+        -- waiting on the customer (pending, after our reply) is open again.
         INSERT INTO core.ticket_events (organization_id, ticket_id, type, data)
         VALUES (t.organization_id, t.id, 'reopened',
                 jsonb_build_object('from_status', t.status, 'to_status', 'open',
@@ -401,9 +411,10 @@ END
 $$;
 COMMENT ON FUNCTION worker.stitch_join_ticket(core.message_occurrences, core.messages, bigint,
                                               boolean, timestamptz, text) IS
-    'A message joining an existing ticket: moves its message and activity times (inbound '
-    'only), appends the message''s search lexemes, and reopens a resolved or closed ticket '
-    'on an inbound reply newer than everything on it (a `reopened` event).';
+    'A message joining an existing ticket: moves its message and activity times (a '
+    'customer''s message only: p_inbound), its last direction, appends the message''s search '
+    'lexemes, and reopens a resolved, closed or pending ticket on a customer''s message newer '
+    'than everything on it (a `reopened` event).';
 
 CREATE FUNCTION worker.stitch_message(p_occurrence core.message_occurrences, p_mailbox_email text)
     RETURNS TABLE (ticket_id bigint, reason text, created boolean, merged integer)
@@ -481,7 +492,9 @@ BEGIN
     ON CONFLICT (organization_id, rfc_message_id) DO NOTHING;
 
     IF NOT v_created THEN
-        PERFORM worker.stitch_join_ticket(p_occurrence, m, v_ticket, v_inbound, v_time, v_body);
+        -- Auto-replies and delivery reports join, but are never the customer's answer.
+        PERFORM worker.stitch_join_ticket(p_occurrence, m, v_ticket,
+                                          v_inbound AND m.automated IS NULL, v_time, v_body);
     END IF;
 
     RETURN QUERY SELECT v_ticket, v_reason, v_created, v_merged;
