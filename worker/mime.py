@@ -1590,6 +1590,9 @@ def parse_message(raw: bytes, *, journal_address: str | None = None) -> ParsedMe
         )
     if needs_fallback:
         evidence["headers"] = _header_decodings(raw_headers, charsets)
+    report = _safe_call(lambda: _delivery_report(root, collector.attachments))
+    if report is not None:
+        evidence["delivery_report"] = report
     normalized_body = " ".join(text_body.split())
     attachment_hashes = sorted(a.sha256 for a in collector.attachments)
     html_body = sanitize_html(html_source) if html_source is not None else None
@@ -1620,6 +1623,52 @@ def parse_message(raw: bytes, *, journal_address: str | None = None) -> ParsedMe
     message.strict_signature = _strict_signature(message, attachment_hashes)
     message.loose_fingerprint = _loose_fingerprint(message, normalized_body, attachment_hashes)
     return message
+
+
+_REPORT_TYPE = re.compile(r"""report-type\s*=\s*"?\s*delivery-status""", re.IGNORECASE)
+MAX_REPORT_RECIPIENTS = 50
+
+
+def _delivery_report(root: Message, attachments: list[Attachment]) -> dict[str, Any] | None:
+    """An RFC 3464 delivery report's fields: the reported message's Message-ID (from its
+    embedded copy or headers) and, per recipient, final_recipient, action, status and
+    diagnostic_code. None when the message is not a multipart/report of delivery-status."""
+    if _content_type(root) != "multipart/report":
+        return None
+    if not _REPORT_TYPE.search(_unfold(_raw_header(root, "content-type") or "")):
+        return None
+    report: dict[str, Any] = {"original_message_id": None, "recipients": []}
+    parser = HeaderParser(policy=compat32)
+    for attachment in attachments:
+        text = attachment.payload.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+        if attachment.content_type in ("message/rfc822", "text/rfc822-headers", "message/global"):
+            if report["original_message_id"] is None:
+                found = parser.parsestr(text, headersonly=True).get_all("Message-ID", [])
+                report["original_message_id"] = _message_id([str(v) for v in found])
+        elif attachment.content_type in (
+            "message/delivery-status",
+            "message/global-delivery-status",
+        ):
+            blocks = [b for b in re.split(r"\r?\n\s*\r?\n", text.strip()) if b.strip()]
+            for block in blocks[1 : MAX_REPORT_RECIPIENTS + 1]:  # the first is per message
+                fields = parser.parsestr(block + "\n", headersonly=True)
+
+                def field(name: str, fields=fields) -> str | None:
+                    value = fields.get(name)
+                    return " ".join(str(value).split())[:500] if value is not None else None
+
+                recipient = field("Final-Recipient") or field("Original-Recipient")
+                if recipient and ";" in recipient:
+                    recipient = recipient.split(";", 1)[1].strip()
+                report["recipients"].append(
+                    {
+                        "final_recipient": recipient,
+                        "action": (field("Action") or "").lower() or None,
+                        "status": field("Status"),
+                        "diagnostic_code": field("Diagnostic-Code"),
+                    }
+                )
+    return report
 
 
 def parse_files(paths: list[str], out: TextIO, journal_address: str | None = None) -> int:

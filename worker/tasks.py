@@ -13,7 +13,7 @@ import procrastinate
 import psycopg
 from procrastinate import JobContext, RetryStrategy
 
-from worker import pipeline
+from worker import outbound, pipeline
 from worker.app import RUNTIME, app
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,22 @@ async def ticket_apply_routing(
 ) -> dict[str, Any]:
     """Allowlist and rules → status and assignee of new tickets; follow-ups are only marked."""
     return await _value(context.app, "SELECT worker.route_occurrences(%s)", [occurrence_ids])
+
+
+# A reply whose send outcome is unknown is retried with backoff (2, 4, 8, ... s); the
+# next attempt first asks Gmail whether the message exists (worker/outbound.py).
+SEND_RETRY = RetryStrategy(max_attempts=outbound.SEND_ATTEMPTS, exponential_wait=2)
+
+
+@app.task(name="outbound_send", pass_context=True, queue="send", retry=SEND_RETRY)
+async def outbound_send(context: JobContext, message_id: int) -> dict[str, Any]:
+    """Send an agent's reply through Gmail exactly once (state in SQL: worker.outbound_*)."""
+    try:
+        return await outbound.send_reply(_pool(context), runtime_of(context), message_id)
+    except Exception as exc:
+        if context.job.attempts + 1 >= SEND_RETRY.max_attempts:
+            await outbound.give_up(_pool(context), message_id, exc)
+        raise
 
 
 @app.periodic(cron="* * * * *")
