@@ -95,6 +95,13 @@ PATH_IDS: dict[str, PathId] = {
         PathId(
             "job_id", "bigint", "job_not_found", "No failed job with that id.", "Failed job id."
         ),
+        PathId(
+            "send_identity_id",
+            "uuid",
+            "send_identity_not_found",
+            "No send identity with that id in this organization.",
+            "Send identity id.",
+        ),
     )
 }
 

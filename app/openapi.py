@@ -46,6 +46,7 @@ from app.apidoc import present as _set
 from app.apidoc import ref as _ref
 from app.apidoc import request_object as _request
 from app.apidoc import text as _text
+from app.handlers import replies
 from app.http import SETTINGS, Limit, PathId, Route
 
 OPENAPI_VERSION = "3.1.0"
@@ -456,6 +457,11 @@ SCHEMAS: dict[str, Any] = {
             "last_message_at": NTS,
             "last_activity_at": TS,
             "message_count": INT,
+            "last_message_direction": {
+                "type": ["string", "null"],
+                "enum": ["inbound", "outbound", None],
+                "description": "Direction of the ticket's newest message.",
+            },
         }
     ),
     "TicketPage": {
@@ -696,6 +702,8 @@ SCHEMAS: dict[str, Any] = {
     ),
 }
 
+SCHEMAS.update(replies.SCHEMAS)  # send identities and replies: beside their routes
+
 SCHEMAS["PubSubPush"] = {
     "type": "object",
     "required": ["message"],
@@ -896,6 +904,7 @@ def document(routes: tuple[Route, ...] | None = None) -> dict[str, Any]:
                     "mailboxes",
                     "routing",
                     "tickets",
+                    "replies",
                     "ops",
                     "webhooks",
                     "meta",

@@ -8,7 +8,17 @@ the OpenAPI document is generated from them (app/openapi.py), so the two cannot 
 from __future__ import annotations
 
 from app import openapi
-from app.handlers import auth, health, mailboxes, ops, queues, routing, tickets, webhooks
+from app.handlers import (
+    auth,
+    health,
+    mailboxes,
+    ops,
+    queues,
+    replies,
+    routing,
+    tickets,
+    webhooks,
+)
 from app.http import Route
 
 ROUTES: tuple[Route, ...] = (
@@ -17,6 +27,7 @@ ROUTES: tuple[Route, ...] = (
     *queues.ROUTES,
     *mailboxes.ROUTES,
     *routing.ROUTES,
+    *replies.ROUTES,  # before tickets: /tickets/send-identities is not a ticket id
     *tickets.ROUTES,
     *ops.ROUTES,
     *webhooks.ROUTES,

@@ -21,6 +21,7 @@ from app.errors import ApiError
 from app.http import SETTINGS, Route, path_id, respond_sql, sql_json, transaction
 from app.security import keyed_hash
 from kernel.crypto import encrypt_token, token_key
+from kernel.gmail import GMAIL_SEND_SCOPE
 from kernel.gmail_connect import (
     GMAIL_READONLY_SCOPE,
     ConnectRefused,
@@ -59,17 +60,31 @@ async def list_mailboxes(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- Gmail connect flow
 
 
+# ?purpose= of the OAuth start: the state's purpose and the scopes Google is asked for
+# (a mailbox that sends replies needs gmail.send; sendAs.list and the rfc822msgid search
+# need read access).
+OAUTH_PURPOSES = {
+    "journal": ("gmail_journal", GMAIL_READONLY_SCOPE),
+    "journal_send": ("gmail_journal_send", f"{GMAIL_READONLY_SCOPE} {GMAIL_SEND_SCOPE}"),
+    "sender": ("gmail_sender", f"{GMAIL_READONLY_SCOPE} {GMAIL_SEND_SCOPE}"),
+}
+
+
 async def oauth_start(request: web.Request) -> web.Response:
-    """Begin connecting a Gmail journal mailbox: a one-time state and Google's consent URL."""
+    """Begin connecting a Gmail mailbox: a one-time state and Google's consent URL."""
     settings = request.app[SETTINGS]
+    purpose = request.query.get("purpose", "journal")
+    if purpose not in OAUTH_PURPOSES:
+        raise ApiError(422, "invalid_purpose", "purpose must be journal, journal_send or sender.")
+    state_purpose, scope = OAUTH_PURPOSES[purpose]
     with _refusals_as_api_errors():
         interactive_config(settings)  # refuse early when the OAuth client is not configured
     state = secrets.token_urlsafe(32)
     stored = json.loads(
         await sql_json(
             request,
-            "api.mailbox_oauth_start(%s, %s)",
-            [oauth_state_hash(settings, state), OAUTH_STATE_TTL_SECONDS],
+            "api.mailbox_oauth_start(%s, %s, %s)",
+            [oauth_state_hash(settings, state), OAUTH_STATE_TTL_SECONDS, state_purpose],
         )
     )
     query = urlencode(
@@ -77,7 +92,7 @@ async def oauth_start(request: web.Request) -> web.Response:
             "client_id": settings.google_client_id,
             "redirect_uri": settings.google_oauth_redirect_uri,
             "response_type": "code",
-            "scope": GMAIL_READONLY_SCOPE,
+            "scope": scope,
             "access_type": "offline",  # a refresh token, for syncing without the admin
             "prompt": "consent",  # Google sends a refresh token only with fresh consent
             "state": state,
@@ -146,8 +161,15 @@ async def oauth_callback(request: web.Request) -> web.Response:
         result = json.loads(
             await sql_json(
                 request,
-                "api.mailbox_gmail_connect(%s, %s, %s, %s, %s)",
-                [target["mailbox_id"], profile.email, ciphertext, scopes, settings.push_enabled],
+                "api.mailbox_gmail_connect(%s, %s, %s, %s, %s, %s)",
+                [
+                    target["mailbox_id"],
+                    profile.email,
+                    ciphertext,
+                    scopes,
+                    settings.push_enabled,
+                    verdict["mailbox_purpose"],
+                ],
             )
         )
     return web.json_response(result["mailbox"], status=201 if result["created"] else 200)
@@ -243,9 +265,19 @@ ROUTES: tuple[Route, ...] = (
             description=(
                 "A one-time state (10 minutes, bound to this admin and organisation) and "
                 "Google's consent URL to open in the admin's browser. 503 "
-                "google_oauth_not_configured without GOOGLE_CLIENT_ID/SECRET."
+                "google_oauth_not_configured without GOOGLE_CLIENT_ID/SECRET. `purpose`: "
+                "journal (default, gmail.readonly), journal_send (the journal also sends "
+                "replies: gmail.send too) or sender (a mailbox that only sends replies, never "
+                "synced; gmail.readonly and gmail.send)."
             ),
             response=ok("Consent URL.", "OAuthStart"),
+            query=(
+                {
+                    "name": "purpose",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": list(OAUTH_PURPOSES)},
+                },
+            ),
         ),
     ),
     Route(

@@ -827,3 +827,27 @@ def test_register_command_line(db, db_url, tmp_path):
     assert missing.returncode == 1
     assert "No organization" in missing.stderr
     assert db.execute("SELECT count(*) AS n FROM core.mailboxes").fetchone()["n"] == 2
+
+
+async def test_a_sender_mailbox_asks_for_gmail_send_and_is_never_synced(log_in, gmail, db):
+    admin = await log_in("admin@acme.example", "Acme")
+    refused = await admin.post(START + "?purpose=everything")
+    assert (refused.status, (await refused.json())["code"]) == (422, "invalid_purpose")
+    response = await admin.post(START + "?purpose=sender")
+    body = await response.json()
+    scope = parse_qs(urlsplit(body["authorization_url"]).query)["scope"][0].split()
+    assert scope == [READONLY, "https://www.googleapis.com/auth/gmail.send"]
+    assert db.execute("SELECT purpose FROM core.oauth_states").fetchone()["purpose"] == (
+        "gmail_sender"
+    )
+    gmail.control.add_mailbox("support@acme.example")
+    code = gmail.control.issue_authorization_code("support@acme.example")
+    connected = await admin.get(CALLBACK, params={"code": code, "state": body["state"]})
+    assert connected.status == 201, await connected.text()
+    row = db.execute("SELECT purpose FROM core.mailboxes").fetchone()
+    assert row["purpose"] == "sender"
+    assert _jobs(db) == []  # no backfill, no watch
+    blocked = db.execute(
+        "SELECT logic.sync_blocked_reason(m) AS reason FROM core.mailboxes m"
+    ).fetchone()
+    assert blocked["reason"] == "sender"

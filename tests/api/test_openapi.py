@@ -616,6 +616,52 @@ async def test_real_responses_conform_to_the_document(api_factory, db, tmp_path:
             400,
         )
 
+        # Send identities and a reply (verifying asks Gmail: no OAuth client here, 503).
+        identity = await c.check(
+            await admin.post(
+                "/tickets/send-identities",
+                {"mailbox_id": mailbox_id, "from_email": "support@acme.example"},
+            ),
+            "POST",
+            "/tickets/send-identities",
+            201,
+        )
+        one = f"/tickets/send-identities/{identity['id']}"
+        await c.check(
+            await admin.post(f"{one}/verify"),
+            "POST",
+            "/tickets/send-identities/{send_identity_id}/verify",
+            503,
+        )
+        reply = {
+            "send_identity_id": identity["id"],
+            "to_emails": ["casey@example.net"],
+            "subject": "Printer",
+            "body_text": "On it.",
+        }
+        reply_path = "/tickets/{ticket_id}/reply"
+        await c.check(
+            await admin.post(f"/tickets/{ticket_id}/reply", reply), "POST", reply_path, 422
+        )
+        db.execute(
+            "UPDATE core.send_identities SET status = 'verified' WHERE id = %s", [identity["id"]]
+        )
+        await c.check(
+            await admin.post(f"/tickets/{ticket_id}/reply", reply), "POST", reply_path, 202
+        )
+        await c.check(
+            await admin.get("/tickets/send-identities"), "GET", "/tickets/send-identities", 200
+        )
+        await c.check(
+            await admin.patch(one, {"from_name": "Acme Support"}),
+            "PATCH",
+            "/tickets/send-identities/{send_identity_id}",
+            200,
+        )
+        await c.check(
+            await admin.delete(one), "DELETE", "/tickets/send-identities/{send_identity_id}", 204
+        )
+
         # Routing administration, simulator and re-route.
         entry = await c.check(
             await admin.post("/tickets/routing/allowlist", {"pattern": "support@acme.example"}),

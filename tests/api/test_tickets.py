@@ -40,6 +40,7 @@ ITEM_KEYS = {
     "last_message_at",
     "last_activity_at",
     "message_count",
+    "last_message_direction",
 }
 
 

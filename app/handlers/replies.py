@@ -1,0 +1,316 @@
+"""Replies: send identities (admin; agents list the enabled ones) and an agent's reply.
+
+A reply is parse → one SQL call (api.ticket_reply stores the outbound message, sets the
+ticket pending and queues outbound_send in one transaction) → 202. Verifying an identity
+asks Gmail (kernel/gmail_send.py, users.settings.sendAs.list) and SQL judges the answer.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from psycopg.types.json import Jsonb
+
+from app.apidoc import (
+    BOOL,
+    NO_CONTENT,
+    NSTR,
+    NTS,
+    STR,
+    TS,
+    UUID,
+    Doc,
+    json_body,
+    obj,
+    ok,
+    query,
+    request_object,
+)
+from app.errors import ApiError
+from app.http import (
+    SETTINGS,
+    Route,
+    path_id,
+    read_json_object,
+    read_json_patch,
+    respond_sql,
+    sql_json,
+    success_status,
+    transaction,
+)
+from kernel.gmail_connect import ConnectRefused
+from kernel.gmail_send import send_as_addresses
+
+_IDENTITY_FIELDS = ("mailbox_id", "from_email", "from_name", "is_enabled", "signed_reply_to")
+_REPLY_FIELDS = ("send_identity_id", "to_emails", "cc_emails", "subject", "body_text")
+
+
+async def list_identities(request: web.Request) -> web.Response:
+    """The enabled send identities (all of them for an admin asking ?all=true)."""
+    return await respond_sql(
+        request, "api.send_identity_list(%s)", [request.query.get("all") == "true"]
+    )
+
+
+async def create_identity(request: web.Request) -> web.Response:
+    """A new send identity, pending until verified."""
+    body = await read_json_object(request, _IDENTITY_FIELDS)
+    return await respond_sql(request, "api.send_identity_create(%s)", [Jsonb(body)])
+
+
+async def update_identity(request: web.Request) -> web.Response:
+    """Change from_name, is_enabled or signed_reply_to."""
+    identity_id = path_id(request, "send_identity_id")
+    body = await read_json_patch(request)
+    unknown = sorted(set(body) - {"from_name", "is_enabled", "signed_reply_to"})
+    if unknown:
+        raise ApiError(422, "unknown_field", f"Unknown field {unknown[0]}.")
+    return await respond_sql(
+        request, "api.send_identity_update(%s, %s)", [identity_id, Jsonb(body)]
+    )
+
+
+async def delete_identity(request: web.Request) -> web.Response:
+    """Remove a send identity (204)."""
+    await sql_json(request, "api.send_identity_delete(%s)", [path_id(request, "send_identity_id")])
+    return web.Response(status=success_status(request))
+
+
+async def verify_identity(request: web.Request) -> web.Response:
+    """Ask Gmail (sendAs.list) whether the mailbox may send as the identity; SQL judges."""
+    identity_id = path_id(request, "send_identity_id")
+    # Only reading: the transaction ends before waiting on Gmail.
+    async with transaction(request) as conn:
+        cursor = await conn.execute(
+            "SELECT * FROM api.send_identity_verify_target(%s)", [identity_id]
+        )
+        target = await cursor.fetchone()
+    try:
+        send_as, error = await send_as_addresses(request.app[SETTINGS], target)
+    except ConnectRefused as exc:
+        raise ApiError(exc.status, exc.code, exc.detail) from exc
+    return await respond_sql(
+        request,
+        "api.send_identity_record_verification(%s, %s, %s)",
+        [identity_id, Jsonb(send_as), error],
+    )
+
+
+async def reply(request: web.Request) -> web.Response:
+    """Queue an agent's reply (202): stored at once, sent by outbound_send."""
+    ticket_id = path_id(request, "ticket_id")
+    body = await read_json_object(request, _REPLY_FIELDS)
+    return await respond_sql(request, "api.ticket_reply(%s, %s)", [ticket_id, Jsonb(body)])
+
+
+# ------------------------------------------------------------------ documentation
+
+_ADDRESS = {"type": "string", "maxLength": 320}
+_ADDRESSES = {"type": "array", "items": _ADDRESS}
+
+SCHEMAS = {
+    "SendIdentity": obj(
+        {
+            "id": UUID,
+            "mailbox_id": UUID,
+            "from_email": STR,
+            "from_name": STR,
+            "status": {"type": "string", "enum": ["pending", "verified", "failed"]},
+            "status_reason": {**NSTR, "description": "Why it is verified or failed."},
+            "verified_at": NTS,
+            "is_enabled": BOOL,
+            "signed_reply_to": {
+                **BOOL,
+                "description": "Replies carry a signed +token Reply-To on this address.",
+            },
+            "created_at": TS,
+            "updated_at": TS,
+        }
+    ),
+    "SendIdentityList": {"type": "array", "items": {"$ref": "#/components/schemas/SendIdentity"}},
+    "SendIdentityCreate": request_object(
+        {
+            "mailbox_id": UUID,
+            "from_email": _ADDRESS,
+            "from_name": {"type": "string", "maxLength": 200},
+            "is_enabled": BOOL,
+            "signed_reply_to": BOOL,
+        },
+        ("mailbox_id", "from_email"),
+    ),
+    "SendIdentityUpdate": {
+        **request_object(
+            {
+                "from_name": {"type": "string", "maxLength": 200},
+                "is_enabled": BOOL,
+                "signed_reply_to": BOOL,
+            }
+        ),
+        "minProperties": 1,
+    },
+    "TicketReply": request_object(
+        {
+            "send_identity_id": UUID,
+            "to_emails": {**_ADDRESSES, "minItems": 1, "maxItems": 50},
+            "cc_emails": {**_ADDRESSES, "maxItems": 50},
+            "subject": {"type": "string", "maxLength": 994, "pattern": "\\S"},
+            "body_text": {"type": "string", "maxLength": 100000, "pattern": "\\S"},
+        },
+        ("send_identity_id", "to_emails", "subject", "body_text"),
+    ),
+    "TicketReplyQueued": obj(
+        {
+            "status": {"type": "string", "const": "queued"},
+            "job_id": {"type": ["integer", "null"], "description": "The outbound_send job."},
+            "message_id": {"type": "integer", "description": "The outbound message's id."},
+            "oss_message_id": {**UUID, "description": "The product's id of the reply."},
+            "rfc_message_id": {
+                **STR,
+                "description": "The minted Message-ID (without angle brackets).",
+            },
+            "ticket_id": {"type": "integer"},
+        }
+    ),
+}
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "GET",
+        "/tickets/send-identities",
+        list_identities,
+        "agent",
+        sql="api.send_identity_list",
+        doc=Doc(
+            operation_id="listSendIdentities",
+            tag="replies",
+            summary="Addresses replies can be sent from",
+            description=(
+                "A bare array, oldest first: the enabled identities (pick one whose status "
+                "is verified to reply); an admin asking `?all=true` also sees disabled ones."
+            ),
+            response=ok("Send identities.", "SendIdentityList"),
+            query=(query("all", {"type": "string", "enum": ["true", "false"]}),),
+        ),
+    ),
+    Route(
+        "POST",
+        "/tickets/send-identities",
+        create_identity,
+        "admin",
+        status=201,
+        sql="api.send_identity_create",
+        doc=Doc(
+            operation_id="createSendIdentity",
+            tag="replies",
+            summary="Add a send identity",
+            description=(
+                "An address bound to a connected Gmail mailbox whose grant includes "
+                "gmail.send (connect it with `purpose` journal_send or sender); status "
+                "pending until verified. 409 send_identity_exists."
+            ),
+            response=ok("Created.", "SendIdentity"),
+            body=json_body(
+                "SendIdentityCreate",
+                {
+                    "mailbox_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+                    "from_email": "support@example.com",
+                    "from_name": "Example Support",
+                },
+            ),
+            errors=(409,),
+        ),
+    ),
+    Route(
+        "POST",
+        "/tickets/send-identities/{send_identity_id}/verify",
+        verify_identity,
+        "admin",
+        sql=("api.send_identity_verify_target", "api.send_identity_record_verification"),
+        doc=Doc(
+            operation_id="verifySendIdentity",
+            tag="replies",
+            summary="Verify a send identity with Gmail",
+            description=(
+                "Asks Gmail (users.settings.sendAs.list with the mailbox's grant): verified "
+                "when the grant includes gmail.send and the address is the account's own or "
+                "an alias with verificationStatus accepted; failed with status_reason "
+                "otherwise. 503 gmail_unavailable when Gmail cannot be reached."
+            ),
+            response=ok("The identity with its new status.", "SendIdentity"),
+        ),
+    ),
+    Route(
+        "PATCH",
+        "/tickets/send-identities/{send_identity_id}",
+        update_identity,
+        "admin",
+        sql="api.send_identity_update",
+        doc=Doc(
+            operation_id="updateSendIdentity",
+            tag="replies",
+            summary="Change a send identity",
+            response=ok("The identity.", "SendIdentity"),
+            body=json_body("SendIdentityUpdate", {"is_enabled": False}),
+        ),
+    ),
+    Route(
+        "DELETE",
+        "/tickets/send-identities/{send_identity_id}",
+        delete_identity,
+        "admin",
+        status=204,
+        sql="api.send_identity_delete",
+        doc=Doc(
+            operation_id="deleteSendIdentity",
+            tag="replies",
+            summary="Remove a send identity",
+            response=NO_CONTENT,
+        ),
+    ),
+    Route(
+        "POST",
+        "/tickets/{ticket_id}/reply",
+        reply,
+        "agent",
+        status=202,
+        sql="api.ticket_reply",
+        doc=Doc(
+            operation_id="replyToTicket",
+            tag="replies",
+            summary="Reply to the customer",
+            description=(
+                "Stores the reply at once (an outbound message of the ticket with send state "
+                "queued and a minted Message-ID threaded on the customer's newest message), "
+                "sets the ticket pending with a `reply_queued` event and queues "
+                "outbound_send, which sends it through the identity's Gmail mailbox exactly "
+                "once (`reply_sent` / `reply_failed` events; the message's outbound_send "
+                "shows the state). The subject gets one `Re:`. 422 send_identity_unverified "
+                "/ send_identity_disabled / invalid_<field>; 404 send_identity_not_found "
+                "(also another organisation's); 409 ticket_merged."
+            ),
+            response=ok(
+                "Queued.",
+                "TicketReplyQueued",
+                {
+                    "status": "queued",
+                    "job_id": 42,
+                    "message_id": 1234,
+                    "oss_message_id": "0b9b2c4e-52a4-4b8e-9c55-0d3c5e6b1a77",
+                    "rfc_message_id": "oss.0b9b2c4e-52a4-4b8e-9c55-0d3c5e6b1a77@example.com",
+                    "ticket_id": 7,
+                },
+            ),
+            body=json_body(
+                "TicketReply",
+                {
+                    "send_identity_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+                    "to_emails": ["customer@example.org"],
+                    "cc_emails": [],
+                    "subject": "Re: Printer on fire",
+                    "body_text": "Hello, we are on it.",
+                },
+            ),
+            errors=(409,),
+        ),
+    ),
+)
