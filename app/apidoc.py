@@ -99,6 +99,10 @@ INPUT_LIMITS = {
     "ops_page": 200,
     "page_default": 50,
     "pause_minutes": 10080,
+    "reply_recipients": 50,
+    "reply_subject": 994,
+    "reply_body": 100000,
+    "sender_name": 200,
 }
 
 # An e-mail address as logic.is_email_address accepts it (the spaces SQL trims around it

@@ -33,22 +33,22 @@ COMMENT ON FUNCTION api.send_identity_find(uuid) IS
 CREATE FUNCTION api.send_identity_create(p_body jsonb) RETURNS jsonb
     LANGUAGE plpgsql AS $$
 DECLARE
-    v_email text := lower(btrim(p_body->>'from_email'));
-    v_mailbox core.mailboxes;
+    v_email text;
+    v_name text;
+    v_mailbox_id uuid;
     si core.send_identities;
 BEGIN
+    PERFORM logic.reject_unknown_fields(p_body, ARRAY['mailbox_id', 'from_email', 'from_name',
+                                                      'is_enabled', 'signed_reply_to'],
+                                        'a send identity');
+    v_email := lower(btrim(logic.json_text_field(p_body, 'from_email')));
     IF NOT logic.is_email_address(v_email) THEN
         PERFORM logic.fail(422, 'invalid_from_email', 'from_email must be an e-mail address.');
     END IF;
-    IF length(coalesce(p_body->>'from_name', '')) > 200 THEN
-        PERFORM logic.fail(422, 'invalid_from_name', 'from_name must be at most 200 characters.');
-    END IF;
-    BEGIN
-        SELECT * INTO v_mailbox FROM core.mailboxes WHERE id = (p_body->>'mailbox_id')::uuid;
-    EXCEPTION WHEN invalid_text_representation THEN
-        PERFORM logic.fail(422, 'invalid_mailbox_id', 'mailbox_id must be a UUID.');
-    END;
-    IF v_mailbox.id IS NULL THEN
+    v_name := btrim(coalesce(logic.max_length(logic.json_text_field(p_body, 'from_name'),
+                                              'from_name', 'sender_name'), ''));
+    v_mailbox_id := logic.json_uuid_field(p_body, 'mailbox_id');
+    IF NOT EXISTS (SELECT 1 FROM core.mailboxes m WHERE m.id = v_mailbox_id) THEN
         PERFORM logic.fail(422, 'invalid_mailbox_id',
                            'mailbox_id names no mailbox of this organization.');
     END IF;
@@ -58,10 +58,9 @@ BEGIN
     END IF;
     INSERT INTO core.send_identities (organization_id, mailbox_id, from_email, from_name,
                                       enabled, signed_reply_to, created_by)
-    VALUES (core.current_org_id(), v_mailbox.id, v_email,
-            btrim(coalesce(p_body->>'from_name', '')),
-            coalesce((p_body->>'is_enabled')::boolean, true),
-            coalesce((p_body->>'signed_reply_to')::boolean, false), core.current_user_id())
+    VALUES (core.current_org_id(), v_mailbox_id, v_email, v_name,
+            logic.json_boolean_field(p_body, 'is_enabled', true),
+            logic.json_boolean_field(p_body, 'signed_reply_to', false), core.current_user_id())
     RETURNING * INTO si;
     PERFORM logic.audit(si.organization_id, 'send_identity.create', 'send_identity', si.id::text,
                         jsonb_build_object('from_email', si.from_email, 'mailbox_id', si.mailbox_id));
@@ -78,23 +77,13 @@ CREATE FUNCTION api.send_identity_update(p_id uuid, p_body jsonb) RETURNS jsonb
 DECLARE
     si core.send_identities := api.send_identity_find(p_id);
 BEGIN
-    IF p_body ? 'from_name' THEN
-        IF jsonb_typeof(p_body->'from_name') <> 'string'
-           OR length(p_body->>'from_name') > 200 THEN
-            PERFORM logic.fail(422, 'invalid_from_name',
-                               'from_name must be a string of at most 200 characters.');
-        END IF;
-    END IF;
-    IF p_body ? 'is_enabled' AND jsonb_typeof(p_body->'is_enabled') <> 'boolean' THEN
-        PERFORM logic.fail(422, 'invalid_is_enabled', 'is_enabled must be true or false.');
-    END IF;
-    IF p_body ? 'signed_reply_to' AND jsonb_typeof(p_body->'signed_reply_to') <> 'boolean' THEN
-        PERFORM logic.fail(422, 'invalid_signed_reply_to', 'signed_reply_to must be true or false.');
-    END IF;
+    PERFORM logic.reject_unknown_fields(p_body, ARRAY['from_name', 'is_enabled',
+                                                      'signed_reply_to'], 'a send identity');
     UPDATE core.send_identities
-    SET from_name = coalesce(btrim(p_body->>'from_name'), from_name),
-        enabled = coalesce((p_body->>'is_enabled')::boolean, enabled),
-        signed_reply_to = coalesce((p_body->>'signed_reply_to')::boolean, signed_reply_to),
+    SET from_name = coalesce(btrim(logic.max_length(logic.json_text_field(p_body, 'from_name'),
+                                                    'from_name', 'sender_name')), from_name),
+        enabled = logic.json_boolean_field(p_body, 'is_enabled', enabled),
+        signed_reply_to = logic.json_boolean_field(p_body, 'signed_reply_to', signed_reply_to),
         updated_at = now()
     WHERE id = si.id
     RETURNING * INTO si;
@@ -248,15 +237,14 @@ DECLARE
     v_job bigint;
     v_now timestamptz := now();
 BEGIN
-    BEGIN
-        SELECT * INTO si FROM core.send_identities
-        WHERE id = (p_body->>'send_identity_id')::uuid FOR SHARE;
-    EXCEPTION WHEN invalid_text_representation THEN
-        PERFORM logic.fail(422, 'invalid_send_identity_id', 'send_identity_id must be a UUID.');
-    END;
-    IF p_body->>'send_identity_id' IS NULL THEN
+    PERFORM logic.reject_unknown_fields(p_body, ARRAY['send_identity_id', 'to_emails',
+                                                      'cc_emails', 'subject', 'body_text'],
+                                        'a reply');
+    IF logic.json_uuid_field(p_body, 'send_identity_id') IS NULL THEN
         PERFORM logic.fail(422, 'invalid_send_identity_id', 'send_identity_id is required.');
     END IF;
+    SELECT * INTO si FROM core.send_identities
+    WHERE id = logic.json_uuid_field(p_body, 'send_identity_id') FOR SHARE;
     IF si.id IS NULL THEN
         PERFORM logic.fail(404, 'send_identity_not_found',
                            'No send identity with that id in this organization.');
@@ -270,17 +258,12 @@ BEGIN
     END IF;
     v_to := logic.reply_addresses(p_body->'to_emails', 'to_emails', 1);
     v_cc := logic.reply_addresses(p_body->'cc_emails', 'cc_emails', 0);
-    IF jsonb_typeof(p_body->'subject') IS DISTINCT FROM 'string' THEN
-        PERFORM logic.fail(422, 'invalid_subject', 'subject is required.');
-    END IF;
-    IF jsonb_typeof(p_body->'body_text') IS DISTINCT FROM 'string' THEN
-        PERFORM logic.fail(422, 'invalid_body_text', 'body_text is required.');
-    END IF;
     v_subject := logic.reply_subject(logic.require_text(
-        regexp_replace(p_body->>'subject', '[\r\n]+', ' ', 'g'), 'subject',
-        logic.max_reply_subject_length() - 4));
-    PERFORM logic.require_text(p_body->>'body_text', 'body_text', logic.max_reply_body_length());
-    v_body := replace(replace(p_body->>'body_text', E'\r\n', E'\n'), E'\r', E'\n');
+        regexp_replace(logic.json_text_field(p_body, 'subject'), '[\r\n]+', ' ', 'g'),
+        'subject', logic.input_limit('reply_subject')));
+    v_body := logic.json_text_field(p_body, 'body_text');
+    PERFORM logic.require_text(v_body, 'body_text', logic.input_limit('reply_body'));
+    v_body := replace(replace(v_body, E'\r\n', E'\n'), E'\r', E'\n');
 
     -- Message-IDs are stored without angle brackets, as the parser stores them; the
     -- headers carry them.

@@ -21,7 +21,11 @@ CREATE FUNCTION logic.input_limits() RETURNS jsonb
         'ticket_page', 100,            -- items per page: 1..this
         'ops_page', 200,
         'page_default', 50,            -- items per page when the client names none
-        'pause_minutes', 10080         -- one week
+        'pause_minutes', 10080,        -- one week
+        'reply_recipients', 50,        -- addresses in to_emails, and again in cc_emails
+        'reply_subject', 994,          -- before its `Re: `: a 998-character header line
+        'reply_body', 100000,
+        'sender_name', 200             -- a send identity's display name
     )
 $$;
 COMMENT ON FUNCTION logic.input_limits() IS

@@ -1,24 +1,6 @@
--- Replies and the organisation's own mail (issue 17): the limits of a reply, the one reply
--- subject rule, which addresses are the organisation's, how a stored message is classified
+-- Replies and the organisation's own mail (issue 17): the one reply subject rule, the
+-- addresses of a reply, which addresses are the organisation's, how a stored message is classified
 -- (direction, auto-reply, delivery report) and the queueing of outbound_send.
-
-CREATE FUNCTION logic.max_reply_recipients() RETURNS integer
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS 'SELECT 50';
-COMMENT ON FUNCTION logic.max_reply_recipients() IS
-    'The most addresses a reply may name in to_emails, and again in cc_emails.';
-GRANT EXECUTE ON FUNCTION logic.max_reply_recipients() TO ticketing_api;
-
-CREATE FUNCTION logic.max_reply_subject_length() RETURNS integer
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS 'SELECT 998';
-COMMENT ON FUNCTION logic.max_reply_subject_length() IS
-    'The longest reply subject (RFC 5322 line length limit).';
-GRANT EXECUTE ON FUNCTION logic.max_reply_subject_length() TO ticketing_api;
-
-CREATE FUNCTION logic.max_reply_body_length() RETURNS integer
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS 'SELECT 100000';
-COMMENT ON FUNCTION logic.max_reply_body_length() IS
-    'The longest reply body text, in characters.';
-GRANT EXECUTE ON FUNCTION logic.max_reply_body_length() TO ticketing_api;
 
 CREATE FUNCTION logic.reply_subject(p_subject text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
@@ -45,10 +27,11 @@ BEGIN
         PERFORM logic.fail(422, 'invalid_' || p_field,
                            p_field || ' must be an array of e-mail addresses.');
     END IF;
-    IF jsonb_array_length(p_value) NOT BETWEEN p_min AND logic.max_reply_recipients() THEN
+    IF jsonb_array_length(p_value) NOT BETWEEN p_min AND logic.input_limit('reply_recipients')
+    THEN
         PERFORM logic.fail(422, 'invalid_' || p_field,
             format('%s must hold %s to %s addresses.', p_field, p_min,
-                   logic.max_reply_recipients()));
+                   logic.input_limit('reply_recipients')));
     END IF;
     SELECT e INTO v_bad FROM jsonb_array_elements_text(p_value) e
     WHERE NOT logic.is_email_address(lower(btrim(e))) LIMIT 1;
@@ -66,8 +49,8 @@ END
 $$;
 COMMENT ON FUNCTION logic.reply_addresses(jsonb, text, integer) IS
     'The addresses of a reply field (a JSON array of strings), normalised and deduplicated; '
-    '422 invalid_<field> when it is not an array of p_min to logic.max_reply_recipients() '
-    'addresses (logic.is_email_address).';
+    '422 invalid_<field> when it is not an array of p_min to the reply_recipients input limit '
+    'of addresses (logic.is_email_address).';
 GRANT EXECUTE ON FUNCTION logic.reply_addresses(jsonb, text, integer) TO ticketing_api;
 
 -- ---------------------------------------------------------------- the organisation's mail
