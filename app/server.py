@@ -6,6 +6,7 @@ The operations are app/routes.py's `ROUTES` (re-exported here).
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 
 from aiohttp import web, web_protocol
@@ -19,6 +20,7 @@ from app.http import (
     REQUEST_ID,
     SESSION_CHECKED,
     SETTINGS,
+    Route,
     check_request_text,
     declared,
 )
@@ -165,5 +167,29 @@ def create_app(settings: Settings, database_url: str | None = None) -> web.Appli
     app.on_cleanup.append(close_blobs)
     for route in ROUTES:
         if route.enabled is None or route.enabled(settings):
-            app.router.add_route(route.method, route.path, declared(route))
+            app.router.add_route(route.method, router_path(route.path, ROUTES), declared(route))
     return app
+
+
+def router_path(path: str, routes: tuple[Route, ...]) -> str:
+    """`path` for aiohttp's router: a path id never takes a literal segment another route
+    has at its place (so PATCH /tickets/send-identities is 405, not ticket
+    `send-identities` not found)."""
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        name = re.fullmatch(r"\{(\w+)\}", segment)
+        if name is None:
+            continue
+        literals = sorted(
+            {
+                other[index]
+                for other in (r.path.split("/") for r in routes)
+                if len(other) > index
+                and other[:index] == segments[:index]
+                and not other[index].startswith("{")
+            }
+        )
+        if literals:
+            taken = "|".join(re.escape(literal) for literal in literals)
+            segments[index] = f"{{{name[1]}:(?!(?:{taken})(?:/|$))[^/]+}}"
+    return "/".join(segments)

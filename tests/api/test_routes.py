@@ -178,3 +178,20 @@ def test_path_ids_and_limits_are_parsed_in_one_place():
             assert name in PATH_IDS, f"{route.path}: {name} is not a declared path id"
         has_limit = "query_limit(" in inspect.getsource(route.handler)
         assert has_limit == (route.limit is not None), route.path
+
+
+def test_a_path_id_never_takes_a_literal_segment_of_another_route():
+    from app.server import router_path
+
+    path = router_path("/tickets/{ticket_id}", ROUTES)
+    pattern = re.compile("^" + re.sub(r"\{(\w+):([^{}]+)\}", r"(?P<\1>\2)", path) + "$")
+    assert pattern.match("/tickets/17")
+    assert not pattern.match("/tickets/send-identities")
+    assert not pattern.match("/tickets/routing")
+    assert router_path("/queues", ROUTES) == "/queues"
+
+
+async def test_an_undeclared_method_on_a_literal_path_is_405(api_server, client_factory):
+    client = await client_factory(api_server)
+    response = await client.patch("/tickets/send-identities")
+    assert response.status == 405
