@@ -46,9 +46,10 @@ from kernel.gmail_send import send_as_addresses
 
 async def list_identities(request: web.Request) -> web.Response:
     """The enabled send identities (all of them for an admin asking ?all=true)."""
-    return await respond_sql(
-        request, "api.send_identity_list(%s)", [request.query.get("all") == "true"]
-    )
+    show_all = request.query.get("all", "false")
+    if show_all not in ("true", "false"):
+        raise ApiError(422, "invalid_all", "all must be true or false.")
+    return await respond_sql(request, "api.send_identity_list(%s)", [show_all == "true"])
 
 
 async def create_identity(request: web.Request) -> web.Response:

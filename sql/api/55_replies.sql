@@ -48,8 +48,11 @@ BEGIN
     v_name := btrim(coalesce(logic.max_length(logic.json_text_field(p_body, 'from_name'),
                                               'from_name', 'sender_name'), ''));
     v_mailbox_id := logic.json_uuid_field(p_body, 'mailbox_id');
+    IF v_mailbox_id IS NULL THEN
+        PERFORM logic.fail(422, 'invalid_mailbox_id', 'mailbox_id is required.');
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM core.mailboxes m WHERE m.id = v_mailbox_id) THEN
-        PERFORM logic.fail(422, 'invalid_mailbox_id',
+        PERFORM logic.fail(404, 'mailbox_not_found',
                            'mailbox_id names no mailbox of this organization.');
     END IF;
     IF EXISTS (SELECT 1 FROM core.send_identities x WHERE x.from_email = v_email) THEN
@@ -70,7 +73,8 @@ $$;
 COMMENT ON FUNCTION api.send_identity_create(jsonb) IS
     'POST /tickets/send-identities: {mailbox_id, from_email, from_name?, is_enabled?, '
     'signed_reply_to?} → the identity, status pending until verified. 422 invalid_from_email '
-    '/ invalid_from_name / invalid_mailbox_id; 409 send_identity_exists.';
+    '/ invalid_from_name / invalid_mailbox_id; 404 mailbox_not_found; 409 '
+    'send_identity_exists.';
 
 CREATE FUNCTION api.send_identity_update(p_id uuid, p_body jsonb) RETURNS jsonb
     LANGUAGE plpgsql AS $$
