@@ -326,6 +326,10 @@ async def test_replies_that_must_not_be_sent_are_refused_and_nothing_is_queued(i
         (desk.agent, reply_body(desk, body_text="  \n "), 422, "invalid_body_text"),
         (desk.agent, reply_body(desk, to_emails=[]), 422, "invalid_to_emails"),
     ]
+    cases.append((desk.agent, {**reply_body(desk), "bcc_emails": [CUSTOMER]}, 422, "unknown_field"))
+    cases.append(
+        (desk.agent, reply_body(desk, send_identity_id="nope"), 422, "invalid_send_identity_id")
+    )
     for user, body, status, code in cases:
         response = await user.post(url, body)
         assert (response.status, (await response.json())["code"]) == (status, code), body
@@ -465,3 +469,41 @@ async def test_a_permanent_refusal_fails_the_reply_at_once(ingest, db, desk):
     assert "400" in state["failure_reason"]
     assert len(events(db, desk.ticket_id, "reply_failed")) == 1
     assert ingest.gmail.sent_messages(SUPPORT) == []
+
+
+async def test_verification_asks_gmail_for_the_address_and_the_grant(ingest, db, desk):
+    ingest.gmail.add_send_as(SUPPORT, "help@acme.example")
+    ingest.gmail.add_send_as(SUPPORT, "sales@acme.example", verification_status="pending")
+
+    async def verify(address: str) -> dict:
+        created = await desk.admin.post(
+            "/tickets/send-identities", {"mailbox_id": desk.sender_id, "from_email": address}
+        )
+        identity = await created.json()
+        response = await desk.admin.post(f"/tickets/send-identities/{identity['id']}/verify")
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+    accepted = await verify("help@acme.example")
+    assert (accepted["status"], accepted["status_reason"]) == (
+        "verified",
+        "a send-as alias with verificationStatus accepted",
+    )
+    pending = await verify("sales@acme.example")
+    assert pending["status"] == "failed" and "pending" in pending["status_reason"]
+    unknown = await verify("nobody@acme.example")
+    assert unknown["status"] == "failed" and "neither" in unknown["status_reason"]
+    db.execute(
+        "UPDATE core.mailboxes SET granted_scopes = %s WHERE id = %s",
+        [SEND_SCOPES[:1], desk.sender_id],
+    )
+    again = await desk.admin.post(f"/tickets/send-identities/{accepted['id']}/verify")
+    body = await again.json()
+    assert body["status"] == "failed" and "gmail.send" in body["status_reason"]
+    listed = await (await desk.agent.get("/tickets/send-identities")).json()
+    assert {i["from_email"]: i["status"] for i in listed} == {
+        SUPPORT: "verified",
+        "help@acme.example": "failed",
+        "sales@acme.example": "failed",
+        "nobody@acme.example": "failed",
+    }
