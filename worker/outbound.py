@@ -98,6 +98,11 @@ async def send_reply(pool, rt: Runtime, message_id: int) -> dict[str, Any]:
         sent = await gmail(rt, mailbox, "send_raw", raw, info["gmail_thread_id"])
     except (OutboundPermanentError, GmailReconnectRequired, GmailApiError) as exc:
         reason = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, GmailReconnectRequired):
+            # The grant is revoked: the mailbox needs an admin, as a sync would find.
+            await _call(
+                pool, "SELECT worker.mark_needs_reconnect(%s, %s)", [info["mailbox"]["id"], reason]
+            )
         return await _call(
             pool, "SELECT worker.outbound_fail(%s, %s, %s)", [message_id, "send", reason]
         )

@@ -507,3 +507,18 @@ async def test_verification_asks_gmail_for_the_address_and_the_grant(ingest, db,
         "sales@acme.example": "failed",
         "nobody@acme.example": "failed",
     }
+
+
+async def test_a_revoked_grant_fails_the_reply_and_flags_the_mailbox(ingest, db, desk):
+    ingest.gmail.revoke_refresh_token(ingest.refresh_tokens[desk.sender_id])
+    response = await desk.agent.post(f"/tickets/{desk.ticket_id}/reply", reply_body(desk))
+    assert response.status == 202
+    await ingest.run_worker()
+    [state] = outbound(db)
+    assert (state["state"], state["attempts"]) == ("failed", 1)
+    assert "GmailReconnectRequired" in state["failure_reason"]
+    mailbox = db.execute(
+        "SELECT state::text FROM core.mailboxes WHERE id = %s", [desk.sender_id]
+    ).fetchone()
+    assert mailbox["state"] == "needs_reconnect"
+    assert ingest.gmail.sent_messages(SUPPORT) == []
