@@ -23,7 +23,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
 
-from kernel.gmail import GmailApiError, GmailReconnectRequired, GmailSendUncertain
+from kernel.gmail import GmailApiError, GmailReconnectRequired
 from kernel.markers import reply_address, ticket_marker
 from worker.pipeline import Runtime, gmail
 
@@ -117,13 +117,3 @@ async def give_up(pool, message_id: int, exc: BaseException) -> None:
     """Out of retries: the reply fails with the last error (the job goes to the DLQ)."""
     reason = f"gave up after {SEND_ATTEMPTS} attempts: {type(exc).__name__}: {exc}"
     await _call(pool, "SELECT worker.outbound_fail(%s, %s, %s)", [message_id, "send", reason])
-
-
-__all__ = [
-    "SEND_ATTEMPTS",
-    "GmailSendUncertain",
-    "OutboundPermanentError",
-    "build_message",
-    "give_up",
-    "send_reply",
-]
