@@ -542,6 +542,13 @@ SCHEMAS: dict[str, Any] = {
                 "items": _ref("Occurrence"),
                 "description": "Where the message was seen, with routing (recipient) evidence.",
             },
+            "automated": {"type": ["string", "null"], "enum": ["auto_reply", "bounce", None]},
+            "classification": {
+                **OBJ,
+                "description": "Why the message has its direction and automated value: "
+                "{direction, automated, reasons: [{rule, detail}]}.",
+            },
+            "outbound_send": _nullable(_ref("OutboundSend")),
         }
     ),
     "Event": _object(

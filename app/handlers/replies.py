@@ -17,6 +17,7 @@ from app.apidoc import (
     NO_CONTENT,
     NSTR,
     NTS,
+    NUUID,
     STR,
     TS,
     UUID,
@@ -169,6 +170,27 @@ SCHEMAS = {
             "ticket_id": {"type": "integer"},
         }
     ),
+    "OutboundSend": {
+        **obj(
+            {
+                "state": {"type": "string", "enum": ["queued", "sending", "sent", "failed"]},
+                "oss_message_id": UUID,
+                "send_identity_id": NUUID,
+                "mailbox_id": NUUID,
+                "author_user_id": NUUID,
+                "attempts": {"type": "integer"},
+                "job_id": {"type": ["integer", "null"]},
+                "gmail_message_id": NSTR,
+                "gmail_thread_id": NSTR,
+                "queued_at": TS,
+                "sent_at": NTS,
+                "failure_kind": {"type": ["string", "null"], "enum": ["send", "bounce", None]},
+                "failure_reason": NSTR,
+                "failed_at": NTS,
+            }
+        ),
+        "description": "The send state of a reply the product sent (outbound_send).",
+    },
 }
 
 

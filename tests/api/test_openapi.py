@@ -649,6 +649,12 @@ async def test_real_responses_conform_to_the_document(api_factory, db, tmp_path:
         await c.check(
             await admin.post(f"/tickets/{ticket_id}/reply", reply), "POST", reply_path, 202
         )
+        replied = await c.check(
+            await admin.get(f"/tickets/{ticket_id}"), "GET", "/tickets/{ticket_id}", 200
+        )
+        assert [m["outbound_send"]["state"] for m in replied["messages"] if m["outbound_send"]] == [
+            "queued"
+        ]
         await c.check(
             await admin.get("/tickets/send-identities"), "GET", "/tickets/send-identities", 200
         )
