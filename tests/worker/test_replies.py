@@ -522,3 +522,20 @@ async def test_a_revoked_grant_fails_the_reply_and_flags_the_mailbox(ingest, db,
     ).fetchone()
     assert mailbox["state"] == "needs_reconnect"
     assert ingest.gmail.sent_messages(SUPPORT) == []
+
+
+async def test_an_identity_may_sign_the_reply_to_address(ingest, db, desk):
+    patched = await desk.admin.patch(
+        f"/tickets/send-identities/{desk.identity_id}", {"signed_reply_to": True}
+    )
+    assert (await patched.json())["signed_reply_to"] is True
+    await desk.agent.post(f"/tickets/{desk.ticket_id}/reply", reply_body(desk))
+    await ingest.run_worker()
+    [sent] = ingest.gmail.sent_messages(SUPPORT)
+    mail = email.message_from_bytes(sent.raw, policy=email.policy.default)
+    reply_to = mail["Reply-To"].addresses[0].addr_spec
+    assert reply_to.startswith("support+t") and reply_to.endswith("@acme.example")
+    org = db.execute("SELECT organization_id FROM core.tickets").fetchone()["organization_id"]
+    number, evidence = verify_markers(TEST_SECRET, org, {}, [("reply-to", reply_to)])
+    assert number == ticket(db, desk.ticket_id)["number"]
+    assert evidence["markers"][0]["valid"] is True
