@@ -17,6 +17,7 @@ import aiohttp
 from kernel.crypto import TokenDecryptionError, decrypt_token, token_key
 from kernel.gmail import (
     GMAIL_READONLY_SCOPE,
+    GMAIL_SEND_SCOPE,
     GmailApiError,
     GmailClient,
     GmailClientConfig,
@@ -30,6 +31,7 @@ from kernel.settings import Settings
 
 __all__ = [
     "GMAIL_READONLY_SCOPE",
+    "GMAIL_SEND_SCOPE",
     "READ_SCOPES",
     "ConnectRefused",
     "Grant",

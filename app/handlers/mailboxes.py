@@ -21,9 +21,9 @@ from app.errors import ApiError
 from app.http import SETTINGS, Route, path_id, respond_sql, sql_json, transaction
 from app.security import keyed_hash
 from kernel.crypto import encrypt_token, token_key
-from kernel.gmail import GMAIL_SEND_SCOPE
 from kernel.gmail_connect import (
     GMAIL_READONLY_SCOPE,
+    GMAIL_SEND_SCOPE,
     ConnectRefused,
     check_connectivity,
     grant_from_code,
