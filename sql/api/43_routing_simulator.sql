@@ -30,18 +30,23 @@ DECLARE
     v_did text[] := '{}';
     r record;
 BEGIN
-    IF v_input->>'recipient' IS NULL THEN
+    IF v_input->>'direction' = 'outbound' THEN
+        v_lines := v_lines || 'The message is outbound (the organisation wrote it): the allowlist does not apply.'::text;
+    ELSIF v_input->>'recipient' IS NULL THEN
         v_lines := v_lines || 'The original recipient is unknown, so it cannot be allowlisted.'::text;
     END IF;
-    IF NOT (p_decision->>'allowlisted')::boolean THEN
+    IF v_input->>'direction' = 'outbound' THEN
+        NULL;  -- straight to the rules
+    ELSIF NOT (p_decision->>'allowlisted')::boolean THEN
         IF v_input->>'recipient' IS NOT NULL THEN
             v_lines := v_lines || format(
                 'The recipient "%s" matches no enabled allowlist pattern.', v_input->>'recipient');
         END IF;
         RETURN to_jsonb(v_lines || 'Not allowlisted: the ticket becomes spam (auto_spam); rules are not evaluated.'::text);
+    ELSE
+        v_lines := v_lines || format('The recipient "%s" is allowlisted by pattern "%s".',
+                                     v_input->>'recipient', p_decision->'allowlist_entry'->>'pattern');
     END IF;
-    v_lines := v_lines || format('The recipient "%s" is allowlisted by pattern "%s".',
-                                 v_input->>'recipient', p_decision->'allowlist_entry'->>'pattern');
 
     -- Every enabled rule evaluated before the one that fired (all of them if none did).
     FOR r IN

@@ -151,7 +151,8 @@ BEGIN
             SELECT logic.rule_condition_checks(r, i.recipient, i.sender, i.direction) AS checks
         ) c
         WHERE r.organization_id = p_organization_id AND r.enabled
-          AND EXISTS (SELECT 1 FROM allowed)
+          -- The allowlist judges what customers send, not what the organisation sends.
+          AND (EXISTS (SELECT 1 FROM allowed) OR i.direction = 'outbound')
           AND NOT jsonb_path_exists(c.checks, '$.* ? (@.matched == false)')
         ORDER BY r.priority, r.id
         LIMIT 1
@@ -189,12 +190,13 @@ BEGIN
         'actions', act.actions,
         'skipped_actions', CASE WHEN act.user_gone THEN '["assign_user_id"]'::jsonb
                                 ELSE '[]'::jsonb END,
-        'outcome', CASE WHEN a.id IS NULL THEN 'auto_spam'
+        'outcome', CASE WHEN a.id IS NULL AND i.direction <> 'outbound' THEN 'auto_spam'
                         WHEN f.id IS NULL THEN 'no_rule'
                         WHEN f.drop_message THEN 'dropped'
                         ELSE 'rule' END,
         -- The status the decision sets; NULL leaves the ticket's status as it is.
-        'status', CASE WHEN a.id IS NULL OR f.drop_message THEN 'spam'
+        'status', CASE WHEN (a.id IS NULL AND i.direction <> 'outbound') OR f.drop_message
+                       THEN 'spam'
                        WHEN f.auto_close THEN 'closed'
                        ELSE f.set_status::text END)
     FROM input i
@@ -208,7 +210,9 @@ COMMENT ON FUNCTION logic.route_decision(uuid, text, text, text) IS
     'THE routing decision for a message of p_organization_id: {input, allowlisted, '
     'allowlist_entry, rule {id, name, version, priority}, matched_conditions, actions, '
     'skipped_actions, outcome (auto_spam|no_rule|rule|dropped), status}. Unknown recipient → '
-    'not allowlisted. Used by the worker, the simulator and re-route alike.';
+    'not allowlisted; the allowlist spams only inbound mail (an outbound message, the '
+    'organisation writing first, goes to the rules). Used by the worker, the simulator and '
+    're-route alike.';
 GRANT EXECUTE ON FUNCTION logic.route_decision(uuid, text, text, text) TO ticketing_api;
 
 -- What a decision does to a ticket: pure, so the simulator can show the worker's effect.

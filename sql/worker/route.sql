@@ -74,21 +74,9 @@ BEGIN
           AND t.routed_at IS NULL AND t.human_touched_at IS NULL
         ORDER BY t.id, o.id
     LOOP
-        IF r.direction = 'outbound' THEN
-            -- The organisation wrote first (an agent from Gmail): the allowlist judges what
-            -- customers send, not what we send, so such a ticket is opened, never spammed.
-            UPDATE core.tickets SET status = 'open', routed_at = now(), updated_at = now()
-            WHERE id = r.ticket_id;
-            INSERT INTO core.ticket_events (organization_id, ticket_id, type, data)
-            SELECT t.organization_id, t.id, 'routing_skipped',
-                   jsonb_build_object('reason', 'outbound', 'occurrence_id', r.occurrence_id,
-                                      'sender', r.from_address, 'to_status', 'open')
-            FROM core.tickets t WHERE t.id = r.ticket_id;
-        ELSE
-            PERFORM logic.apply_routing(
-                r.ticket_id, r.original_recipient, r.from_address, r.direction,
-                jsonb_build_object('trigger', 'new_ticket', 'occurrence_id', r.occurrence_id));
-        END IF;
+        PERFORM logic.apply_routing(
+            r.ticket_id, r.original_recipient, r.from_address, r.direction,
+            jsonb_build_object('trigger', 'new_ticket', 'occurrence_id', r.occurrence_id));
         v_routed := v_routed || r.ticket_id;
     END LOOP;
 
@@ -104,7 +92,5 @@ $$;
 COMMENT ON FUNCTION worker.route_occurrences(bigint[]) IS
     'ticket_apply_routing: mark every occurrence still ''stitched'' ''routed''; route each of '
     'their (live) tickets never routed nor touched by a person once, with logic.apply_routing '
-    'and the first occurrence whose message is not the product''s own (a ticket the '
-    'organisation started, direction outbound, is opened with a `routing_skipped` event '
-    'instead: never spam). Returns {routed, '
+    'and the first occurrence whose message is not the product''s own. Returns {routed, '
     'routed_tickets, tickets_unchanged, skipped}.';

@@ -95,3 +95,17 @@ def test_a_parsed_delivery_report_is_a_bounce_whatever_its_headers(db, acme):
 )
 def test_a_reply_subject_has_one_re(db, subject, expected):
     assert db.execute("SELECT logic.reply_subject(%s) AS s", [subject]).fetchone()["s"] == expected
+
+
+def test_the_allowlist_spams_only_inbound_mail(db, acme):
+    def decide(direction: str) -> dict:
+        return db.execute(
+            "SELECT logic.route_decision(%s, 'casey@client.example', 'support@acme.example', %s)"
+            " AS d",
+            [acme, direction],
+        ).fetchone()["d"]
+
+    inbound, outbound = decide("inbound"), decide("outbound")
+    assert (inbound["outcome"], inbound["status"]) == ("auto_spam", "spam")
+    assert (outbound["outcome"], outbound["status"]) == ("no_rule", None)
+    assert outbound["allowlisted"] is False

@@ -398,7 +398,8 @@ async def test_an_agents_reply_from_gmail_joins_as_outbound_without_reopening(in
         "JOIN core.ticket_messages tm ON tm.ticket_id = t.id JOIN core.messages m "
         "ON m.id = tm.message_id WHERE m.rfc_message_id = 'agent-2@acme.example'"
     ).fetchone()
-    assert started == {"status": "open", "requester_email": "newcustomer@elsewhere.example"}
+    # Routed by the rules, never judged by the allowlist (no rule here: it stays new).
+    assert started == {"status": "new", "requester_email": "newcustomer@elsewhere.example"}
 
 
 async def test_an_out_of_office_does_not_reopen_and_a_bounce_fails_the_reply(ingest, db, desk):
