@@ -132,7 +132,9 @@ class Route:
     """One operation of the API, declared once: routing, access, status, SQL and documentation.
 
     `min_role` None means no session is needed; `csrf` False only for callers that
-    authenticate otherwise and never send a cookie session. `status` is the success status
+    authenticate otherwise and never send a cookie session; the CSRF token must be bound to
+    the request's session, except that `csrf_anonymous` True (sign-in endpoints) also takes
+    the anonymous token of GET /auth/csrf. `status` is the success status
     (respond_sql answers with it). `sql` names the api.* function the handler calls (its
     COMMENT ON documents it). `limit` declares a `?limit=` parameter, parsed by
     `query_limit`. `rate_limited` False: probes and pushes answer even when a client is
@@ -147,6 +149,7 @@ class Route:
     handler: Handler
     min_role: str | None
     csrf: bool = True
+    csrf_anonymous: bool = False
     status: int = 200
     sql: str | None = None
     doc: Any = None
@@ -375,7 +378,7 @@ def declared(route: Route) -> Handler:
     async def wrapped(request: web.Request) -> web.StreamResponse:
         request[ROUTE] = route
         if route.needs_csrf:
-            require_csrf(request, request.app[SETTINGS])
+            require_csrf(request, request.app[SETTINGS], route.csrf_anonymous)
         return await inner(request)
 
     wrapped.__name__ = route.handler.__name__

@@ -54,23 +54,48 @@ def session_token_hash(settings: Settings, token: str) -> bytes:
     return keyed_hash(settings, b"session", token)
 
 
-def new_csrf_token(settings: Settings) -> str:
-    """A random nonce signed with SECRET_KEY, so a cookie planted by a sibling domain fails."""
+def _csrf_signature(settings: Settings, nonce: str, session_token: str | None) -> str:
+    # A session-bound token signs the nonce with the session token (the cookie's secret, of
+    # which the database keeps only an HMAC); an anonymous one signs it under its own purpose,
+    # so neither can pass for the other.
+    if session_token is None:
+        digest = keyed_hash(settings, b"csrf-anonymous", nonce)
+    else:
+        digest = keyed_hash(settings, b"csrf-session", f"{nonce}\0{session_token}")
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def new_csrf_token(settings: Settings, session_token: str | None) -> str:
+    """A random nonce and its HMAC under SECRET_KEY, bound to the session token when there is
+    one: a token fetched anonymously, issued to another session or planted by a sibling
+    domain does not pass with a victim's session."""
     nonce = secrets.token_urlsafe(24)
-    signature = base64.urlsafe_b64encode(keyed_hash(settings, b"csrf", nonce)).decode().rstrip("=")
-    return f"{nonce}.{signature}"
+    return f"{nonce}.{_csrf_signature(settings, nonce, session_token)}"
 
 
-def csrf_token_valid(settings: Settings, cookie: str | None, header: str | None) -> bool:
-    """Double submit: header equals cookie (constant time) and the cookie carries our signature."""
+def csrf_token_valid(
+    settings: Settings,
+    cookie: str | None,
+    header: str | None,
+    session_token: str | None,
+    anonymous_allowed: bool = False,
+) -> bool:
+    """Double submit (header equals cookie, constant time), and the token is ours and bound to
+    the session the request carries (`session_token`); an anonymous token only where
+    `anonymous_allowed` (the sign-in endpoints)."""
     cookie, header = well_formed_token(cookie), well_formed_token(header)
     if not cookie or not header:
         return False
     if not hmac.compare_digest(cookie.encode(), header.encode()):
         return False
     nonce, _, signature = cookie.partition(".")
-    expected = base64.urlsafe_b64encode(keyed_hash(settings, b"csrf", nonce)).decode().rstrip("=")
-    return hmac.compare_digest(signature.encode(), expected.encode())
+    bound = [session_token] if session_token is not None else []
+    if anonymous_allowed:
+        bound.append(None)
+    return any(
+        hmac.compare_digest(signature.encode(), _csrf_signature(settings, nonce, token).encode())
+        for token in bound
+    )
 
 
 def set_cookie(
@@ -184,12 +209,24 @@ class RateLimiter:
         }
 
 
-def require_csrf(request: web.Request, settings: Settings) -> None:
-    """Raise 403 unless a non-safe request carries the double-submit CSRF token."""
+def presented_session_token(request: web.Request, settings: Settings) -> str | None:
+    """The session token of the request's cookie, when it could be one this server issued."""
+    return well_formed_token(request.cookies.get(settings.session_cookie_name))
+
+
+def require_csrf(request: web.Request, settings: Settings, anonymous_allowed: bool) -> None:
+    """Raise 403 unless a non-safe request carries the double-submit CSRF token of its
+    session (or, where `anonymous_allowed`, an anonymous one)."""
     if request.method in SAFE_METHODS:
         return
     cookie = request.cookies.get(settings.csrf_cookie_name)
-    if not csrf_token_valid(settings, cookie, request.headers.get(CSRF_HEADER)):
+    if not csrf_token_valid(
+        settings,
+        cookie,
+        request.headers.get(CSRF_HEADER),
+        presented_session_token(request, settings),
+        anonymous_allowed,
+    ):
         raise ApiError(
             403,
             "csrf_failed",

@@ -25,22 +25,44 @@ from app.security import (
     client_address,
     new_csrf_token,
     new_session_token,
+    presented_session_token,
     session_token_hash,
     set_cookie,
 )
+from kernel.settings import Settings
 
 
-def _with_new_csrf(request: web.Request, payload: dict, status: int = 200) -> web.Response:
-    settings = request.app[SETTINGS]
-    token = new_csrf_token(settings)
-    response = web.json_response({**payload, "csrf_token": token}, status=status)
+def with_new_csrf(settings: Settings, payload: dict, session_token: str | None) -> web.Response:
+    """`payload` and a new CSRF token bound to `session_token` (None: anonymous), which is
+    also set as the CSRF cookie."""
+    token = new_csrf_token(settings, session_token)
+    response = web.json_response({**payload, "csrf_token": token})
     set_cookie(response, settings, settings.csrf_cookie_name, token, http_only=False)
     return response
 
 
+def set_session_cookie(response: web.StreamResponse, settings: Settings, token: str) -> None:
+    set_cookie(
+        response,
+        settings,
+        settings.session_cookie_name,
+        token,
+        http_only=True,
+        max_age=settings.session_ttl_seconds,
+    )
+
+
+def previous_session_hash(request: web.Request, settings: Settings) -> bytes | None:
+    """The HMAC of the session the browser presents: a new login revokes it."""
+    token = presented_session_token(request, settings)
+    return session_token_hash(settings, token) if token else None
+
+
 async def csrf(request: web.Request) -> web.Response:
-    """Issue a CSRF token: set as cookie `oss_csrf` and returned as `csrf_token`."""
-    return _with_new_csrf(request, {})
+    """Issue a CSRF token: set as cookie `oss_csrf` and returned as `csrf_token`; bound to the
+    session cookie the request carries, anonymous (sign-in endpoints only) without one."""
+    settings = request.app[SETTINGS]
+    return with_new_csrf(settings, {}, presented_session_token(request, settings))
 
 
 async def dev_login(request: web.Request) -> web.Response:
@@ -53,26 +75,21 @@ async def dev_login(request: web.Request) -> web.Response:
     async with request.app[POOL].connection() as conn:
         text = await anonymous_sql_json(
             conn,
-            "api.dev_login(%s, %s, %s, %s, %s, %s)",
+            "api.dev_login(%s, %s, %s, %s, %s, %s, %s)",
             [
                 Jsonb(body),
                 session_token_hash(settings, token),
+                previous_session_hash(request, settings),
                 settings.session_ttl_seconds,
                 request.headers.get("User-Agent", ""),
                 client_address(request, settings.trust_forwarded_for),
                 request[REQUEST_ID],
             ],
         )
-    # Login rotates the CSRF token: the one returned here is the one to use from now on.
-    response = _with_new_csrf(request, json.loads(text))
-    set_cookie(
-        response,
-        settings,
-        settings.session_cookie_name,
-        token,
-        http_only=True,
-        max_age=settings.session_ttl_seconds,
-    )
+    # Login rotates the CSRF token, bound to the new session: the one returned here is the
+    # one to use from now on.
+    response = with_new_csrf(settings, json.loads(text), token)
+    set_session_cookie(response, settings, token)
     return response
 
 
@@ -108,7 +125,9 @@ ROUTES: tuple[Route, ...] = (
             summary="Issue a CSRF token",
             description=(
                 "Sets cookie `oss_csrf` and returns the same token; send it as header "
-                "`x-csrf-token` on every non-GET request."
+                "`x-csrf-token` on every non-GET request. The token is bound to the session "
+                "cookie sent with this request; without one it is anonymous and good only for "
+                "signing in."
             ),
             response=ok("A token.", "CsrfToken"),
         ),
@@ -118,6 +137,7 @@ ROUTES: tuple[Route, ...] = (
         "/auth/dev/login",
         dev_login,
         None,
+        csrf_anonymous=True,
         sql="api.dev_login",
         doc=Doc(
             operation_id="devLogin",
@@ -126,7 +146,8 @@ ROUTES: tuple[Route, ...] = (
             description=(
                 "Only when ALLOW_DEV_LOGIN=true (404 otherwise). Finds or creates the "
                 "organisation, user and membership (the founder is admin, later members agents "
-                "unless `role` is given), sets cookie `oss_session` and rotates the CSRF token."
+                "unless `role` is given), sets cookie `oss_session` (revoking the session the "
+                "browser presented) and rotates the CSRF token."
             ),
             response=ok("Logged in.", "Login"),
             body=json_body(

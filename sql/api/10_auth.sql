@@ -37,7 +37,7 @@ COMMENT ON FUNCTION api.begin_request(bytea, text, text) IS
     'admin) and set the transaction''s tenant context. Raises 401/403 API errors.';
 
 CREATE FUNCTION api.dev_login(
-    p_body jsonb, p_token_hash bytea,
+    p_body jsonb, p_token_hash bytea, p_previous_token_hash bytea,
     p_ttl_seconds integer, p_user_agent text, p_client_ip text, p_request_id text
 ) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -87,24 +87,19 @@ BEGIN
         DO UPDATE SET role = coalesce(v_requested_role::core.member_role, memberships.role)
     RETURNING role INTO v_role;
 
-    INSERT INTO core.sessions (token_hash, user_id, organization_id, expires_at,
-                               user_agent, client_ip)
-    VALUES (p_token_hash, v_user.id, v_org.id, now() + make_interval(secs => p_ttl_seconds),
-            left(coalesce(p_user_agent, ''), 500), coalesce(p_client_ip, ''))
-    RETURNING * INTO v_session;
-
-    INSERT INTO core.audit_events
-        (organization_id, actor_user_id, action, target_type, target_id, details, request_id)
-    VALUES (v_org.id, v_user.id, 'auth.dev_login', 'session', v_session.id::text,
-            jsonb_build_object('role', v_role, 'organization_created', v_org_created),
-            coalesce(p_request_id, ''));
+    v_session := logic.session_open(v_user.id, v_org.id, p_token_hash, p_previous_token_hash,
+                                    p_ttl_seconds, p_user_agent, p_client_ip);
+    PERFORM logic.audit_by(v_org.id, v_user.id, 'auth.dev_login', 'session', v_session.id::text,
+        jsonb_build_object('role', v_role, 'organization_created', v_org_created),
+        p_request_id);
 
     RETURN logic.session_json(v_session, v_role);
 END
 $$;
-COMMENT ON FUNCTION api.dev_login(jsonb, bytea, integer, text, text, text) IS
-    'Development login ({email, organization_name, role?}): find or create the organisation, user and membership, open a session '
-    'whose token HMAC is p_token_hash. The HTTP layer exposes it only with ALLOW_DEV_LOGIN.';
+COMMENT ON FUNCTION api.dev_login(jsonb, bytea, bytea, integer, text, text, text) IS
+    'Development login ({email, organization_name, role?}): find or create the organisation, '
+    'user and membership, open a session whose token HMAC is p_token_hash (revoking the one '
+    'of p_previous_token_hash). The HTTP layer exposes it only with ALLOW_DEV_LOGIN.';
 
 CREATE FUNCTION api.me() RETURNS jsonb
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -52,3 +52,43 @@ $$;
 COMMENT ON FUNCTION logic.audit(uuid, text, text, text, jsonb) IS
     'Append an audit event attributed to the request''s user and request id.';
 GRANT EXECUTE ON FUNCTION logic.audit(uuid, text, text, text, jsonb) TO ticketing_api;
+
+CREATE FUNCTION logic.audit_by(p_organization_id uuid, p_actor_user_id uuid, p_action text,
+                               p_target_type text, p_target_id text, p_details jsonb,
+                               p_request_id text)
+    RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    INSERT INTO core.audit_events
+        (organization_id, actor_user_id, action, target_type, target_id, details, request_id)
+    VALUES (p_organization_id, p_actor_user_id, p_action, p_target_type, p_target_id,
+            coalesce(p_details, '{}'), coalesce(p_request_id, ''))
+$$;
+COMMENT ON FUNCTION logic.audit_by(uuid, uuid, text, text, text, jsonb, text) IS
+    'Append an audit event with an explicit actor (sign-in and the CLI, where no session is '
+    'set yet); logic.audit takes the actor from the request.';
+
+-- A login replaces the browser's previous session (the token it presented), so an old
+-- cookie stops working the moment a new one is issued.
+CREATE FUNCTION logic.session_open(p_user_id uuid, p_organization_id uuid, p_token_hash bytea,
+                                   p_previous_token_hash bytea, p_ttl_seconds integer,
+                                   p_user_agent text, p_client_ip text)
+    RETURNS core.sessions
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_session core.sessions;
+BEGIN
+    IF p_previous_token_hash IS NOT NULL THEN
+        UPDATE core.sessions SET revoked_at = now()
+        WHERE token_hash = p_previous_token_hash AND revoked_at IS NULL;
+    END IF;
+    INSERT INTO core.sessions (token_hash, user_id, organization_id, expires_at,
+                               user_agent, client_ip)
+    VALUES (p_token_hash, p_user_id, p_organization_id,
+            now() + make_interval(secs => p_ttl_seconds),
+            left(coalesce(p_user_agent, ''), 500), coalesce(p_client_ip, ''))
+    RETURNING * INTO v_session;
+    RETURN v_session;
+END
+$$;
+COMMENT ON FUNCTION logic.session_open(uuid, uuid, bytea, bytea, integer, text, text) IS
+    'Open a session (token HMAC p_token_hash) of the user in the organisation, revoking the '
+    'session the browser presented before (p_previous_token_hash), if any.';

@@ -304,3 +304,80 @@ async def test_request_id_reaches_the_audit_trail(new_client, db):
     )
     row = db.execute("SELECT action, request_id FROM core.audit_events").fetchone()
     assert row == {"action": "auth.dev_login", "request_id": "trace-42"}
+
+
+async def test_planted_csrf_token_is_refused_with_the_victims_session(login, new_client):
+    """A token fetched anonymously, or issued to another user's session, is ours and signed,
+    but bound to no session or another one: refused with the victim's session."""
+    victim = await login("alice@example.com", "Acme")
+    mallory = await login("mallory@example.com", "Acme")
+    anonymous = await new_client()
+    anonymous_token = (await (await anonymous.get("/auth/csrf")).json())["csrf_token"]
+
+    for planted in (anonymous_token, mallory.csrf):
+        victim.client.session.cookie_jar.update_cookies({"oss_csrf": planted})
+        response = await victim.client.post(
+            "/queues", json={"name": "Planted"}, headers={"x-csrf-token": planted}
+        )
+        assert response.status == 403
+        assert (await response.json())["code"] == "csrf_failed"
+
+    # The victim's own token, fetched with the session cookie, works; so does the one of
+    # GET /auth/csrf with the session (the web client fetches one before each mutation).
+    fresh = (await (await victim.get("/auth/csrf")).json())["csrf_token"]
+    response = await victim.client.post(
+        "/queues", json={"name": "Billing"}, headers={"x-csrf-token": fresh}
+    )
+    assert response.status == 201, await response.text()
+
+
+async def test_anonymous_csrf_token_only_signs_in(new_client):
+    client = await new_client()
+    token = (await (await client.get("/auth/csrf")).json())["csrf_token"]
+    refused = await client.post("/auth/logout", headers={"x-csrf-token": token})
+    assert refused.status == 403
+    assert (await refused.json())["code"] == "csrf_failed"
+    # The same anonymous token signs in.
+    signed_in = await client.post(
+        "/auth/dev/login",
+        json={"email": "a@example.com", "organization_name": "Acme"},
+        headers={"x-csrf-token": token},
+    )
+    assert signed_in.status == 200
+
+
+async def test_relogin_revokes_the_previous_session_token(login, new_client, db):
+    alice = await login("alice@example.com", "Acme")
+    old = alice.client.session.cookie_jar.filter_cookies(alice.client.make_url("/"))[
+        "oss_session"
+    ].value
+    again = await dev_login(alice.client, "alice@example.com", "Acme")
+    revoked = [
+        row["revoked"]
+        for row in db.execute(
+            "SELECT revoked_at IS NOT NULL AS revoked FROM core.sessions ORDER BY created_at"
+        )
+    ]
+    assert revoked == [True, False]
+    stale = await (await new_client()).get("/me", headers={"Cookie": f"oss_session={old}"})
+    assert stale.status == 401
+    assert (await again.get("/me")).status == 200
+
+
+async def test_dev_login_is_404_in_production(api_factory, client_factory):
+    import base64
+
+    server = await api_factory(
+        app_env="production",
+        allow_dev_login=False,
+        encryption_key=base64.b64decode(base64.b64encode(b"k" * 32)),
+    )
+    client = await client_factory(server)
+    csrf = (await (await client.get("/auth/csrf")).json())["csrf_token"]
+    response = await client.post(
+        "/auth/dev/login",
+        json={"email": "a@example.com", "organization_name": "Acme"},
+        headers={"x-csrf-token": csrf},
+    )
+    assert response.status == 404
+    assert await response.json() == {"detail": "Not Found", "code": "not_found"}

@@ -199,11 +199,14 @@ async def target(api_server, new_client):
         await admin.post("/tickets/routing/allowlist", json={"pattern": "*@acme.example"})
     ).json()
     cookies = {c.key: c.value for c in admin.client.session.cookie_jar}
+    # Without a session, only an anonymous token passes CSRF (and only to sign in).
+    anonymous = (await (await (await new_client()).get("/auth/csrf")).json())["csrf_token"]
     return {
         "host": api_server.host,
         "port": api_server.port,
         "cookie": "; ".join(f"{k}={v}" for k, v in cookies.items()).encode(),
         "csrf": admin.csrf.encode(),
+        "anonymous_csrf": anonymous.encode(),
         "ids": {"rule": rule["id"], "entry": entry["id"], "ticket": 1},
     }
 
@@ -235,15 +238,15 @@ def _build(case: Case, target: dict) -> bytes:
         "Content-Type": b"application/json",
     }
     cookies = []
+    csrf = target["csrf"] if case.session else target["anonymous_csrf"]
     if case.session:
         cookies.append(target["cookie"])
     elif case.csrf:
-        csrf_cookie = next(c for c in target["cookie"].split(b"; ") if c.startswith(b"oss_csrf="))
-        cookies.append(csrf_cookie)
+        cookies.append(b"oss_csrf=" + csrf)
     if cookies:
         headers["Cookie"] = b"; ".join(cookies)
     if case.csrf:
-        headers["x-csrf-token"] = target["csrf"]
+        headers["x-csrf-token"] = csrf
     headers.update(case.headers)
     body = case.body or b""
     headers["Content-Length"] = str(len(body)).encode()
