@@ -97,6 +97,8 @@ INPUT_LIMITS = {
     "ticket_cursor": 400,
     "ticket_page": 100,
     "ops_page": 200,
+    "audit_page": 200,
+    "display_name": 200,
     "page_default": 50,
     "pause_minutes": 10080,
     "reply_recipients": 50,

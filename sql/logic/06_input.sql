@@ -20,6 +20,8 @@ CREATE FUNCTION logic.input_limits() RETURNS jsonb
         'ticket_cursor', 400,
         'ticket_page', 100,            -- items per page: 1..this
         'ops_page', 200,
+        'audit_page', 200,
+        'display_name', 200,           -- a Google account's name, as stored (cut, not refused)
         'page_default', 50,            -- items per page when the client names none
         'pause_minutes', 10080,        -- one week
         'reply_recipients', 50,        -- addresses in to_emails, and again in cc_emails

@@ -231,8 +231,12 @@ async def test_garbage_session_cookie_is_401(new_client):
 
 
 async def test_removed_member_loses_access_at_once(login, db):
+    await login("founder@example.com", "Acme")  # the admin, who stays
     alice = await login("alice@example.com", "Acme")
-    db.execute("DELETE FROM core.memberships")
+    db.execute(
+        "DELETE FROM core.memberships WHERE user_id = "
+        "(SELECT id FROM core.users WHERE email = 'alice@example.com')"
+    )
     response = await alice.get("/queues")
     assert response.status == 401
     assert (await response.json())["code"] == "not_a_member"
