@@ -102,6 +102,23 @@ PATH_IDS: dict[str, PathId] = {
             "No send identity with that id in this organization.",
             "Send identity id.",
         ),
+        PathId(
+            "user_id", "uuid", "member_not_found", "No member with that user id here.", "User id."
+        ),
+        PathId(
+            "invitation_id",
+            "uuid",
+            "invitation_not_found",
+            "No open invitation with that id here.",
+            "Invitation id.",
+        ),
+        PathId(
+            "session_id",
+            "uuid",
+            "session_not_found",
+            "No live session of yours with that id.",
+            "Session id.",
+        ),
     )
 }
 

@@ -735,6 +735,61 @@ SCHEMAS["PubSubPush"] = {
 
 # ------------------------------------------------------------------ shared pieces
 
+# ---- members, invitations, audit trail, the user's sessions (issue 14)
+SCHEMAS.update(
+    {
+        "LoggedOutAll": _object({"logged_out": {"type": "boolean", "const": True}, "revoked": INT}),
+        "Member": _object(
+            {"user_id": UUID, "email": STR, "display_name": STR, "role": ROLE, "joined_at": TS}
+        ),
+        "MemberList": _list_of("Member"),
+        "MemberUpdate": _request({"role": ROLE}, ("role",)),
+        "Invitation": _object(
+            {
+                "id": UUID,
+                "email": STR,
+                "role": ROLE,
+                "invited_by": NUUID,
+                "created_at": TS,
+                "expires_at": TS,
+                "accepted_at": NTS,
+            }
+        ),
+        "InvitationList": _list_of("Invitation"),
+        "InvitationCreate": _request(
+            {"email": EMAIL, "role": enum_of("member_role", nullable=True)}, ("email",)
+        ),
+        "AuditEvent": _object(
+            {
+                "id": INT,
+                "action": STR,
+                "actor_user_id": NUUID,
+                "target_type": STR,
+                "target_id": STR,
+                "details": OBJ,
+                "request_id": STR,
+                "created_at": TS,
+            }
+        ),
+        "AuditEventPage": _object(
+            {"items": {"type": "array", "items": _ref("AuditEvent")}, "next_cursor": NSTR}
+        ),
+        "MySession": _object(
+            {
+                "id": UUID,
+                "organization_id": UUID,
+                "organization_name": STR,
+                "created_at": TS,
+                "expires_at": TS,
+                "user_agent": STR,
+                "client_ip": STR,
+                "current": BOOL,
+            }
+        ),
+        "MySessionList": _list_of("MySession"),
+    }
+)
+
 _ERROR_RESPONSES = {
     "400": (
         "BadRequest",

@@ -12,6 +12,7 @@ from app.handlers import (
     auth,
     health,
     mailboxes,
+    members,
     ops,
     queues,
     replies,
@@ -24,6 +25,7 @@ from app.http import Route
 ROUTES: tuple[Route, ...] = (
     *health.ROUTES,
     *auth.ROUTES,
+    *members.ROUTES,
     *queues.ROUTES,
     *mailboxes.ROUTES,
     *routing.ROUTES,

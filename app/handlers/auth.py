@@ -101,6 +101,14 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
+async def logout_all(request: web.Request) -> web.Response:
+    """Revoke every session of the user (all organisations) and clear this one's cookie."""
+    settings = request.app[SETTINGS]
+    response = json_text(await sql_json(request, "api.logout_all()"))
+    clear_cookie(response, settings, settings.session_cookie_name)
+    return response
+
+
 async def switch_org(request: web.Request) -> web.Response:
     """Move the session to another organisation the user belongs to."""
     body = await read_json_object(request)
@@ -168,6 +176,20 @@ ROUTES: tuple[Route, ...] = (
             summary="Log out",
             description="Revoke the session and clear its cookie.",
             response=ok("Logged out.", "LoggedOut"),
+        ),
+    ),
+    Route(
+        "POST",
+        "/auth/logout-all",
+        logout_all,
+        "viewer",
+        sql="api.logout_all",
+        doc=Doc(
+            operation_id="logoutAll",
+            tag="auth",
+            summary="Log out everywhere",
+            description="Revoke every session of the user, in every organisation.",
+            response=ok("Logged out.", "LoggedOutAll"),
         ),
     ),
     Route(

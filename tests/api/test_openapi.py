@@ -460,7 +460,9 @@ class Checker:
         return body
 
 
-async def test_real_responses_conform_to_the_document(api_factory, db, tmp_path: Path):
+async def test_real_responses_conform_to_the_document(
+    api_factory, client_factory, db, tmp_path: Path
+):
     doc = openapi.document()
     blob_dir = tmp_path / "blobs"
     server = await api_factory(
@@ -748,6 +750,45 @@ async def test_real_responses_conform_to_the_document(api_factory, db, tmp_path:
         await c.check(
             await admin.post("/ops/jobs/123456/replay"), "POST", "/ops/jobs/{job_id}/replay", 404
         )
+
+        # Members, invitations, the audit trail and the user's sessions.
+        other = await dev_login(await client_factory(server), "bo@acme.example", "Acme OpenAPI")
+        members = await c.check(await admin.get("/members"), "GET", "/members", 200)
+        assert len(members["items"]) == 2
+        bo_path = f"/members/{other.login['user']['id']}"
+        await c.check(
+            await admin.patch(bo_path, {"role": "viewer"}), "PATCH", "/members/{user_id}", 200
+        )
+        await c.check(
+            await admin.patch(f"/members/{admin.login['user']['id']}", {"role": "agent"}),
+            "PATCH",
+            "/members/{user_id}",
+            409,
+        )
+        invitation = await c.check(
+            await admin.post("/invitations", {"email": "cy@acme.example", "role": "viewer"}),
+            "POST",
+            "/invitations",
+            201,
+        )
+        await c.check(await admin.get("/invitations"), "GET", "/invitations", 200)
+        await c.check(
+            await admin.delete(f"/invitations/{invitation['id']}"),
+            "DELETE",
+            "/invitations/{invitation_id}",
+            204,
+        )
+        await c.check(await admin.get("/audit-events?limit=2"), "GET", "/audit-events", 200)
+        second = await dev_login(await client_factory(server), "ada@acme.example", "Acme OpenAPI")
+        await c.check(await admin.get("/me/sessions"), "GET", "/me/sessions", 200)
+        await c.check(
+            await admin.delete(f"/me/sessions/{second.login['session']['id']}"),
+            "DELETE",
+            "/me/sessions/{session_id}",
+            204,
+        )
+        await c.check(await other.post("/auth/logout-all"), "POST", "/auth/logout-all", 200)
+        await c.check(await admin.delete(bo_path), "DELETE", "/members/{user_id}", 204)
 
         await c.check(await admin.post("/auth/logout"), "POST", "/auth/logout", 200)
         await c.check(await admin.get("/me"), "GET", "/me", 401)
