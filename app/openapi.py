@@ -735,9 +735,10 @@ SCHEMAS["PubSubPush"] = {
 
 # ------------------------------------------------------------------ shared pieces
 
-# ---- members, invitations, audit trail, the user's sessions (issue 14)
+# ---- sign-in, members, invitations, audit trail, the user's sessions (issue 14)
 SCHEMAS.update(
     {
+        "GoogleSignInStart": _object({"authorization_url": STR, "expires_at": TS}),
         "LoggedOutAll": _object({"logged_out": {"type": "boolean", "const": True}, "revoked": INT}),
         "Member": _object(
             {"user_id": UUID, "email": STR, "display_name": STR, "role": ROLE, "joined_at": TS}

@@ -17,6 +17,7 @@ from app.handlers import (
     queues,
     replies,
     routing,
+    signin,
     tickets,
     webhooks,
 )
@@ -25,6 +26,7 @@ from app.http import Route
 ROUTES: tuple[Route, ...] = (
     *health.ROUTES,
     *auth.ROUTES,
+    *signin.ROUTES,
     *members.ROUTES,
     *queues.ROUTES,
     *mailboxes.ROUTES,

@@ -183,6 +183,28 @@ def cmd_mailbox_register(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_org_create(settings: Settings, args: argparse.Namespace) -> int:
+    """Create an organisation with its first admin (and verified Workspace domains)."""
+    from cli.org_admin import OrganizationError, create_organization
+
+    url = db.database_url(settings)
+    _migrate_if_embedded(settings, url, force=False)
+    try:
+        result = create_organization(
+            url,
+            name=args.name,
+            admin_email=args.admin,
+            domains=args.domain,
+            join_policy=args.join_policy,
+            domain_join_role=args.domain_role,
+        )
+    except OrganizationError as exc:
+        print(f"org-create: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """The product end to end on a sample mailbox: embedded database, fake Gmail, pipeline, API."""
     from cli.demo import run_demo
@@ -302,6 +324,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-backfill", action="store_true", help="do not queue the initial backfill"
     )
     register.set_defaults(func=cmd_mailbox_register)
+
+    org = sub.add_parser(
+        "org-create", help="create an organisation and its first admin (Sign in with Google)"
+    )
+    org.add_argument("--name", required=True, help="the organisation's name")
+    org.add_argument(
+        "--admin", required=True, metavar="EMAIL", help="its first admin's Google e-mail"
+    )
+    org.add_argument(
+        "--domain",
+        action="append",
+        default=[],
+        metavar="D",
+        help="a verified Google Workspace domain of the organisation (the hd claim); repeatable",
+    )
+    org.add_argument(
+        "--join-policy",
+        choices=("invite_only", "domain"),
+        default=None,
+        help="invite_only (default): invited e-mails only; domain: anyone of --domain joins",
+    )
+    org.add_argument(
+        "--domain-role",
+        choices=("agent", "viewer"),
+        default=None,
+        help="the role people joining by domain get (default agent)",
+    )
+    org.set_defaults(func=cmd_org_create)
     return parser
 
 

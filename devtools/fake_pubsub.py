@@ -16,7 +16,9 @@ does the subscription's part as the real service documents it:
   are hints: only the newest history id matters).
 
 `FakeGoogleIssuer` signs the OIDC tokens with a key of its own and serves its certificates
-in the format of Google's `oauth2/v1/certs`, so the endpoint verifies real signatures.
+in the format of Google's `oauth2/v1/certs` (and as a JWK set, as `oauth2/v3/certs`), so the
+endpoint verifies real signatures; the fake OpenID provider (devtools/fake_oidc.py) signs its
+ID tokens with it too.
 """
 
 from __future__ import annotations
@@ -76,6 +78,21 @@ class FakeGoogleIssuer:
         """What `oauth2/v1/certs` answers: key id → PEM certificate."""
         return {self.key_id: self._certificate_pem}
 
+    def jwks(self) -> dict[str, Any]:
+        """What `oauth2/v3/certs` (the discovery document's jwks_uri) answers: a JWK set."""
+        numbers = self._key.public_key().public_numbers()
+
+        def b64url(value: int) -> str:
+            raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+            return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+        key = {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.key_id}
+        return {"keys": [{**key, "n": b64url(numbers.n), "e": b64url(numbers.e)}]}
+
+    def sign(self, payload: dict[str, Any]) -> str:
+        """`payload` as an RS256 JWT signed with this issuer's key (header kid: its key id)."""
+        return jwt.encode(self._signer, payload).decode()
+
     def token(
         self,
         audience: str,
@@ -98,7 +115,7 @@ class FakeGoogleIssuer:
             "iat": now,
             "exp": now + lifetime,
         }
-        return jwt.encode(self._signer, payload).decode()
+        return self.sign(payload)
 
 
 @contextlib.asynccontextmanager

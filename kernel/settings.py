@@ -94,6 +94,13 @@ class Settings:
     google_auth_uri: str = "https://accounts.google.com/o/oauth2/v2/auth"
     google_token_uri: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
     google_oauth_redirect_uri: str = "http://127.0.0.1:8000/mailboxes/gmail/oauth/callback"
+    # Sign in with Google (OpenID Connect): the provider is read from its discovery document.
+    google_oidc_client_id: str | None = None
+    google_oidc_client_secret: str | None = None
+    google_oidc_discovery_url: str = "https://accounts.google.com/.well-known/openid-configuration"
+    google_oidc_redirect_uri: str = "http://127.0.0.1:8000/auth/google/callback"
+    # Where a browser lands after signing in (the web client).
+    frontend_url: str = "http://localhost:3000"
     # Gmail push (Cloud Pub/Sub): without a topic, push is off and only polling runs.
     gmail_pubsub_topic: str | None = None
     # How pushes are authenticated: Pub/Sub's OIDC token (audience and service account),
@@ -110,6 +117,11 @@ class Settings:
     # One log line per request costs about a tenth of a list request's CPU; the request id
     # header, /metrics and the proxy in front usually cover it.
     access_log: bool = False
+
+    @property
+    def google_signin_configured(self) -> bool:
+        """Whether Sign in with Google can run (an OpenID Connect client is set)."""
+        return bool(self.google_oidc_client_id and self.google_oidc_client_secret)
 
     @property
     def push_enabled(self) -> bool:
@@ -233,6 +245,13 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
         google_token_uri=get("GOOGLE_TOKEN_URI") or Settings.google_token_uri,
         google_oauth_redirect_uri=get("GOOGLE_OAUTH_REDIRECT_URI")
         or Settings.google_oauth_redirect_uri,
+        google_oidc_client_id=get("GOOGLE_OIDC_CLIENT_ID"),
+        google_oidc_client_secret=get("GOOGLE_OIDC_CLIENT_SECRET"),
+        google_oidc_discovery_url=get("GOOGLE_OIDC_DISCOVERY_URL")
+        or Settings.google_oidc_discovery_url,
+        google_oidc_redirect_uri=get("GOOGLE_OIDC_REDIRECT_URI")
+        or Settings.google_oidc_redirect_uri,
+        frontend_url=get("FRONTEND_URL") or Settings.frontend_url,
         gmail_pubsub_topic=topic,
         gmail_push_audience=audience,
         gmail_push_service_account=service_account,

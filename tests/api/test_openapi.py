@@ -751,7 +751,12 @@ async def test_real_responses_conform_to_the_document(
             await admin.post("/ops/jobs/123456/replay"), "POST", "/ops/jobs/{job_id}/replay", 404
         )
 
-        # Members, invitations, the audit trail and the user's sessions.
+        # Sign-in (not configured here: 503; a callback without state: 400), members,
+        # invitations, the audit trail and the user's sessions.
+        await c.check(await anonymous.get("/auth/google/start"), "GET", "/auth/google/start", 503)
+        await c.check(
+            await anonymous.get("/auth/google/callback"), "GET", "/auth/google/callback", 400
+        )
         other = await dev_login(await client_factory(server), "bo@acme.example", "Acme OpenAPI")
         members = await c.check(await admin.get("/members"), "GET", "/members", 200)
         assert len(members["items"]) == 2

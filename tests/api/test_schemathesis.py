@@ -21,6 +21,7 @@ import requests
 
 from app.openapi import document
 from devtools.fake_gmail import FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, FakeGmailServer
+from devtools.fake_oidc import FakeOpenIDProvider, serve_provider_in_thread
 from tests.fixtures.api import TEST_SECRET
 from tests.fixtures.seed import Seed
 from tests.processes import REPO, clean_env, free_port, healthz_once_up, serving
@@ -34,7 +35,9 @@ SCHEMATHESIS = [str(Path(sys.executable).parent / "schemathesis")]
 MAX_EXAMPLES = os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "10")
 
 
-def _server_env(db_url: str, gmail: FakeGmailServer) -> dict[str, str]:
+def _server_env(
+    db_url: str, gmail: FakeGmailServer, oidc: FakeOpenIDProvider, port: int
+) -> dict[str, str]:
     return clean_env(
         DATABASE_URL=db_url,
         APP_ENV="test",
@@ -48,6 +51,11 @@ def _server_env(db_url: str, gmail: FakeGmailServer) -> dict[str, str]:
         GOOGLE_CLIENT_SECRET=FAKE_CLIENT_SECRET,
         GOOGLE_TOKEN_URI=gmail.token_uri,
         GMAIL_API_BASE_URL=gmail.base_url,
+        # Sign in with Google against the fake OpenID provider, so that its start redirects.
+        GOOGLE_OIDC_CLIENT_ID=oidc.client_id,
+        GOOGLE_OIDC_CLIENT_SECRET=oidc.client_secret,
+        GOOGLE_OIDC_DISCOVERY_URL=oidc.discovery_url,
+        GOOGLE_OIDC_REDIRECT_URI=f"http://127.0.0.1:{port}/auth/google/callback",
     )
 
 
@@ -71,8 +79,16 @@ def _seed_ticket(db, port: int) -> int:
 def test_schemathesis_short_profile_finds_nothing(db, db_url, fake_gmail_thread, tmp_path):
     port = free_port()
     log_path = tmp_path / "serve.log"
-    env = _server_env(db_url, fake_gmail_thread)
-    with serving("--port", str(port), env=env, log_path=log_path) as server:
+    oidc = FakeOpenIDProvider(redirect_uris=(f"http://127.0.0.1:{port}/auth/google/callback",))
+    with (
+        serve_provider_in_thread(oidc),
+        serving(
+            "--port",
+            str(port),
+            env=_server_env(db_url, fake_gmail_thread, oidc, port),
+            log_path=log_path,
+        ) as server,
+    ):
         try:
             assert healthz_once_up(port, server, 60) is not None, log_path.read_text()
             ticket_id = _seed_ticket(db, port)

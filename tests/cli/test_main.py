@@ -142,3 +142,50 @@ def test_several_processes_need_a_database_server(tmp_path):
     )
     assert done.returncode == 2
     assert "needs DATABASE_URL" in done.stderr
+
+
+def test_org_create_makes_the_organisation_and_its_first_admin(db_url, db):
+    env = clean_env(DATABASE_URL=db_url)
+    done = _ticketing(
+        "org-create",
+        "--name",
+        "Acme",
+        "--admin",
+        "Boss@Acme.example",
+        "--domain",
+        "acme.example",
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)
+    assert (created["name"], created["admin"], created["domains"], created["join_policy"]) == (
+        "Acme",
+        "boss@acme.example",
+        ["acme.example"],
+        "invite_only",
+    )
+    row = db.execute(
+        "SELECT m.role, u.email, o.join_policy FROM core.memberships m "
+        "JOIN core.users u ON u.id = m.user_id JOIN core.organizations o ON o.id = m.organization_id"
+    ).fetchone()
+    assert row == {"role": "admin", "email": "boss@acme.example", "join_policy": "invite_only"}
+    assert db.execute("SELECT domain FROM core.organization_domains").fetchone()["domain"] == (
+        "acme.example"
+    )
+
+    again = _ticketing("org-create", "--name", "ACME", "--admin", "x@acme.example", env=env)
+    assert again.returncode == 1
+    assert "exists already" in again.stderr
+    taken = _ticketing(
+        "org-create",
+        "--name",
+        "Other",
+        "--admin",
+        "x@other.example",
+        "--domain",
+        "acme.example",
+        env=env,
+    )
+    assert taken.returncode == 1
+    assert "already belongs to another organization" in taken.stderr
+    assert db.execute("SELECT count(*) AS n FROM core.organizations").fetchone()["n"] == 1
