@@ -186,6 +186,18 @@ def with_fake_gmail(settings: Settings, base_url: str, token_uri: str) -> Settin
     )
 
 
+def with_fake_google_signin(settings: Settings, provider: Any, api: str) -> Settings:
+    """`settings` with Sign in with Google against the fake OpenID provider; a browser lands
+    on GET /me after signing in (the demo has no web client)."""
+    return settings.with_overrides(
+        google_oidc_client_id=provider.client_id,
+        google_oidc_client_secret=provider.client_secret,
+        google_oidc_discovery_url=provider.discovery_url,
+        google_oidc_redirect_uri=f"{api}/auth/google/callback",
+        frontend_url=f"{api}/me",
+    )
+
+
 def seed_organization(database_url: str) -> dict[str, Any]:
     """Organisation "Demo", its admin, queues, allowlist and rules (each only if missing).
 
@@ -361,6 +373,14 @@ def walkthrough(host: str, port: int, ticket_id: int | None) -> str:
         [
             f"API on {api} (development login on; Ctrl-C stops). Try:",
             "",
+            f"Sign in with Google (a fake provider signs you in as {ADMIN_EMAIL}): open",
+            f"{api}/auth/google/start in a browser (you land on /me), or with curl:",
+            "",
+            "  jar=$(mktemp)",
+            f"  curl -s -L -c $jar -b $jar {api}/auth/google/start   # ends on GET /me",
+            "",
+            "Or development login:",
+            "",
             f"  api={api}; jar=$(mktemp)",
             f"  csrf=$(curl -s -c $jar -b $jar $api/auth/csrf | {pick})",
             '  csrf=$(curl -s -c $jar -b $jar -X POST $api/auth/dev/login -H "x-csrf-token: $csrf" \\',
@@ -390,6 +410,7 @@ def run_demo(
 ) -> DemoResult:
     """Steps 1-5 of the module docstring; returns after the pipeline if not `serve`."""
     from devtools.fake_gmail import FakeGmail, fake_gmail_in_thread
+    from devtools.fake_oidc import FakeGoogleUser, FakeOpenIDProvider, serve_provider_in_thread
     from devtools.fake_pubsub import FakePushSubscription
     from worker.pipeline import Runtime
 
@@ -418,8 +439,13 @@ def run_demo(
         )
         gmail.create_topic(PUSH_TOPIC, subscription.publish)
         settings = settings.with_overrides(gmail_pubsub_topic=PUSH_TOPIC, gmail_push_token=token)
-    with fake_gmail_in_thread(gmail) as server:
+    local_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    api = f"http://{local_host}:{port}"
+    google = FakeOpenIDProvider(redirect_uris=(f"{api}/auth/google/callback",))
+    google.sign_in_as(FakeGoogleUser(ADMIN_EMAIL, hosted_domain="demo.example", name="Demo Admin"))
+    with fake_gmail_in_thread(gmail) as server, serve_provider_in_thread(google):
         settings = with_fake_gmail(settings, server.base_url, server.token_uri)
+        settings = with_fake_google_signin(settings, google, api)
         runtime = Runtime(settings=settings, blobs=LocalBlobStore(settings.local_blob_dir))
         try:
             seed_organization(database_url)

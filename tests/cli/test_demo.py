@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 from psycopg.rows import dict_row
 
 from cli.demo import MAILBOX_DIR, ORGANIZATION
@@ -159,6 +160,16 @@ def _serve_until_live(data_dir: Path) -> tuple[str, re.Match[str]]:
         reader.start()
         try:
             assert routed.wait(timeout=150), "".join(lines) + stderr_path.read_text()[-3000:]
+            # Sign in with Google as the walkthrough says: the fake provider signs the admin
+            # in, and the browser lands on GET /me with a session.
+            with requests.Session() as browser:
+                me = browser.get(f"http://127.0.0.1:{port}/auth/google/start", timeout=30)
+                assert me.status_code == 200, me.text
+                assert me.url == f"http://127.0.0.1:{port}/me"
+                assert (me.json()["user"]["email"], me.json()["role"]) == (
+                    "admin@demo.example",
+                    "admin",
+                )
         finally:
             proc.send_signal(signal.SIGINT)
             try:
