@@ -788,6 +788,22 @@ SCHEMAS.update(
             }
         ),
         "MySessionList": _list_of("MySession"),
+        "JoinPolicy": _object(
+            {
+                "join_policy": {"type": "string", "enum": ["invite_only", "domain"]},
+                "domain_join_role": {"type": "string", "enum": ["agent", "viewer"]},
+                "domains": STR_LIST,
+            }
+        ),
+        "JoinPolicyUpdate": {
+            **_request(
+                {
+                    "join_policy": {"enum": ["invite_only", "domain", None]},
+                    "domain_join_role": {"enum": ["agent", "viewer", None]},
+                }
+            ),
+            "minProperties": 1,
+        },
     }
 )
 

@@ -69,6 +69,17 @@ async def list_audit_events(request: web.Request) -> web.Response:
     )
 
 
+async def get_join_policy(request: web.Request) -> web.Response:
+    """Who may join the organisation by signing in with Google."""
+    return await respond_sql(request, "api.join_policy_json()")
+
+
+async def update_join_policy(request: web.Request) -> web.Response:
+    """Change the join policy or the role of people joining by domain."""
+    body = await read_json_patch(request)
+    return await respond_sql(request, "api.join_policy_update(%s)", [Jsonb(body)])
+
+
 async def list_my_sessions(request: web.Request) -> web.Response:
     """The user's live sessions."""
     return await respond_sql(request, "api.my_session_list()")
@@ -198,6 +209,41 @@ ROUTES: tuple[Route, ...] = (
                     "description": "`next_cursor` of the previous page.",
                 },
             ),
+        ),
+    ),
+    Route(
+        "GET",
+        "/organization/join-policy",
+        get_join_policy,
+        "admin",
+        sql="api.join_policy_json",
+        doc=Doc(
+            operation_id="getJoinPolicy",
+            tag="members",
+            summary="Who may join",
+            description=(
+                "invite_only: invited e-mails only; domain: a Google account of one of the "
+                "verified Workspace `domains` (the ID token's hd claim, never the e-mail's "
+                "domain alone) joins with `domain_join_role`. Domains are verified by an "
+                "operator (`ticketing org-create --domain`)."
+            ),
+            response=ok("The policy.", "JoinPolicy"),
+        ),
+    ),
+    Route(
+        "PATCH",
+        "/organization/join-policy",
+        update_join_policy,
+        "admin",
+        sql="api.join_policy_update",
+        doc=Doc(
+            operation_id="updateJoinPolicy",
+            tag="members",
+            summary="Change who may join",
+            description="409 no_verified_domain for `domain` without a verified domain.",
+            response=ok("The policy.", "JoinPolicy"),
+            body=json_body("JoinPolicyUpdate", {"join_policy": "domain"}),
+            errors=(409,),
         ),
     ),
     Route(

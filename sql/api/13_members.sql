@@ -242,3 +242,58 @@ END
 $$;
 COMMENT ON FUNCTION api.logout_all() IS
     'POST /auth/logout-all: revoke every session of the user, in every organisation.';
+
+-- ---------------------------------------------------------------- join policy
+
+CREATE FUNCTION api.join_policy_json() RETURNS jsonb
+    LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'join_policy', o.join_policy, 'domain_join_role', o.domain_join_role,
+        'domains', (SELECT coalesce(jsonb_agg(d.domain ORDER BY d.domain), '[]')
+                    FROM core.organization_domains d WHERE d.organization_id = o.id))
+    FROM core.organizations o WHERE o.id = core.current_org_id()
+$$;
+COMMENT ON FUNCTION api.join_policy_json() IS
+    'GET /organization/join-policy: {join_policy, domain_join_role, domains} of the session''s '
+    'organisation.';
+
+CREATE FUNCTION api.join_policy_update(p_body jsonb) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    o core.organizations;
+    v_before jsonb := api.join_policy_json();
+    v_join_policy text;
+    v_domain_join_role text;
+BEGIN
+    PERFORM logic.reject_unknown_fields(p_body, ARRAY['join_policy', 'domain_join_role'],
+                                        'a join policy');
+    v_join_policy := logic.json_text_field(p_body, 'join_policy');
+    v_domain_join_role := logic.json_text_field(p_body, 'domain_join_role');
+    IF v_join_policy IS NOT NULL AND v_join_policy NOT IN ('invite_only', 'domain') THEN
+        PERFORM logic.fail(422, 'invalid_join_policy', 'join_policy must be invite_only or domain');
+    END IF;
+    IF v_domain_join_role IS NOT NULL AND v_domain_join_role NOT IN ('agent', 'viewer') THEN
+        PERFORM logic.fail(422, 'invalid_domain_join_role',
+                           'domain_join_role must be agent or viewer');
+    END IF;
+    IF v_join_policy = 'domain' AND NOT EXISTS (
+        SELECT 1 FROM core.organization_domains WHERE organization_id = core.current_org_id()
+    ) THEN
+        PERFORM logic.fail(409, 'no_verified_domain',
+            'The organization has no verified Workspace domain: an operator adds one with '
+            'ticketing org-create --domain.');
+    END IF;
+    UPDATE core.organizations
+    SET join_policy = coalesce(v_join_policy, join_policy),
+        domain_join_role = coalesce(v_domain_join_role::core.member_role, domain_join_role)
+    WHERE id = core.current_org_id()
+    RETURNING * INTO o;
+    PERFORM logic.audit(o.id, 'organization.join_policy_changed', 'organization', o.id::text,
+                        jsonb_build_object('from', v_before - 'domains',
+                                           'to', api.join_policy_json() - 'domains'));
+    RETURN api.join_policy_json();
+END
+$$;
+COMMENT ON FUNCTION api.join_policy_update(jsonb) IS
+    'PATCH /organization/join-policy {join_policy?, domain_join_role?}: set join_policy (invite_only, domain: 409 '
+    'no_verified_domain without a verified domain) and domain_join_role (agent, viewer).';

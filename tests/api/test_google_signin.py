@@ -188,6 +188,44 @@ async def test_domain_policy_admits_the_workspace_domain_not_the_email_domain(br
     assert sessions(db) == 1
 
 
+async def test_admin_opens_the_organisation_to_its_workspace_domain(browser, db):
+    create_org(db, "Acme", "boss@acme.example", ["acme.example"])
+    boss = await browser()
+    await boss.sign_in(FakeGoogleUser("boss@acme.example", hosted_domain="acme.example"))
+    admin = await signed_in_user(boss)
+    policy = await (await admin.get("/organization/join-policy")).json()
+    assert policy == {
+        "join_policy": "invite_only",
+        "domain_join_role": "agent",
+        "domains": ["acme.example"],
+    }
+    colleague = FakeGoogleUser("ann@acme.example", hosted_domain="acme.example")
+    assert (await (await browser()).sign_in(colleague)).status == 403  # not yet
+
+    opened = await admin.patch("/organization/join-policy", json={"join_policy": "domain"})
+    assert opened.status == 200, await opened.text()
+    assert (await opened.json())["join_policy"] == "domain"
+    ann = await browser()
+    assert (await ann.sign_in(colleague)).status == 302
+    assert (await (await ann.client.get("/me")).json())["role"] == "agent"
+    events = (await (await admin.get("/audit-events")).json())["items"]
+    assert [e["action"] for e in events][:3] == [
+        "auth.google_login",
+        "member.joined",
+        "organization.join_policy_changed",
+    ]
+
+
+async def test_domain_policy_needs_a_verified_domain(login):
+    admin = await login("admin@example.com", "Nodomain")
+    refused = await admin.patch("/organization/join-policy", json={"join_policy": "domain"})
+    assert (refused.status, (await refused.json())["code"]) == (409, "no_verified_domain")
+    viewer = await login("viewer@example.com", "Nodomain", role="viewer")
+    assert (await viewer.get("/organization/join-policy")).status == 403
+    role = await admin.patch("/organization/join-policy", json={"domain_join_role": "viewer"})
+    assert (await role.json())["domain_join_role"] == "viewer"
+
+
 @pytest.mark.parametrize(
     ("overrides", "user", "status", "code"),
     [

@@ -784,6 +784,12 @@ async def test_real_responses_conform_to_the_document(
             204,
         )
         await c.check(await admin.get("/audit-events?limit=2"), "GET", "/audit-events", 200)
+        policy = "/organization/join-policy"
+        await c.check(await admin.get(policy), "GET", policy, 200)
+        await c.check(
+            await admin.patch(policy, {"domain_join_role": "viewer"}), "PATCH", policy, 200
+        )
+        await c.check(await admin.patch(policy, {"join_policy": "domain"}), "PATCH", policy, 409)
         second = await dev_login(await client_factory(server), "ada@acme.example", "Acme OpenAPI")
         await c.check(await admin.get("/me/sessions"), "GET", "/me/sessions", 200)
         await c.check(
