@@ -11,6 +11,7 @@ import uuid
 
 from aiohttp import web, web_protocol
 
+from app.cors import cors_middleware
 from app.errors import HTTP_CODES, error_middleware, error_response
 from app.http import (
     BLOBS,
@@ -142,6 +143,7 @@ def create_app(settings: Settings, database_url: str | None = None) -> web.Appli
     app = web.Application(
         middlewares=[
             request_context_middleware,
+            cors_middleware,
             http_metrics_middleware,
             rate_limit_middleware,
             error_middleware,

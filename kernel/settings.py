@@ -63,6 +63,30 @@ def _int(name: str, value: str | None, default: int, low: int, high: int) -> int
     return number
 
 
+_ORIGIN_RE = re.compile(r"https?://[^/\s?#]+")
+
+
+def _origin_url(name: str, value: str) -> str:
+    """An http(s) URL without a trailing slash (FRONTEND_URL may carry a path)."""
+    url = value.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", url):
+        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+    return url
+
+
+def _origins(name: str, value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of origins (scheme://host[:port]); empty: none."""
+    if value is None:
+        return default
+    origins = tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+    for origin in origins:
+        if not _ORIGIN_RE.fullmatch(origin):
+            raise ConfigError(
+                f"{name} must list origins like http://localhost:3000, got {origin!r}"
+            )
+    return origins
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a process needs to know about its environment."""
@@ -99,7 +123,8 @@ class Settings:
     google_oidc_client_secret: str | None = None
     google_oidc_discovery_url: str = "https://accounts.google.com/.well-known/openid-configuration"
     google_oidc_redirect_uri: str = "http://127.0.0.1:8000/auth/google/callback"
-    # Where a browser lands after signing in (the web client).
+    # Where the web client runs: a browser lands there after signing in, and the mailbox
+    # OAuth callback sends it back to its /mailboxes/connected page.
     frontend_url: str = "http://localhost:3000"
     # Gmail push (Cloud Pub/Sub): without a topic, push is off and only polling runs.
     gmail_pubsub_topic: str | None = None
@@ -114,6 +139,9 @@ class Settings:
     enable_prometheus_metrics: bool = False
     rate_limit_requests_per_minute: int = 600
     trust_forwarded_for: bool = False
+    # Browser origins (scheme://host[:port]) allowed to call the API with credentials: the
+    # web client's, when it is served apart from the API.
+    cors_origins: tuple[str, ...] = ("http://localhost:3000",)
     # One log line per request costs about a tenth of a list request's CPU; the request id
     # header, /metrics and the proxy in front usually cover it.
     access_log: bool = False
@@ -251,12 +279,13 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
         or Settings.google_oidc_discovery_url,
         google_oidc_redirect_uri=get("GOOGLE_OIDC_REDIRECT_URI")
         or Settings.google_oidc_redirect_uri,
-        frontend_url=get("FRONTEND_URL") or Settings.frontend_url,
+        frontend_url=_origin_url("FRONTEND_URL", get("FRONTEND_URL") or Settings.frontend_url),
         gmail_pubsub_topic=topic,
         gmail_push_audience=audience,
         gmail_push_service_account=service_account,
         gmail_push_certs_url=get("GMAIL_PUSH_CERTS_URL") or Settings.gmail_push_certs_url,
         gmail_push_token=get("GMAIL_PUSH_TOKEN"),
+        cors_origins=_origins("CORS_ORIGINS", get("CORS_ORIGINS"), Settings.cors_origins),
         sync_poll_seconds_setting=(
             _int("SYNC_POLL_SECONDS", get("SYNC_POLL_SECONDS"), 60, 5, 3600)
             if get("SYNC_POLL_SECONDS")
