@@ -76,7 +76,13 @@ def both(first: str, first_schema: dict[str, Any], second: str, second_schema: d
 
 
 def list_of(item: str) -> dict[str, Any]:
+    """A page object {items: [item, ...]}."""
     return obj({"items": {"type": "array", "items": ref(item)}})
+
+
+def array_of(item: str) -> dict[str, Any]:
+    """A bare JSON array of `item`."""
+    return {"type": "array", "items": ref(item)}
 
 
 # The input limits of logic.input_limits() (sql/logic/06_input.sql, their one home), which
@@ -86,6 +92,7 @@ INPUT_LIMITS = {
     "organization_name": 200,
     "queue_name": 100,
     "queue_description": 2000,
+    "saved_view_name": 120,
     "rule_name": 200,
     "rule_priority": 10000,
     "rule_tags": 20,

@@ -119,6 +119,13 @@ PATH_IDS: dict[str, PathId] = {
             "No live session of yours with that id.",
             "Session id.",
         ),
+        PathId(
+            "saved_view_id",
+            "uuid",
+            "saved_view_not_found",
+            "You have no saved view with that id.",
+            "Saved view id.",
+        ),
     )
 }
 

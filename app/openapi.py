@@ -19,6 +19,7 @@ from aiohttp import web
 
 from app.apidoc import (
     BOOL,
+    DATABASE_ENUMS,
     EMAIL,
     GLOB,
     INPUT_LIMITS,
@@ -38,6 +39,7 @@ from app.apidoc import (
     Doc,
     enum_of,
 )
+from app.apidoc import array_of as _array_of
 from app.apidoc import both as _both
 from app.apidoc import list_of as _list_of
 from app.apidoc import nullable as _nullable
@@ -52,6 +54,50 @@ from app.http import SETTINGS, Limit, PathId, Route
 OPENAPI_VERSION = "3.1.0"
 
 # ------------------------------------------------------------------ schemas
+
+# The fields of a rule body (create and update), flat as the web client sends them.
+_RULE_FIELDS: dict[str, Any] = {
+    "name": _text(INPUT_LIMITS["rule_name"]),
+    "priority": {
+        "type": ["integer", "null"],
+        "minimum": 0,
+        "maximum": INPUT_LIMITS["rule_priority"],
+    },
+    "is_enabled": NBOOL,
+    "match_recipient_pattern": NGLOB,
+    "match_sender_domain_pattern": {
+        **NGLOB,
+        "pattern": GLOB["pattern"].replace("\\s", "\\s@"),
+        "description": "Glob over the sender's domain (no @).",
+    },
+    "match_sender_email_pattern": NGLOB,
+    "match_direction": {"enum": ["inbound", "outbound", None]},
+    "action_assign_queue_id": {
+        **NUUID,
+        "description": "A queue of this organisation (else 422 unknown_queue).",
+    },
+    "action_assign_user_id": {
+        **NUUID,
+        "description": "A member of this organisation (else 422 unknown_user).",
+    },
+    "action_set_status": enum_of("ticket_status", nullable=True),
+    "action_drop": NBOOL,
+    "action_auto_close": NBOOL,
+    "action_add_tags": {
+        "type": ["array", "null"],
+        "maxItems": INPUT_LIMITS["rule_tags"],
+        "items": {
+            "type": "string",
+            "pattern": f"^ *[^\\s,\\x00-\\x1f\\x7f]{{1,{INPUT_LIMITS['tag_length']}}} *$",
+        },
+    },
+}
+_RULE_CONFLICTS = [
+    _both("action_assign_queue_id", UUID, "action_assign_user_id", UUID),
+    _both("action_set_status", STR, "action_auto_close", {"const": True}),
+    _both("action_set_status", STR, "action_drop", {"const": True}),
+    _both("action_auto_close", {"const": True}, "action_drop", {"const": True}),
+]
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -125,7 +171,7 @@ SCHEMAS: dict[str, Any] = {
     "LoggedOut": _object({"logged_out": {"type": "boolean", "const": True}}),
     # ---- queues
     "Queue": _object({"id": UUID, "name": STR, "description": STR, "created_at": TS}),
-    "QueueList": _list_of("Queue"),
+    "QueueList": _array_of("Queue"),
     "QueueCreate": _request(
         {
             "name": _text(INPUT_LIMITS["queue_name"]),
@@ -145,11 +191,16 @@ SCHEMAS: dict[str, Any] = {
     "Mailbox": _object(
         {
             "id": UUID,
-            "email": STR,
+            "email_address": STR,
             "provider": {"type": "string", "enum": ["gmail", "mbox"]},
+            "purpose": {"type": "string", "enum": ["journal", "sender"]},
+            "gmail_profile_email": {
+                **NSTR,
+                "description": "The Gmail account of the stored grant (null: none).",
+            },
             "display_name": STR,
             "state": enum_of("mailbox_state"),
-            "enabled": BOOL,
+            "is_enabled": BOOL,
             "connected": {**BOOL, "description": "A refresh token is stored."},
             "granted_scopes": STR_LIST,
             "history_id": {**NSTR, "description": "Gmail historyId cursor (bigint as text)."},
@@ -161,9 +212,10 @@ SCHEMAS: dict[str, Any] = {
             "pause_reason": NSTR,
             "blocked_reason": {**NSTR, "description": "Why sync is blocked now, if it is."},
             "created_at": TS,
+            "updated_at": TS,
         }
     ),
-    "MailboxList": _list_of("Mailbox"),
+    "MailboxList": _array_of("Mailbox"),
     "OAuthStart": _object(
         {
             "authorization_url": {**STR, "format": "uri"},
@@ -172,38 +224,37 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "Connectivity": {
-        "description": "Whether the stored grant works; `ok: false` carries a code and reason.",
-        "oneOf": [
-            _object(
-                {
-                    "ok": {"type": "boolean", "const": True},
-                    "email": STR,
-                    "history_id": STR,
-                    "messages_total": INT,
-                }
-            ),
-            _object(
-                {
-                    "ok": {"type": "boolean", "const": False},
-                    "code": {
-                        "type": "string",
-                        "enum": [
-                            "not_gmail",
-                            "not_connected",
-                            "token_unreadable",
-                            "needs_reconnect",
-                            "gmail_unavailable",
-                            "gmail_error",
-                            "email_mismatch",
-                        ],
-                    },
-                    "error": STR,
-                    "status": INT,
-                    "email": STR,
+        **_object(
+            {
+                "status": {
+                    "type": "string",
+                    "enum": ["connected", "degraded", "paused", "disabled"],
+                    "description": "connected: the grant works; degraded: it does not (see "
+                    "error and code); paused / disabled: the mailbox's sync is paused or off "
+                    "(the grant was still checked).",
                 },
-                optional=("status", "email"),
-            ),
-        ],
+                "profile_email": {**NSTR, "description": "The Gmail account the grant reads."},
+                "scopes": {**STR_LIST, "description": "The OAuth scopes granted."},
+                "error": NSTR,
+                "code": {
+                    "enum": [
+                        "not_gmail",
+                        "not_connected",
+                        "token_unreadable",
+                        "needs_reconnect",
+                        "gmail_unavailable",
+                        "gmail_error",
+                        "email_mismatch",
+                        None,
+                    ],
+                    "description": "Why the grant does not work (null when it does).",
+                },
+                "history_id": {**NSTR, "description": "Gmail's current historyId, if read."},
+                "messages_total": NINT,
+                "gmail_status": {**NINT, "description": "Gmail's HTTP status of a refusal."},
+            }
+        ),
+        "description": "Whether the stored grant works (GET users.getProfile).",
     },
     "SyncQueued": _object(
         {
@@ -251,23 +302,15 @@ SCHEMAS: dict[str, Any] = {
     ),
     # ---- routing
     "AllowlistEntry": _object(
-        {"id": UUID, "pattern": STR, "enabled": BOOL, "created_at": TS, "updated_at": TS}
+        {"id": UUID, "pattern": STR, "is_enabled": BOOL, "created_at": TS, "updated_at": TS}
     ),
-    "AllowlistEntryList": _list_of("AllowlistEntry"),
-    "AllowlistEntryCreate": _request({"pattern": GLOB, "enabled": NBOOL}, ("pattern",)),
+    "AllowlistEntryList": _array_of("AllowlistEntry"),
+    "AllowlistEntryCreate": _request({"pattern": GLOB, "is_enabled": NBOOL}, ("pattern",)),
     "AllowlistEntryUpdate": {
-        **_request({"pattern": NGLOB, "enabled": NBOOL}),
+        **_request({"pattern": NGLOB, "is_enabled": NBOOL}),
         "minProperties": 1,
         "description": "Fields sent replace the stored ones; null leaves a field as it is.",
     },
-    "RuleConditions": _object(
-        {
-            "recipient_pattern": NSTR,
-            "sender_domain_pattern": NSTR,
-            "sender_email_pattern": NSTR,
-            "direction": {"enum": ["inbound", "outbound", None]},
-        }
-    ),
     "RuleActions": _object(
         {
             "assign_queue_id": NUUID,
@@ -286,103 +329,43 @@ SCHEMAS: dict[str, Any] = {
             "updated_at": TS,
             "name": STR,
             "priority": INT,
-            "enabled": BOOL,
-            "conditions": _ref("RuleConditions"),
-            "actions": _ref("RuleActions"),
+            "is_enabled": BOOL,
+            "match_recipient_pattern": NSTR,
+            "match_sender_domain_pattern": NSTR,
+            "match_sender_email_pattern": NSTR,
+            "match_direction": {"enum": ["inbound", "outbound", None]},
+            "action_assign_queue_id": NUUID,
+            "action_assign_user_id": NUUID,
+            "action_set_status": enum_of("ticket_status", nullable=True),
+            "action_drop": BOOL,
+            "action_auto_close": BOOL,
+            "action_add_tags": STR_LIST,
         }
     ),
-    "RuleList": _list_of("Rule"),
-    "RuleConditionsInput": _request(
-        {
-            "recipient_pattern": NGLOB,
-            "sender_domain_pattern": {
-                **NGLOB,
-                "pattern": GLOB["pattern"].replace("\\s", "\\s@"),
-                "description": "Glob over the sender's domain (no @).",
-            },
-            "sender_email_pattern": NGLOB,
-            "direction": {"enum": ["inbound", "outbound", None]},
-        }
-    ),
-    "RuleActionsInput": {
-        **_request(
-            {
-                "assign_queue_id": {
-                    **NUUID,
-                    "description": "A queue of this organisation (else 422 unknown_queue).",
-                },
-                "assign_user_id": {
-                    **NUUID,
-                    "description": "A member of this organisation (else 422 unknown_user).",
-                },
-                "set_status": enum_of("ticket_status", nullable=True),
-                "auto_close": NBOOL,
-                "drop": NBOOL,
-                "add_tags": {
-                    "type": ["array", "null"],
-                    "maxItems": INPUT_LIMITS["rule_tags"],
-                    "items": {
-                        "type": "string",
-                        "pattern": "^ *[^\\s,\\x00-\\x1f\\x7f]"
-                        f"{{1,{INPUT_LIMITS['tag_length']}}} *$",
-                    },
-                },
-            }
-        ),
-        # A queue or a user, not both; at most one of set_status, auto_close and drop
-        # (422 conflicting_assignees, conflicting_status_actions).
-        "not": {
-            "anyOf": [
-                _both("assign_queue_id", UUID, "assign_user_id", UUID),
-                _both("set_status", STR, "auto_close", {"const": True}),
-                _both("set_status", STR, "drop", {"const": True}),
-                _both("auto_close", {"const": True}, "drop", {"const": True}),
-            ]
-        },
+    "RuleList": _array_of("Rule"),
+    "RuleCreate": {
+        **_request(_RULE_FIELDS, ("name",)),
+        # A queue or a user, not both; at most one of action_set_status, action_auto_close
+        # and action_drop (422 conflicting_assignees, conflicting_status_actions).
+        "not": {"anyOf": _RULE_CONFLICTS},
+        # At least one action (else 422 rule_has_no_actions).
+        "anyOf": [
+            _set("action_assign_queue_id", UUID),
+            _set("action_assign_user_id", UUID),
+            _set("action_set_status", STR),
+            _set("action_auto_close", {"const": True}),
+            _set("action_drop", {"const": True}),
+            _set("action_add_tags", {"type": "array", "minItems": 1}),
+        ],
+        "description": "A rule in flat fields; priority defaults to 100, is_enabled to true.",
     },
-    "RuleCreate": _request(
-        {
-            "name": _text(INPUT_LIMITS["rule_name"]),
-            "priority": {
-                "type": ["integer", "null"],
-                "minimum": 0,
-                "maximum": INPUT_LIMITS["rule_priority"],
-                "default": 100,
-            },
-            "enabled": NBOOL,
-            "conditions": _nullable(_ref("RuleConditionsInput")),
-            "actions": {
-                "allOf": [_ref("RuleActionsInput")],
-                # At least one action (else 422 rule_has_no_actions).
-                "anyOf": [
-                    _set("assign_queue_id", UUID),
-                    _set("assign_user_id", UUID),
-                    _set("set_status", STR),
-                    _set("auto_close", {"const": True}),
-                    _set("drop", {"const": True}),
-                    _set("add_tags", {"type": "array", "minItems": 1}),
-                ],
-            },
-        },
-        ("name", "actions"),
-    ),
     "RuleUpdate": {
-        **_request(
-            {
-                "name": _text(INPUT_LIMITS["rule_name"]),
-                "priority": {
-                    "type": ["integer", "null"],
-                    "minimum": 0,
-                    "maximum": INPUT_LIMITS["rule_priority"],
-                },
-                "enabled": NBOOL,
-                "conditions": _nullable(_ref("RuleConditionsInput")),
-                "actions": _nullable(_ref("RuleActionsInput")),
-            }
-        ),
+        **_request(_RULE_FIELDS),
+        "not": {"anyOf": _RULE_CONFLICTS},
         "minProperties": 1,
         "description": "Merge patch: sent fields replace stored ones; null clears a "
-        "condition or action. The merged rule is validated as on create (422).",
+        "condition or an assignment (and leaves name, priority, is_enabled and the flags as "
+        "they are). The merged rule is validated as on create (422).",
     },
     "RoutingState": _object(
         {
@@ -408,12 +391,36 @@ SCHEMAS: dict[str, Any] = {
             "status": NSTR,
         }
     ),
+    "AppliedActions": _object(
+        {
+            "assign_queue_id": NUUID,
+            "assign_user_id": {
+                **NUUID,
+                "description": "null also when the rule's user is no longer a member.",
+            },
+            "set_status": NSTR,
+            "drop": BOOL,
+            "auto_close": BOOL,
+            "add_tags": STR_LIST,
+        }
+    ),
     "RoutingSimulation": {
         "allOf": [
             _ref("RoutingDecision"),
             _object(
                 {
-                    "explanation": STR_LIST,
+                    "would_mark_spam": {
+                        **BOOL,
+                        "description": "The ticket would become spam (not allowlisted, "
+                        "dropped, or a rule setting status spam).",
+                    },
+                    "matched_rule": _nullable(_object({"id": UUID, "name": STR, "priority": INT})),
+                    "applied_actions": _ref("AppliedActions"),
+                    "explanation": {**STR, "description": "The decision in words."},
+                    "explanation_steps": {
+                        **STR_LIST,
+                        "description": "The same, one sentence per step.",
+                    },
                     "new_ticket": _object(
                         {"before": _ref("RoutingState"), "after": _ref("RoutingState")}
                     ),
@@ -424,10 +431,10 @@ SCHEMAS: dict[str, Any] = {
     "SimulateRequest": _request(
         {
             "recipient": {**NSTR, "description": "null: the mail revealed no recipient."},
-            "sender": {**NSTR, "description": "null: the mail revealed no sender."},
+            "sender_email": {**NSTR, "description": "null: the mail revealed no sender."},
             "direction": {"enum": ["inbound", "outbound", None], "default": "inbound"},
         },
-        ("recipient", "sender"),
+        ("recipient", "sender_email"),
     ),
     "Reroute": _object(
         {
@@ -444,12 +451,14 @@ SCHEMAS: dict[str, Any] = {
     "Ticket": _object(
         {
             "id": INT,
-            "code": {**STR, "example": "T-1001"},
+            "ticket_code": {**STR, "example": "T-1001"},
             "subject": STR,
             "status": _ref("TicketStatus"),
             "priority": _ref("TicketPriority"),
-            "requester": _object({"email": NSTR, "name": STR}),
-            "assignee": _object({"user_id": NUUID, "queue_id": NUUID}),
+            "requester_email": NSTR,
+            "requester_name": STR,
+            "assignee_user_id": NUUID,
+            "assignee_queue_id": NUUID,
             "tags": STR_LIST,
             "original_recipient": NSTR,
             "created_at": TS,
@@ -481,24 +490,42 @@ SCHEMAS: dict[str, Any] = {
             "id": INT,
             "filename": STR,
             "content_type": STR,
-            "size": INT,
+            "size_bytes": INT,
+            "is_inline": BOOL,
             "content_id": NSTR,
-            "disposition": {"type": "string", "enum": ["attachment", "inline"]},
             "download_url": STR,
         }
     ),
     "Occurrence": _object(
         {
             "id": INT,
-            "mailbox": _object({"id": UUID, "email": STR}),
+            "mailbox_id": UUID,
+            "mailbox_email": STR,
             "gmail_message_id": STR,
             "gmail_thread_id": NSTR,
             "internal_date": NTS,
-            "original_recipient": NSTR,
-            "recipient_source": NSTR,
-            "recipient_confidence": {"enum": ["high", "medium", "low", None]},
-            "recipient_evidence": OBJ,
             "state": STR,
+            "original_recipient": NSTR,
+            "original_recipient_source": {
+                "type": "string",
+                "enum": [
+                    "workspace_header",
+                    "delivered_to",
+                    "x_original_to",
+                    "to_cc_scan",
+                    "unknown",
+                ],
+            },
+            "original_recipient_confidence": {
+                "type": "string",
+                "enum": ["high", "medium", "low", "unknown"],
+            },
+            "original_recipient_evidence": OBJ,
+            "routed_at": NTS,
+            "parse_error": NSTR,
+            "stitch_error": NSTR,
+            "route_error": NSTR,
+            "failed_stage": NSTR,
         }
     ),
     "Address": {
@@ -507,17 +534,29 @@ SCHEMAS: dict[str, Any] = {
     },
     "Message": _object(
         {
-            "id": INT,
+            "message_id": INT,
+            "direction": {"type": "string", "enum": ["inbound", "outbound"]},
+            "stitched_at": TS,
+            "stitch_reason": STR,
+            "stitch_confidence": {"type": "string", "enum": ["high", "medium", "low"]},
+            "stitch_evidence": OBJ,
+            "collision_group_id": NINT,
             "rfc_message_id": NSTR,
-            "from": _object({"name": STR, "address": NSTR}),
-            "reply_to": {"type": "array", "items": _ref("Address")},
+            "date_header": NTS,
+            "subject": STR,
+            "from_email": NSTR,
+            "from_name": STR,
+            "to_emails": STR_LIST,
+            "cc_emails": STR_LIST,
             "to": {"type": "array", "items": _ref("Address")},
             "cc": {"type": "array", "items": _ref("Address")},
-            "subject": STR,
-            "sent_at": NTS,
+            "reply_to": {"type": "array", "items": _ref("Address")},
             "snippet": STR,
-            "text_body": STR,
-            "html_body": {**STR, "description": "Sanitised; cid: images point at downloads."},
+            "body_text": STR,
+            "body_html_sanitized": {
+                **STR,
+                "description": "Sanitised; cid: images point at downloads.",
+            },
             "parse_evidence": {
                 **OBJ,
                 "description": "How the parser read the message: text_body and html_body "
@@ -527,15 +566,6 @@ SCHEMAS: dict[str, Any] = {
                 "messages parsed before evidence was recorded.",
                 "properties": {"empty_body_reason": STR},
             },
-            "direction": {"type": "string", "enum": ["inbound", "outbound"]},
-            "stitch": _object(
-                {
-                    "reason": STR,
-                    "confidence": {"type": "string", "enum": ["high", "medium", "low"]},
-                    "evidence": OBJ,
-                    "linked_at": TS,
-                }
-            ),
             "attachments": {"type": "array", "items": _ref("Attachment")},
             "occurrences": {
                 "type": "array",
@@ -552,35 +582,48 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "Event": _object(
-        {"id": INT, "type": STR, "actor": _ref("UserRef"), "data": OBJ, "created_at": TS}
+        {
+            "id": INT,
+            "event_type": STR,
+            "actor_user_id": NUUID,
+            "actor": _ref("UserRef"),
+            "event_data": OBJ,
+            "created_at": TS,
+        }
     ),
     "Note": _object(
         {
             "id": INT,
             "ticket_id": INT,
-            "body": STR,
+            "author_user_id": NUUID,
             "author": _ref("UserRef"),
+            "body_markdown": STR,
+            "body_html_sanitized": {"type": "null", "description": "Notes are plain text."},
             "created_at": TS,
-        },
-        optional=("ticket_id",),
+            "updated_at": TS,
+        }
     ),
-    "TicketDetail": {
-        "allOf": [
-            _ref("Ticket"),
-            _object(
-                {
-                    "hidden": BOOL,
-                    "merged_into_ticket_id": NINT,
-                    "mailbox_id": NUUID,
-                    "human_touched_at": NTS,
-                    "routed_at": NTS,
-                    "messages": {"type": "array", "items": _ref("Message")},
-                    "events": {"type": "array", "items": _ref("Event")},
-                    "notes": {"type": "array", "items": _ref("Note")},
-                }
-            ),
-        ]
-    },
+    "TicketDetail": _object(
+        {
+            "ticket": {
+                "allOf": [
+                    _ref("Ticket"),
+                    _object(
+                        {
+                            "hidden": BOOL,
+                            "merged_into_ticket_id": NINT,
+                            "mailbox_id": NUUID,
+                            "human_touched_at": NTS,
+                            "routed_at": NTS,
+                        }
+                    ),
+                ]
+            },
+            "messages": {"type": "array", "items": _ref("Message")},
+            "events": {"type": "array", "items": _ref("Event")},
+            "notes": {"type": "array", "items": _ref("Note")},
+        }
+    ),
     "TicketUpdate": {
         **_request(
             {
@@ -594,20 +637,71 @@ SCHEMAS: dict[str, Any] = {
         "description": "null clears an assignee; assigning a user clears the queue and back.",
     },
     "NoteCreate": _request(
-        {"body": {"type": "string", "maxLength": INPUT_LIMITS["note_body"], "pattern": "\\S"}},
-        ("body",),
+        {
+            "body_markdown": {
+                "type": "string",
+                "maxLength": INPUT_LIMITS["note_body"],
+                "pattern": "\\S",
+            }
+        },
+        ("body_markdown",),
+    ),
+    "SavedViewFilters": {
+        **_request(
+            {
+                "q": {**NSTR, "maxLength": INPUT_LIMITS["search_query"]},
+                "status": {"enum": [*DATABASE_ENUMS["ticket_status"], "", None]},
+                "assignee_user_id": NUUID,
+                "assignee_queue_id": NUUID,
+                "limit": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "maximum": INPUT_LIMITS["ticket_page"],
+                },
+            }
+        ),
+        "description": "GET /tickets's filters, validated the same way (422).",
+    },
+    "SavedView": _object(
+        {
+            "id": UUID,
+            "name": STR,
+            "filters": _object(
+                {
+                    "q": STR,
+                    "status": _ref("TicketStatus"),
+                    "assignee_user_id": UUID,
+                    "assignee_queue_id": UUID,
+                    "limit": INT,
+                },
+                optional=("q", "status", "assignee_user_id", "assignee_queue_id", "limit"),
+            ),
+            "is_default": {"type": "boolean", "const": False},
+            "created_at": TS,
+            "updated_at": TS,
+        }
+    ),
+    "SavedViewList": _array_of("SavedView"),
+    "SavedViewCreate": _request(
+        {
+            "name": _text(INPUT_LIMITS["saved_view_name"]),
+            "filters": _nullable(_ref("SavedViewFilters")),
+        },
+        ("name",),
     ),
     # ---- ops (admin)
     "OpsMailboxSync": _object(
         {
             "mailbox_id": UUID,
-            "email": STR,
+            "email_address": STR,
+            "provider": {"type": "string", "enum": ["gmail", "mbox"]},
+            "purpose": {"type": "string", "enum": ["journal", "sender"]},
             "state": enum_of("mailbox_state"),
-            "enabled": BOOL,
+            "is_enabled": BOOL,
             "paused_until": NTS,
             "pause_reason": NSTR,
             "blocked_reason": NSTR,
-            "cursor": {**NSTR, "description": "Gmail historyId cursor (bigint as text)."},
+            "gmail_history_id": {**NINT, "description": "Gmail historyId cursor."},
             "backfill": _object(
                 {
                     "state": {"type": "string", "enum": ["idle", "running", "done"]},
@@ -615,13 +709,22 @@ SCHEMAS: dict[str, Any] = {
                     "completed_at": NTS,
                 }
             ),
-            "last_history_sync_at": NTS,
-            "last_error": NSTR,
+            "last_full_sync_at": {**NTS, "description": "When the backfill completed."},
+            "last_incremental_sync_at": {**NTS, "description": "The last history sync."},
+            "last_sync_error": NSTR,
             "last_error_at": NTS,
             "consecutive_failures": INT,
-            "lag_seconds": INT,
+            "sync_lag_seconds": {
+                **INT,
+                "description": "Now minus the newest unrouted message's date; 0 when caught up.",
+            },
+            "queued_jobs_by_type": {"type": "object", "additionalProperties": INT},
+            "running_jobs_by_type": {"type": "object", "additionalProperties": INT},
             "jobs": _ref("JobCounts"),
-            "failures_24h": {**INT, "description": "Failed job attempts in the last 24 hours."},
+            "failed_jobs_last_24h": {
+                **INT,
+                "description": "Failed job attempts in the last 24 hours.",
+            },
             "last_sync_success_at": NTS,
             "seconds_since_last_sync": {
                 **INT,
@@ -664,6 +767,7 @@ SCHEMAS: dict[str, Any] = {
                 "message_count": INT,
                 "first_seen_at": TS,
                 "last_seen_at": TS,
+                "sample_message_ids": {"type": "array", "maxItems": 5, "items": INT},
                 "sample_messages": {
                     "type": "array",
                     "maxItems": 5,
@@ -677,25 +781,40 @@ SCHEMAS: dict[str, Any] = {
         "identical): count and up to 5 samples, earliest first.",
     },
     "CollisionGroupList": _list_of("CollisionGroup"),
+    "CollisionBackfill": _object(
+        {
+            "fingerprints_scanned": {**INT, "description": "Distinct loose fingerprints."},
+            "groups_updated": {**INT, "description": "Groups created or recounted."},
+            "messages_updated": {**INT, "description": "Messages linked to another group."},
+        }
+    ),
     "OpsOverview": _object(
         {
-            "jobs": _object({"queued": INT, "running": INT, "failed": INT}),
-            "mailboxes": _object({"total": INT, "paused": INT}),
-            "avg_lag_seconds": INT,
+            "queued_jobs": INT,
+            "running_jobs": INT,
+            "failed_jobs_24h": {**INT, "description": "Jobs that failed in the last 24 hours."},
+            "failed_jobs": {**INT, "description": "Failed jobs, all time."},
+            "mailbox_count": INT,
+            "paused_mailbox_count": INT,
+            "avg_sync_lag_seconds": INT,
             "occurrences_by_state": {"type": "object", "additionalProperties": INT},
             "dlq_size": {**INT, "description": "Failed jobs not replayed yet."},
         }
     ),
     "DlqJob": _object(
         {
-            "job_id": INT,
-            "task": STR,
+            "id": INT,
+            "type": {**STR, "description": "The task name."},
+            "status": {"type": "string", "enum": ["failed", "replayed"]},
             "queue": STR,
             "attempts": INT,
-            "args": {**OBJ, "description": "The job's id arguments only, never mail."},
-            "error_class": NSTR,
-            "error_message": NSTR,
-            "failed_at": NTS,
+            "max_attempts": {**INT, "description": "A failed job has used all its attempts."},
+            "last_error": STR,
+            "error_class": STR,
+            "error_message": STR,
+            "run_at": NTS,
+            "updated_at": {**NTS, "description": "When it failed."},
+            "payload": {**OBJ, "description": "The job's id arguments only, never mail."},
             "replay": _nullable(_object({"replay_job_id": INT, "replayed_at": TS})),
         }
     ),

@@ -446,7 +446,7 @@ def explain(
         settings = conn.execute(
             "SELECT split_part(c, '=', 1) AS name, split_part(c, '=', 2) AS value "
             "FROM pg_proc, unnest(proconfig) AS c "
-            "WHERE oid = 'api.ticket_list(text, text, uuid, uuid, integer, text)'::regprocedure "
+            "WHERE oid = 'api.ticket_list(text, text, text, text, integer, text)'::regprocedure "
             "AND c NOT LIKE 'plan_cache_mode=%%'"
         ).fetchall()
         for name, (call, params) in variants.items():

@@ -65,24 +65,28 @@ QUEUES = (
     ("Mailing list", "Threads of the notmuch mailing list."),
     ("Customer support", "Requests from the customer somenet.foo."),
 )
-# (name, priority, conditions, queue name, other actions)
+# (name, priority, conditions, queue name, other actions), in the API's flat rule fields
 RULES = (
     (
         "Mailing list",
         10,
-        {"recipient_pattern": "notmuch@notmuchmail.org"},
+        {"match_recipient_pattern": "notmuch@notmuchmail.org"},
         "Mailing list",
-        {"set_status": "open", "add_tags": ["list"]},
+        {"action_set_status": "open", "action_add_tags": ["list"]},
     ),
     (
         "Customer somenet.foo",
         20,
-        {"sender_domain_pattern": "somenet.foo"},
+        {"match_sender_domain_pattern": "somenet.foo"},
         "Customer support",
-        {"set_status": "open", "add_tags": ["customer"]},
+        {"action_set_status": "open", "action_add_tags": ["customer"]},
     ),
 )
-SIMULATE_EXAMPLE = {"recipient": "redmine@somenet.foo", "sender": "jsmith@somenet.foo"}
+SIMULATE_EXAMPLE = {
+    "recipient": "redmine@somenet.foo",
+    "sender_email": "jsmith@somenet.foo",
+    "direction": "inbound",
+}
 # Gmail push while the demo serves: the fake's topic, and how long after the API listens the
 # live message arrives.
 PUSH_TOPIC = "projects/ticketing-demo/topics/gmail"
@@ -248,8 +252,9 @@ def seed_organization(database_url: str) -> dict[str, Any]:
             body = {
                 "name": name,
                 "priority": priority,
-                "conditions": conditions,
-                "actions": {"assign_queue_id": queue_ids[queue], **actions},
+                **conditions,
+                "action_assign_queue_id": queue_ids[queue],
+                **actions,
             }
             conn.execute(
                 "SELECT api.routing_rule_create(%s) WHERE NOT EXISTS (SELECT 1 FROM "
@@ -358,8 +363,11 @@ def collect_result(database_url: str, mailbox_id: str, messages: int) -> DemoRes
     )
 
 
-def walkthrough(host: str, port: int, ticket_id: int | None) -> str:
-    """The curl session printed once the API listens (kept in step with the README)."""
+def walkthrough(
+    host: str, port: int, ticket_id: int | None, cors_origins: tuple[str, ...] = ()
+) -> str:
+    """The curl session printed once the API listens, and how to point the web client at
+    it (kept in step with the README)."""
     api = f"http://{host}:{port}"
     pick = "python3 -c 'import sys, json; print(json.load(sys.stdin)[\"csrf_token\"])'"
     events = (
@@ -389,6 +397,13 @@ def walkthrough(host: str, port: int, ticket_id: int | None) -> str:
             f"  curl -s -b $jar $api/tickets/{ticket} | {events}   # how it was routed",
             '  curl -s -b $jar -X POST $api/tickets/routing/simulate -H "x-csrf-token: $csrf" \\',
             f"    -H 'content-type: application/json' -d '{simulate}'",
+            "",
+            "The OSS Ticketing web client (apps/web of Chasonnnn/OSS-Ticketing-System) runs",
+            "against this API unmodified: build it with",
+            f"  NEXT_PUBLIC_API_BASE_URL=http://localhost:{port}",
+            "and open it on an origin the API allows (CORS_ORIGINS: "
+            + (", ".join(cors_origins) or "none")
+            + f"); sign in with {ADMIN_EMAIL} / {ORGANIZATION} on its Mailboxes page.",
             "",
             "Gmail push is on: in a second a customer's reply arrives in the fake mailbox and is",
             "routed live (the lines starting with 'Live:' say where, and how fast).",
@@ -544,7 +559,11 @@ async def serve_live(
         arrival = None
         try:
             await web.TCPSite(runner, host, port).start()
-            print(walkthrough(host, port, result.example_ticket_id), file=out, flush=True)
+            print(
+                walkthrough(host, port, result.example_ticket_id, settings.cors_origins),
+                file=out,
+                flush=True,
+            )
             arrival = asyncio.create_task(deliver_live(database_url, live, stop, out))
             await stop.wait()
         finally:

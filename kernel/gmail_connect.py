@@ -181,8 +181,36 @@ async def grant_from_code(settings: Settings, code: str) -> Grant:
     return Grant(refresh_token=refresh_token, scopes=scopes, profile=profile)
 
 
-def _not_ok(code: str, error: str, **extra: Any) -> dict[str, Any]:
-    return {"ok": False, "code": code, "error": error, **extra}
+def _verdict(
+    mailbox: dict[str, Any],
+    *,
+    code: str | None = None,
+    error: str | None = None,
+    profile_email: str | None = None,
+    history_id: str | None = None,
+    messages_total: int | None = None,
+    gmail_status: int | None = None,
+) -> dict[str, Any]:
+    """The connectivity answer: the web client's {status, profile_email, scopes, error}, and
+    what else is known (the refusal's code, Gmail's history id and message count)."""
+    if code is not None:
+        status = "degraded"
+    elif not mailbox["enabled"]:
+        status = "disabled"
+    elif mailbox["paused"]:
+        status = "paused"
+    else:
+        status = "connected"
+    return {
+        "status": status,
+        "profile_email": profile_email,
+        "scopes": list(mailbox["granted_scopes"] or []),
+        "error": error,
+        "code": code,
+        "history_id": history_id,
+        "messages_total": messages_total,
+        "gmail_status": gmail_status,
+    }
 
 
 async def check_connectivity(
@@ -193,10 +221,14 @@ async def check_connectivity(
     `mailbox` is a row of api.mailbox_credentials. Moves no sync state; raises
     `ConnectRefused` only when the server has no OAuth client configured.
     """
+
+    def refused(code: str, error: str, **extra: Any) -> dict[str, Any]:
+        return _verdict(mailbox, code=code, error=error, **extra)
+
     if mailbox["provider"] != "gmail":
-        return _not_ok("not_gmail", "This mailbox is not a Gmail mailbox.")
+        return refused("not_gmail", "This mailbox is not a Gmail mailbox.")
     if mailbox["encrypted_refresh_token"] is None:
-        return _not_ok("not_connected", "No Gmail grant is stored: connect the mailbox.")
+        return refused("not_connected", "No Gmail grant is stored: connect the mailbox.")
     config = interactive_config(settings)
     try:
         refresh_token = decrypt_token(
@@ -206,26 +238,26 @@ async def check_connectivity(
             mailbox_id=mailbox_id,
         )
     except TokenDecryptionError as exc:
-        return _not_ok("token_unreadable", f"The stored grant cannot be decrypted: {exc}.")
+        return refused("token_unreadable", f"The stored grant cannot be decrypted: {exc}.")
     try:
         profile = await asyncio.to_thread(_fetch_profile, config, refresh_token)
     except GmailReconnectRequired as exc:
-        return _not_ok("needs_reconnect", f"Gmail refused the stored grant: {exc}")
+        return refused("needs_reconnect", f"Gmail refused the stored grant: {exc}")
     except GmailRetriesExhausted as exc:
-        return _not_ok("gmail_unavailable", str(exc))
+        return refused("gmail_unavailable", str(exc))
     except GmailApiError as exc:
-        return _not_ok("gmail_error", str(exc), status=exc.status)
+        return refused("gmail_error", str(exc), gmail_status=exc.status)
     except GmailError as exc:
-        return _not_ok("gmail_error", str(exc))
+        return refused("gmail_error", str(exc))
     if profile.email.lower() != mailbox["email"]:
-        return _not_ok(
+        return refused(
             "email_mismatch",
             f"The stored grant is for {profile.email}, not {mailbox['email']}.",
-            email=profile.email,
+            profile_email=profile.email,
         )
-    return {
-        "ok": True,
-        "email": profile.email,
-        "history_id": str(profile.history_id),
-        "messages_total": profile.messages_total,
-    }
+    return _verdict(
+        mailbox,
+        profile_email=profile.email,
+        history_id=str(profile.history_id),
+        messages_total=profile.messages_total,
+    )

@@ -14,10 +14,11 @@ import secrets
 from collections.abc import Iterator
 from urllib.parse import urlencode
 
+import psycopg
 from aiohttp import web
 
 from app.apidoc import INPUT_LIMITS, Doc, ok
-from app.errors import ApiError
+from app.errors import ApiError, database_error
 from app.http import SETTINGS, Route, path_id, respond_sql, sql_json, transaction
 from app.security import keyed_hash
 from kernel.crypto import encrypt_token, token_key
@@ -108,70 +109,95 @@ async def oauth_start(request: web.Request) -> web.Response:
     )
 
 
+def _wants_json(request: web.Request) -> bool:
+    """An API client asking for JSON; a browser (Google's redirect) asks for HTML."""
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def _to_frontend(request: web.Request, **query: str) -> web.Response:
+    url = f"{request.app[SETTINGS].frontend_url}/mailboxes/connected?{urlencode(query)}"
+    return web.Response(status=303, headers={"Location": url})
+
+
 async def oauth_callback(request: web.Request) -> web.Response:
     """Google's redirect back: consume the state, exchange the code, store the mailbox.
 
-    201 with the new mailbox (its backfill queued), or 200 when an existing mailbox of the
-    organisation was reconnected.
+    A browser is sent to the web client's FRONTEND_URL/mailboxes/connected with
+    `mailbox_id`, or with `error` (the error code) and `detail` when the connection failed.
+    An API client sending `Accept: application/json` gets JSON: 201 with the new mailbox
+    (its backfill queued), 200 when an existing mailbox was reconnected, or the error.
     """
-    settings = request.app[SETTINGS]
-    state = request.query.get("state", "")
-    if not state:
-        raise ApiError(
-            400,
-            "invalid_oauth_state",
-            "The callback carries no OAuth state: start the connection again.",
-        )
-    # Its own transaction, committed now: the state is spent whatever happens next
-    # (refusal, Google error).
-    verdict = json.loads(
-        await sql_json(
-            request, "api.mailbox_oauth_consume_state(%s)", [oauth_state_hash(settings, state)]
-        )
-    )
-    if not verdict["valid"]:
-        raise ApiError(400, verdict["code"], verdict["detail"])
-    if error := request.query.get("error"):
-        if error == "access_denied":
+    browser = not _wants_json(request)
+    try:
+        settings = request.app[SETTINGS]
+        state = request.query.get("state", "")
+        if not state:
             raise ApiError(
                 400,
-                "oauth_access_denied",
-                "Access to the mailbox was not granted on Google's consent screen.",
+                "invalid_oauth_state",
+                "The callback carries no OAuth state: start the connection again.",
             )
-        raise ApiError(400, "oauth_error", f"Google answered the consent request with {error!r}.")
-    code = request.query.get("code", "")
-    if not code:
-        raise ApiError(400, "missing_code", "The callback carries no authorization code.")
-
-    with _refusals_as_api_errors():
-        grant = await grant_from_code(settings, code)
-    refresh_token, scopes, profile = grant.refresh_token, grant.scopes, grant.profile
-
-    # The target and the grant stored for it in one transaction.
-    async with transaction(request):
-        target = json.loads(
-            await sql_json(request, "api.mailbox_gmail_connect_target(%s)", [profile.email])
-        )
-        ciphertext = encrypt_token(
-            token_key(settings),
-            refresh_token,
-            organization_id=target["organization_id"],
-            mailbox_id=target["mailbox_id"],
-        )
-        result = json.loads(
+        # Its own transaction, committed now: the state is spent whatever happens next
+        # (refusal, Google error).
+        verdict = json.loads(
             await sql_json(
-                request,
-                "api.mailbox_gmail_connect(%s, %s, %s, %s, %s, %s)",
-                [
-                    target["mailbox_id"],
-                    profile.email,
-                    ciphertext,
-                    scopes,
-                    settings.push_enabled,
-                    verdict["mailbox_purpose"],
-                ],
+                request, "api.mailbox_oauth_consume_state(%s)", [oauth_state_hash(settings, state)]
             )
         )
+        if not verdict["valid"]:
+            raise ApiError(400, verdict["code"], verdict["detail"])
+        if error := request.query.get("error"):
+            if error == "access_denied":
+                raise ApiError(
+                    400,
+                    "oauth_access_denied",
+                    "Access to the mailbox was not granted on Google's consent screen.",
+                )
+            raise ApiError(
+                400, "oauth_error", f"Google answered the consent request with {error!r}."
+            )
+        code = request.query.get("code", "")
+        if not code:
+            raise ApiError(400, "missing_code", "The callback carries no authorization code.")
+
+        with _refusals_as_api_errors():
+            grant = await grant_from_code(settings, code)
+        refresh_token, scopes, profile = grant.refresh_token, grant.scopes, grant.profile
+
+        # The target and the grant stored for it in one transaction.
+        async with transaction(request):
+            target = json.loads(
+                await sql_json(request, "api.mailbox_gmail_connect_target(%s)", [profile.email])
+            )
+            ciphertext = encrypt_token(
+                token_key(settings),
+                refresh_token,
+                organization_id=target["organization_id"],
+                mailbox_id=target["mailbox_id"],
+            )
+            result = json.loads(
+                await sql_json(
+                    request,
+                    "api.mailbox_gmail_connect(%s, %s, %s, %s, %s, %s)",
+                    [
+                        target["mailbox_id"],
+                        profile.email,
+                        ciphertext,
+                        scopes,
+                        settings.push_enabled,
+                        verdict["mailbox_purpose"],
+                    ],
+                )
+            )
+    except (ApiError, psycopg.Error) as exc:
+        # A browser cannot show a JSON error: the failure goes to the client's page instead.
+        refusal = exc if isinstance(exc, ApiError) else database_error(exc)
+        if not browser or refusal is None:
+            raise
+        return _to_frontend(request, error=refusal.code, detail=refusal.detail)
+    if browser:
+        return _to_frontend(request, mailbox_id=result["mailbox"]["id"])
     return web.json_response(result["mailbox"], status=201 if result["created"] else 200)
 
 
@@ -249,7 +275,7 @@ ROUTES: tuple[Route, ...] = (
             tag="mailboxes",
             summary="List mailboxes",
             description="The organisation's mailboxes by address (never the refresh token).",
-            response=ok("Mailboxes.", "MailboxList", {"items": []}),
+            response=ok("Mailboxes.", "MailboxList", []),
         ),
     ),
     Route(
@@ -296,9 +322,12 @@ ROUTES: tuple[Route, ...] = (
             summary="Google's redirect back",
             description=(
                 "Consumes the state, exchanges the code, reads the Gmail profile and creates the "
-                "mailbox (201, backfill queued) or reconnects it (200). 400 for a "
-                "bad/used/expired state, a refused code or consent; 422 refresh_token_missing / "
-                "insufficient_scope; 409 mailbox_connect_conflict."
+                "mailbox (backfill queued) or reconnects it. A browser is redirected (303) to "
+                "FRONTEND_URL/mailboxes/connected?mailbox_id=..., or ?error=<code>&detail=... "
+                "when it failed. With `Accept: application/json` (and not text/html): 201 "
+                "created, 200 reconnected; 400 for a bad/used/expired state, a refused code or "
+                "consent; 422 refresh_token_missing / insufficient_scope; 409 "
+                "mailbox_connect_conflict."
             ),
             response=ok("Existing mailbox reconnected.", "Mailbox"),
             query=(
@@ -312,7 +341,13 @@ ROUTES: tuple[Route, ...] = (
                 {"name": "error", "in": "query", "schema": {"type": "string"}},
             ),
             errors=(409, 422),
-            responses={"201": ok("Mailbox created.", "Mailbox")},
+            responses={
+                "201": ok("Mailbox created.", "Mailbox"),
+                "303": {
+                    "description": "A browser: to the web client's connected page.",
+                    "headers": {"Location": {"schema": {"type": "string"}, "required": True}},
+                },
+            },
         ),
     ),
     Route(

@@ -33,6 +33,11 @@ async def dlq(request: web.Request) -> web.Response:
     return await respond_sql(request, "api.ops_dlq(%s)", [query_limit(request)])
 
 
+async def collisions_backfill(request: web.Request) -> web.Response:
+    """Recompute the collision groups from the stored fingerprints (idempotent)."""
+    return await respond_sql(request, "api.ops_collisions_backfill()")
+
+
 async def replay_job(request: web.Request) -> web.Response:
     """Re-queue a failed job with a fresh attempt budget (202; once per failed job)."""
     return await respond_sql(request, "api.ops_replay_job(%s)", [path_id(request, "job_id")])
@@ -70,6 +75,28 @@ ROUTES: tuple[Route, ...] = (
             summary="Collision groups",
             description="Near-duplicate groups with counts and samples.",
             response=ok("Groups.", "CollisionGroupList", {"items": []}),
+        ),
+    ),
+    Route(
+        "POST",
+        "/ops/messages/collisions/backfill",
+        collisions_backfill,
+        "admin",
+        sql="api.ops_collisions_backfill",
+        doc=Doc(
+            operation_id="opsBackfillCollisions",
+            tag="ops",
+            summary="Recompute collision groups",
+            description=(
+                "Rebuilds the organisation's collision groups from the stored loose fingerprints "
+                "(a group per fingerprint shared by two or more messages, its count, its "
+                "members). Idempotent: a second run updates nothing."
+            ),
+            response=ok(
+                "What was scanned and changed.",
+                "CollisionBackfill",
+                {"fingerprints_scanned": 60, "groups_updated": 0, "messages_updated": 0},
+            ),
         ),
     ),
     Route(

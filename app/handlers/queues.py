@@ -32,7 +32,7 @@ ROUTES: tuple[Route, ...] = (
             tag="queues",
             summary="List queues",
             description="The organisation's queues by name.",
-            response=ok("Queues.", "QueueList", {"items": []}),
+            response=ok("Queues.", "QueueList", []),
         ),
     ),
     Route(

@@ -33,13 +33,13 @@ async def list_allowlist(request: web.Request) -> web.Response:
 
 
 async def create_allowlist_entry(request: web.Request) -> web.Response:
-    """Add an allowlist pattern {pattern, enabled?}."""
+    """Add an allowlist pattern {pattern, is_enabled?}."""
     body = await read_json_object(request)
     return await respond_sql(request, "api.routing_allowlist_create(%s)", [Jsonb(body)])
 
 
 async def update_allowlist_entry(request: web.Request) -> web.Response:
-    """Change an allowlist pattern {pattern?, enabled?}."""
+    """Change an allowlist pattern {pattern?, is_enabled?}."""
     entry_id = path_id(request, "allowlist_id")
     body = await read_json_patch(request)
     return await respond_sql(
@@ -60,7 +60,7 @@ async def list_rules(request: web.Request) -> web.Response:
 
 
 async def create_rule(request: web.Request) -> web.Response:
-    """Add a rule {name, priority?, enabled?, conditions?, actions}."""
+    """Add a rule {name, priority?, is_enabled?, match_*?, action_*}."""
     body = await read_json_object(request)
     return await respond_sql(request, "api.routing_rule_create(%s)", [Jsonb(body)])
 
@@ -78,7 +78,7 @@ async def delete_rule(request: web.Request) -> web.Response:
 
 
 async def simulate(request: web.Request) -> web.Response:
-    """What routing would decide for {recipient, sender, direction?}, explained; changes nothing."""
+    """What routing would decide for {recipient, sender_email, direction?}; changes nothing."""
     body = await read_json_object(request)
     return await respond_sql(request, "api.routing_simulate(%s)", [Jsonb(body)])
 
@@ -100,7 +100,7 @@ ROUTES: tuple[Route, ...] = (
             tag="routing",
             summary="List allowlist patterns",
             description="By pattern.",
-            response=ok("Patterns.", "AllowlistEntryList", {"items": []}),
+            response=ok("Patterns.", "AllowlistEntryList", []),
         ),
     ),
     Route(
@@ -160,7 +160,7 @@ ROUTES: tuple[Route, ...] = (
             tag="routing",
             summary="List routing rules",
             description="In evaluation order (priority, id).",
-            response=ok("Rules.", "RuleList", {"items": []}),
+            response=ok("Rules.", "RuleList", []),
         ),
     ),
     Route(
@@ -175,9 +175,10 @@ ROUTES: tuple[Route, ...] = (
             tag="routing",
             summary="Add a routing rule",
             description=(
-                "Conditions (ANDed): recipient_pattern, sender_domain_pattern, "
-                "sender_email_pattern, direction. Actions: assign_queue_id or assign_user_id, "
-                "set_status, auto_close, drop, add_tags. 409 rule_name_exists."
+                "Conditions (ANDed): match_recipient_pattern, match_sender_domain_pattern, "
+                "match_sender_email_pattern, match_direction. Actions: action_assign_queue_id or "
+                "action_assign_user_id, action_set_status, action_auto_close, action_drop, "
+                "action_add_tags. 409 rule_name_exists."
             ),
             response=ok("Created.", "Rule"),
             body=json_body(
@@ -185,8 +186,8 @@ ROUTES: tuple[Route, ...] = (
                 {
                     "name": "Billing",
                     "priority": 10,
-                    "conditions": {"recipient_pattern": "billing@*"},
-                    "actions": {"add_tags": ["billing"]},
+                    "match_recipient_pattern": "billing@*",
+                    "action_add_tags": ["billing"],
                 },
             ),
             errors=(409,),
@@ -239,7 +240,11 @@ ROUTES: tuple[Route, ...] = (
             response=ok("The decision.", "RoutingSimulation"),
             body=json_body(
                 "SimulateRequest",
-                {"recipient": "support@acme.example", "sender": "casey@example.net"},
+                {
+                    "recipient": "support@acme.example",
+                    "sender_email": "casey@example.net",
+                    "direction": "inbound",
+                },
             ),
         ),
     ),

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import uuid
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from psycopg.types.json import Jsonb
 
-from app.apidoc import INPUT_LIMITS, Doc, json_body, ok
+from app.apidoc import INPUT_LIMITS, NO_CONTENT, Doc, json_body, ok
 from app.errors import ApiError
 from app.http import (
     BLOBS,
@@ -29,6 +28,7 @@ from app.http import (
     read_json_patch,
     respond_sql,
     sql_json,
+    success_status,
 )
 from kernel.blobstore import BlobNotFound, BlobStream, content_disposition
 
@@ -37,27 +37,16 @@ _MIME_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9!
 _OCTET_STREAM = "application/octet-stream"
 
 
-def _query_uuid(request: web.Request, name: str) -> str | None:
-    # Absent means no filter; present but empty is no UUID (as the document says).
-    value = request.query.get(name)
-    if value is None:
-        return None
-    try:
-        return str(uuid.UUID(value))
-    except ValueError as exc:
-        raise ApiError(422, f"invalid_{name}", f"{name} must be a UUID.") from exc
-
-
 async def list_tickets(request: web.Request) -> web.Response:
-    """Tickets, newest activity first, one keyset page at a time."""
+    """Tickets, newest activity first, one keyset page at a time (filters checked in SQL)."""
     return await respond_sql(
         request,
         "api.ticket_list(%s, %s, %s, %s, %s, %s)",
         [
             request.query.get("status") or None,
             request.query.get("q") or None,
-            _query_uuid(request, "assignee_user_id"),
-            _query_uuid(request, "assignee_queue_id"),
+            request.query.get("assignee_user_id"),
+            request.query.get("assignee_queue_id"),
             query_limit(request),
             request.query.get("cursor") or None,
         ],
@@ -77,10 +66,27 @@ async def update_ticket(request: web.Request) -> web.Response:
 
 
 async def add_note(request: web.Request) -> web.Response:
-    """Add an internal note (agent)."""
+    """Add an internal note {body_markdown} (agent)."""
     ticket_id = path_id(request, "ticket_id")
     body = await read_json_object(request)
     return await respond_sql(request, "api.ticket_add_note(%s, %s)", [ticket_id, Jsonb(body)])
+
+
+async def list_saved_views(request: web.Request) -> web.Response:
+    """The current user's saved ticket list views."""
+    return await respond_sql(request, "api.ticket_saved_view_list()")
+
+
+async def create_saved_view(request: web.Request) -> web.Response:
+    """Save a view {name, filters} (agent); SQL validates the filters as GET /tickets's."""
+    body = await read_json_object(request)
+    return await respond_sql(request, "api.ticket_saved_view_create(%s)", [Jsonb(body)])
+
+
+async def delete_saved_view(request: web.Request) -> web.Response:
+    """Remove one of the current user's saved views (agent)."""
+    await sql_json(request, "api.ticket_saved_view_delete(%s)", [path_id(request, "saved_view_id")])
+    return web.Response(status=success_status(request))
 
 
 async def _chunks(stream: BlobStream) -> AsyncIterator[bytes]:
@@ -183,6 +189,56 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/tickets/saved-views",
+        list_saved_views,
+        "viewer",
+        sql="api.ticket_saved_view_list",
+        doc=Doc(
+            operation_id="listSavedViews",
+            tag="tickets",
+            summary="List my saved views",
+            description="The current user's saved ticket list views in this organisation.",
+            response=ok("Saved views.", "SavedViewList", []),
+        ),
+    ),
+    Route(
+        "POST",
+        "/tickets/saved-views",
+        create_saved_view,
+        "agent",
+        status=201,
+        sql="api.ticket_saved_view_create",
+        doc=Doc(
+            operation_id="createSavedView",
+            tag="tickets",
+            summary="Save a ticket list view",
+            description=(
+                "Filters are validated as GET /tickets's query parameters (422). 409 "
+                "saved_view_exists on a case-insensitive name clash."
+            ),
+            response=ok("Created.", "SavedView"),
+            body=json_body(
+                "SavedViewCreate", {"name": "Open tickets", "filters": {"status": "open"}}
+            ),
+            errors=(409,),
+        ),
+    ),
+    Route(
+        "DELETE",
+        "/tickets/saved-views/{saved_view_id}",
+        delete_saved_view,
+        "agent",
+        status=204,
+        sql="api.ticket_saved_view_delete",
+        doc=Doc(
+            operation_id="deleteSavedView",
+            tag="tickets",
+            summary="Remove one of my saved views",
+            response=NO_CONTENT,
+        ),
+    ),
+    Route(
+        "GET",
         "/tickets/{ticket_id}",
         get_ticket,
         "viewer",
@@ -227,7 +283,7 @@ ROUTES: tuple[Route, ...] = (
             summary="Add an internal note",
             description="Writes a `note_added` event.",
             response=ok("Created.", "Note"),
-            body=json_body("NoteCreate", {"body": "Called the customer back."}),
+            body=json_body("NoteCreate", {"body_markdown": "Called the customer back."}),
             errors=(409,),
         ),
     ),

@@ -7,12 +7,12 @@ COMMENT ON FUNCTION api.queue_json(core.queues) IS 'The API shape of a queue.';
 
 CREATE FUNCTION api.queue_list() RETURNS jsonb
     LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('items', coalesce(jsonb_agg(api.queue_json(q) ORDER BY lower(q.name)),
-                                                '[]'))
+    SELECT coalesce(jsonb_agg(api.queue_json(q) ORDER BY lower(q.name)), '[]')
     FROM core.queues q
 $$;
 COMMENT ON FUNCTION api.queue_list() IS
-    'GET /queues: the organisation''s queues by name (row-level security does the scoping).';
+    'GET /queues: the organisation''s queues by name, a bare array (row-level security does '
+    'the scoping).';
 
 CREATE FUNCTION api.queue_create(p_body jsonb) RETURNS jsonb
     LANGUAGE plpgsql AS $$

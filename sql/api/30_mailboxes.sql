@@ -11,11 +11,14 @@ CREATE FUNCTION api.mailbox_json(m core.mailboxes) RETURNS jsonb
     LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
         'id', m.id,
-        'email', m.email,
+        'email_address', m.email,
         'provider', m.provider,
+        'purpose', m.purpose,
+        'gmail_profile_email', CASE WHEN m.provider = 'gmail'
+                                     AND m.encrypted_refresh_token IS NOT NULL THEN m.email END,
         'display_name', m.display_name,
         'state', m.state,
-        'enabled', m.enabled,
+        'is_enabled', m.enabled,
         'connected', m.encrypted_refresh_token IS NOT NULL,
         'granted_scopes', to_jsonb(m.granted_scopes),
         -- bigint as text: JavaScript numbers lose precision above 2^53.
@@ -29,19 +32,22 @@ CREATE FUNCTION api.mailbox_json(m core.mailboxes) RETURNS jsonb
         'paused_until', m.ingestion_paused_until,
         'pause_reason', m.pause_reason,
         'blocked_reason', logic.sync_blocked_reason(m),
-        'created_at', m.created_at)
+        'created_at', m.created_at,
+        'updated_at', m.updated_at)
 $$;
 COMMENT ON FUNCTION api.mailbox_json(core.mailboxes) IS
-    'The API shape of a mailbox (never the encrypted refresh token).';
+    'The API shape of a mailbox (never the encrypted refresh token): the web client''s '
+    'email_address, purpose (journal or sender), gmail_profile_email, is_enabled, and the '
+    'sync state.';
 
 CREATE FUNCTION api.mailbox_list() RETURNS jsonb
     LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('items', coalesce(jsonb_agg(api.mailbox_json(m) ORDER BY m.email),
-                                                '[]'))
+    SELECT coalesce(jsonb_agg(api.mailbox_json(m) ORDER BY m.email), '[]')
     FROM core.mailboxes m
 $$;
 COMMENT ON FUNCTION api.mailbox_list() IS
-    'GET /mailboxes: the organisation''s mailboxes by address (row-level security scopes).';
+    'GET /mailboxes: the organisation''s mailboxes by address, a bare array (row-level '
+    'security scopes).';
 
 CREATE FUNCTION api.mailbox_find(p_mailbox_id uuid, p_for_update boolean DEFAULT false)
     RETURNS core.mailboxes
@@ -197,14 +203,17 @@ COMMENT ON FUNCTION api.mailbox_gmail_connect(uuid, text, bytea, text[], boolean
 
 CREATE FUNCTION api.mailbox_credentials(p_mailbox_id uuid)
     RETURNS TABLE (organization_id uuid, email text, provider text,
-                   encrypted_refresh_token bytea)
+                   encrypted_refresh_token bytea, granted_scopes text[], enabled boolean,
+                   paused boolean)
     LANGUAGE sql STABLE AS $$
-    SELECT m.organization_id, m.email, m.provider, m.encrypted_refresh_token
+    SELECT m.organization_id, m.email, m.provider, m.encrypted_refresh_token, m.granted_scopes,
+           m.enabled, coalesce(m.ingestion_paused_until > now(), false)
     FROM api.mailbox_find(p_mailbox_id) m
 $$;
 COMMENT ON FUNCTION api.mailbox_credentials(uuid) IS
     'GET /mailboxes/{id}/connectivity: the encrypted refresh token for the HTTP layer to '
-    'decrypt (a row, never JSON); 404 mailbox_not_found.';
+    'decrypt, the granted scopes, enabled and paused (a row, never JSON); 404 '
+    'mailbox_not_found.';
 
 -- ---------------------------------------------------------------- sync administration
 

@@ -5,7 +5,7 @@
 
 CREATE FUNCTION api.routing_allowlist_json(a core.routing_allowlist) RETURNS jsonb
     LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('id', a.id, 'pattern', a.pattern, 'enabled', a.enabled,
+    SELECT jsonb_build_object('id', a.id, 'pattern', a.pattern, 'is_enabled', a.enabled,
                               'created_at', a.created_at, 'updated_at', a.updated_at)
 $$;
 COMMENT ON FUNCTION api.routing_allowlist_json(core.routing_allowlist) IS
@@ -13,12 +13,13 @@ COMMENT ON FUNCTION api.routing_allowlist_json(core.routing_allowlist) IS
 
 CREATE FUNCTION api.routing_allowlist_list() RETURNS jsonb
     LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('items', coalesce(jsonb_agg(api.routing_allowlist_json(a)
-                                                          ORDER BY lower(a.pattern), a.id), '[]'))
+    SELECT coalesce(jsonb_agg(api.routing_allowlist_json(a) ORDER BY lower(a.pattern), a.id),
+                    '[]')
     FROM core.routing_allowlist a
 $$;
 COMMENT ON FUNCTION api.routing_allowlist_list() IS
-    'GET /tickets/routing/allowlist: the organisation''s allowlist patterns, by pattern.';
+    'GET /tickets/routing/allowlist: the organisation''s allowlist patterns by pattern, a '
+    'bare array.';
 
 -- Validated {pattern, enabled} of an allowlist entry from a (merged) request body.
 CREATE FUNCTION api.routing_allowlist_spec(p_body jsonb) RETURNS jsonb
@@ -26,19 +27,19 @@ CREATE FUNCTION api.routing_allowlist_spec(p_body jsonb) RETURNS jsonb
 DECLARE
     v_pattern text;
 BEGIN
-    PERFORM logic.reject_unknown_fields(p_body, ARRAY['pattern', 'enabled'],
+    PERFORM logic.reject_unknown_fields(p_body, ARRAY['pattern', 'is_enabled'],
                                               'the allowlist entry');
     v_pattern := logic.valid_glob(logic.json_text_field(p_body, 'pattern'), 'pattern');
     IF v_pattern IS NULL THEN
         PERFORM logic.fail(422, 'invalid_pattern', 'pattern is required');
     END IF;
     RETURN jsonb_build_object('pattern', v_pattern,
-                              'enabled', logic.json_boolean_field(p_body, 'enabled', true));
+                              'is_enabled', logic.json_boolean_field(p_body, 'is_enabled', true));
 END
 $$;
 COMMENT ON FUNCTION api.routing_allowlist_spec(jsonb) IS
-    'Validate an allowlist body {pattern, enabled}: 422 unknown_field, invalid_pattern, '
-    'invalid_enabled; returns the normalised values.';
+    'Validate an allowlist body {pattern, is_enabled}: 422 unknown_field, invalid_pattern, '
+    'invalid_is_enabled; returns the normalised values.';
 
 CREATE FUNCTION api.routing_allowlist_find(p_id uuid) RETURNS core.routing_allowlist
     LANGUAGE plpgsql AS $$
@@ -64,7 +65,7 @@ DECLARE
     v_entry core.routing_allowlist;
 BEGIN
     INSERT INTO core.routing_allowlist (organization_id, pattern, enabled)
-    VALUES (core.current_org_id(), v_spec->>'pattern', (v_spec->>'enabled')::boolean)
+    VALUES (core.current_org_id(), v_spec->>'pattern', (v_spec->>'is_enabled')::boolean)
     ON CONFLICT (organization_id, lower(pattern)) DO NOTHING
     RETURNING * INTO v_entry;
     IF NOT FOUND THEN
@@ -77,7 +78,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.routing_allowlist_create(jsonb) IS
-    'POST /tickets/routing/allowlist {pattern, enabled?}: 422 on an invalid pattern, 409 '
+    'POST /tickets/routing/allowlist {pattern, is_enabled?}: 422 on an invalid pattern, 409 '
     'allowlist_pattern_exists on a case-insensitive duplicate.';
 
 CREATE FUNCTION api.routing_allowlist_update(p_id uuid, p_body jsonb) RETURNS jsonb
@@ -86,14 +87,14 @@ DECLARE
     v_entry core.routing_allowlist := api.routing_allowlist_find(p_id);
     v_spec jsonb;
 BEGIN
-    PERFORM logic.reject_unknown_fields(p_body, ARRAY['pattern', 'enabled'],
+    PERFORM logic.reject_unknown_fields(p_body, ARRAY['pattern', 'is_enabled'],
                                               'the allowlist entry');
     v_spec := api.routing_allowlist_spec(
-        jsonb_build_object('pattern', v_entry.pattern, 'enabled', v_entry.enabled)
+        jsonb_build_object('pattern', v_entry.pattern, 'is_enabled', v_entry.enabled)
         || jsonb_strip_nulls(p_body));
     BEGIN
         UPDATE core.routing_allowlist
-        SET pattern = v_spec->>'pattern', enabled = (v_spec->>'enabled')::boolean,
+        SET pattern = v_spec->>'pattern', enabled = (v_spec->>'is_enabled')::boolean,
             updated_at = now()
         WHERE id = p_id
         RETURNING * INTO v_entry;
@@ -107,7 +108,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.routing_allowlist_update(uuid, jsonb) IS
-    'PATCH /tickets/routing/allowlist/{id} {pattern?, enabled?}: 404, 422 or 409 as for '
+    'PATCH /tickets/routing/allowlist/{id} {pattern?, is_enabled?}: 404, 422 or 409 as for '
     'create.';
 
 CREATE FUNCTION api.routing_allowlist_delete(p_id uuid) RETURNS jsonb

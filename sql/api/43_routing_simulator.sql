@@ -112,38 +112,59 @@ DECLARE
     v_sender text;
     v_direction text;
     v_decision jsonb;
+    v_actions jsonb;
+    v_explanation jsonb;
     v_new_ticket jsonb := jsonb_build_object('status', 'new', 'assignee_queue_id', NULL,
                                              'assignee_user_id', NULL, 'tags', '[]'::jsonb,
                                              'hidden', false);
 BEGIN
-    PERFORM logic.reject_unknown_fields(p_body, ARRAY['recipient', 'sender', 'direction'],
-                                              'the simulation');
+    PERFORM logic.reject_unknown_fields(
+        p_body, ARRAY['recipient', 'sender_email', 'direction'], 'the simulation');
     v_recipient := logic.routing_address(logic.json_text_field(p_body, 'recipient'));
-    v_sender := logic.routing_address(logic.json_text_field(p_body, 'sender'));
+    v_sender := logic.routing_address(logic.json_text_field(p_body, 'sender_email'));
     -- Both are required; null stands for an address the mail did not reveal (as routing
     -- meets it), so a forgotten field is an error rather than a silent "unknown".
-    IF NOT p_body ? 'recipient' OR NOT p_body ? 'sender' THEN
-        PERFORM logic.fail(422, CASE WHEN p_body ? 'recipient' THEN 'invalid_sender'
+    IF NOT p_body ? 'recipient' OR NOT p_body ? 'sender_email' THEN
+        PERFORM logic.fail(422, CASE WHEN p_body ? 'recipient' THEN 'invalid_sender_email'
                                      ELSE 'invalid_recipient' END,
-                           'recipient and sender are required (null when unknown)');
+                           'recipient and sender_email are required (null when unknown)');
     END IF;
     IF v_recipient IS NOT NULL AND NOT logic.is_email_address(v_recipient) THEN
         PERFORM logic.fail(422, 'invalid_recipient', 'recipient must be an email address');
     END IF;
     IF v_sender IS NOT NULL AND NOT logic.is_email_address(v_sender) THEN
-        PERFORM logic.fail(422, 'invalid_sender', 'sender must be an email address');
+        PERFORM logic.fail(422, 'invalid_sender_email', 'sender_email must be an email address');
     END IF;
     v_direction := coalesce(logic.valid_direction(logic.json_text_field(p_body, 'direction'),
                                                   'direction'), 'inbound');
     v_decision := logic.route_decision(core.current_org_id(), v_recipient, v_sender, v_direction);
+    v_actions := nullif(v_decision->'actions', 'null');
+    v_explanation := api.routing_explanation(v_decision);
     RETURN v_decision || jsonb_build_object(
-        'explanation', api.routing_explanation(v_decision),
+        'would_mark_spam', v_decision->>'outcome' IN ('auto_spam', 'dropped')
+                           OR coalesce(v_actions->>'set_status' = 'spam', false),
+        'matched_rule', CASE WHEN jsonb_typeof(v_decision->'rule') = 'object' THEN
+            jsonb_build_object('id', v_decision->'rule'->'id', 'name', v_decision->'rule'->'name',
+                               'priority', v_decision->'rule'->'priority') END,
+        'applied_actions', jsonb_build_object(
+            'assign_queue_id', v_actions->'assign_queue_id',
+            'assign_user_id', CASE WHEN NOT v_decision->'skipped_actions' ? 'assign_user_id'
+                                   THEN v_actions->'assign_user_id' END,
+            'set_status', v_actions->'set_status',
+            'drop', coalesce((v_actions->>'drop')::boolean, false),
+            'auto_close', coalesce((v_actions->>'auto_close')::boolean, false),
+            'add_tags', coalesce(v_actions->'add_tags', '[]')),
+        'explanation', (SELECT string_agg(line, ' ' ORDER BY n)
+                        FROM jsonb_array_elements_text(v_explanation) WITH ORDINALITY AS x(line, n)),
+        'explanation_steps', v_explanation,
         'new_ticket', jsonb_build_object(
             'before', v_new_ticket,
             'after', logic.routing_effect(v_decision, v_new_ticket)));
 END
 $$;
 COMMENT ON FUNCTION api.routing_simulate(jsonb) IS
-    'POST /tickets/routing/simulate {recipient, sender, direction?} (null: unknown address): '
-    'the decision of '
-    'logic.route_decision (dry run), an explanation, and its effect on a new ticket.';
+    'POST /tickets/routing/simulate {recipient, sender_email, direction?} (null: unknown '
+    'address): the decision of logic.route_decision (dry run) with the web client''s '
+    'allowlisted, would_mark_spam, matched_rule {id, name, priority}, applied_actions and '
+    'explanation (one text; the sentences as explanation_steps), and its effect on a new '
+    'ticket.';

@@ -155,7 +155,7 @@ COMMENT ON FUNCTION api.ticket_search_query(text) IS
     'The tsquery of search text q (websearch syntax, logic.search_config(); runs of - as one).';
 
 CREATE FUNCTION api.ticket_list(
-    p_status text, p_q text, p_assignee_user_id uuid, p_assignee_queue_id uuid,
+    p_status text, p_q text, p_assignee_user_id text, p_assignee_queue_id text,
     p_limit integer, p_cursor text
 ) RETURNS json
     -- Generic plans for the static page queries: with the first page's 'infinity' keyset
@@ -169,9 +169,15 @@ CREATE FUNCTION api.ticket_list(
     LANGUAGE plpgsql STABLE
     SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
 DECLARE
-    v_limit integer := logic.page_size(p_limit, 'ticket_page');
-    v_q text := nullif(btrim(p_q), '');
-    v_status core.ticket_status;
+    -- The one validation of the filters, shared with saved views.
+    v_filters_in jsonb := logic.ticket_list_filters(jsonb_build_object(
+        'status', p_status, 'q', p_q, 'assignee_user_id', p_assignee_user_id,
+        'assignee_queue_id', p_assignee_queue_id, 'limit', p_limit));
+    v_limit integer := logic.page_size((v_filters_in->>'limit')::integer, 'ticket_page');
+    v_q text := v_filters_in->>'q';
+    v_status core.ticket_status := (v_filters_in->>'status')::core.ticket_status;
+    v_user_id uuid := (v_filters_in->>'assignee_user_id')::uuid;
+    v_queue_id uuid := (v_filters_in->>'assignee_queue_id')::uuid;
     v_query tsquery;
     v_filters text;
     v_cursor jsonb;
@@ -184,20 +190,12 @@ DECLARE
     v_last_id bigint;
     v_next_cursor text;
 BEGIN
-    IF p_status IS NOT NULL THEN
-        IF NOT p_status = ANY (enum_range(NULL::core.ticket_status)::text[]) THEN
-            PERFORM logic.fail(422, 'invalid_status', 'status must be one of '
-                || array_to_string(enum_range(NULL::core.ticket_status)::text[], ', '));
-        END IF;
-        v_status := p_status::core.ticket_status;
-    END IF;
-    PERFORM logic.max_length(v_q, 'q', 'search_query');
     v_query := api.ticket_search_query(v_q);
 
     -- A cursor only continues the listing it came from (limit may change between pages).
     -- A 64-bit hash tells listings apart, at a fraction of md5's cost per request.
-    v_filters := to_hex(hashtextextended(jsonb_build_array(v_status, v_q, p_assignee_user_id,
-                                                           p_assignee_queue_id)::text, 0));
+    v_filters := to_hex(hashtextextended(jsonb_build_array(v_status, v_q, v_user_id,
+                                                           v_queue_id)::text, 0));
     IF p_cursor IS NOT NULL THEN
         BEGIN
             IF length(p_cursor) > logic.input_limit('ticket_cursor') THEN
@@ -245,7 +243,7 @@ BEGIN
                                                                    x.id DESC) AS n
                            FROM api.ticket_page_search($1, $2, $3, $4, $5, $6, $7, $8) x) p'
             INTO v_items, v_rows, v_last_activity, v_last_id
-            USING v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
+            USING v_status, v_query, v_user_id, v_queue_id,
                   v_after_activity, v_after_id, v_limit + 1,
                   coalesce(least(v_after_activity, now()) - v_window, '-infinity');
             EXIT WHEN v_window IS NULL OR v_rows > v_limit;
@@ -261,25 +259,25 @@ BEGIN
         INTO v_items, v_rows, v_last_activity, v_last_id
         FROM (SELECT x.*, row_number() OVER (ORDER BY x.last_activity_at DESC, x.id DESC) AS n
               FROM (SELECT * FROM api.ticket_page_assignee_user(
-                        v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
+                        v_status, v_query, v_user_id, v_queue_id,
                         v_after_activity, v_after_id, v_limit + 1)
-                    WHERE p_assignee_user_id IS NOT NULL
+                    WHERE v_user_id IS NOT NULL
                     UNION ALL
                     SELECT * FROM api.ticket_page_assignee_queue(
-                        v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
+                        v_status, v_query, v_user_id, v_queue_id,
                         v_after_activity, v_after_id, v_limit + 1)
-                    WHERE p_assignee_user_id IS NULL AND p_assignee_queue_id IS NOT NULL
+                    WHERE v_user_id IS NULL AND v_queue_id IS NOT NULL
                     UNION ALL
                     SELECT * FROM api.ticket_page_status(
-                        v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
+                        v_status, v_query, v_user_id, v_queue_id,
                         v_after_activity, v_after_id, v_limit + 1)
-                    WHERE p_assignee_user_id IS NULL AND p_assignee_queue_id IS NULL
+                    WHERE v_user_id IS NULL AND v_queue_id IS NULL
                       AND v_status IS NOT NULL
                     UNION ALL
                     SELECT * FROM api.ticket_page_all(
-                        v_status, v_query, p_assignee_user_id, p_assignee_queue_id,
+                        v_status, v_query, v_user_id, v_queue_id,
                         v_after_activity, v_after_id, v_limit + 1)
-                    WHERE p_assignee_user_id IS NULL AND p_assignee_queue_id IS NULL
+                    WHERE v_user_id IS NULL AND v_queue_id IS NULL
                       AND v_status IS NULL) x) p;
     END IF;
 
@@ -289,9 +287,9 @@ BEGIN
     RETURN json_build_object('items', coalesce(v_items, '[]'), 'next_cursor', v_next_cursor);
 END
 $$;
-COMMENT ON FUNCTION api.ticket_list(text, text, uuid, uuid, integer, text) IS
+COMMENT ON FUNCTION api.ticket_list(text, text, text, text, integer, text) IS
     'GET /tickets: {items, next_cursor}, newest activity first, keyset on (last_activity_at, '
     'id); filters status, q (websearch syntax over core.tickets.search, config simple), '
-    'assignee user/queue; merged and hidden tickets excluded. 422 invalid_limit (1..100, '
-    'default 50) / invalid_status / invalid_q; 400 invalid_cursor / cursor_mismatch (a cursor '
+    'assignee user/queue; merged and hidden tickets excluded. Filters are validated by '
+    'logic.ticket_list_filters (422; limit default 50); 400 invalid_cursor / cursor_mismatch (a cursor '
     'only continues the listing with the same filters).';

@@ -45,31 +45,45 @@ COMMENT ON FUNCTION api.ticket_message_html(bigint, bigint, text) IS
     'Sanitised HTML body with each <img src="cid:X"> that names an inline attachment of the '
     'message rewritten to /tickets/{ticket}/attachments/{attachment}/download.';
 
+CREATE FUNCTION api.ticket_emails(p_addresses jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(jsonb_agg(a->>'address' ORDER BY n) FILTER (WHERE a->>'address' IS NOT NULL),
+                    '[]')
+    FROM jsonb_array_elements(coalesce(p_addresses, '[]')) WITH ORDINALITY AS x(a, n)
+$$;
+COMMENT ON FUNCTION api.ticket_emails(jsonb) IS
+    'The addresses of a [{name, address}] list, in order (to_emails, cc_emails).';
+
 CREATE FUNCTION api.ticket_message_json(p_ticket_id bigint, m core.messages,
                                         c core.message_contents, tm core.ticket_messages)
     RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
-        'id', m.id,
+        'message_id', m.id,
+        'direction', m.direction,
+        'stitched_at', tm.linked_at,
+        'stitch_reason', tm.stitch_reason,
+        'stitch_confidence', tm.stitch_confidence,
+        'stitch_evidence', tm.evidence,
+        'collision_group_id', m.collision_group_id,
         'rfc_message_id', m.rfc_message_id,
-        'from', jsonb_build_object('name', m.from_name, 'address', m.from_address),
-        'reply_to', m.reply_to,
+        'date_header', m.sent_at,
+        'subject', m.subject,
+        'from_email', m.from_address,
+        'from_name', m.from_name,
+        'to_emails', api.ticket_emails(m.to_addresses),
+        'cc_emails', api.ticket_emails(m.cc_addresses),
         'to', m.to_addresses,
         'cc', m.cc_addresses,
-        'subject', m.subject,
-        'sent_at', m.sent_at,
+        'reply_to', m.reply_to,
         'snippet', m.snippet,
-        'text_body', coalesce(c.text_body, ''),
-        'html_body', api.ticket_message_html(p_ticket_id, m.id, coalesce(c.html_body, '')),
+        'body_text', coalesce(c.text_body, ''),
+        'body_html_sanitized', api.ticket_message_html(p_ticket_id, m.id, coalesce(c.html_body, '')),
         'parse_evidence', coalesce(c.parse_evidence, '{}'),
-        'direction', m.direction,
-        'stitch', jsonb_build_object('reason', tm.stitch_reason,
-                                     'confidence', tm.stitch_confidence,
-                                     'evidence', tm.evidence, 'linked_at', tm.linked_at),
         'attachments', (
             SELECT coalesce(jsonb_agg(jsonb_build_object(
                        'id', a.id, 'filename', a.filename, 'content_type', a.content_type,
-                       'size', a.size, 'content_id', a.content_id,
-                       'disposition', a.disposition,
+                       'size_bytes', a.size, 'is_inline', a.disposition = 'inline',
+                       'content_id', a.content_id,
                        'download_url', format('/tickets/%s/attachments/%s/download',
                                               p_ticket_id, a.id))
                        ORDER BY a.position), '[]')
@@ -77,15 +91,27 @@ CREATE FUNCTION api.ticket_message_json(p_ticket_id bigint, m core.messages,
         'occurrences', (
             SELECT coalesce(jsonb_agg(jsonb_build_object(
                        'id', o.id,
-                       'mailbox', jsonb_build_object('id', mb.id, 'email', mb.email),
+                       'mailbox_id', o.mailbox_id,
+                       'mailbox_email', mb.email,
                        'gmail_message_id', o.gmail_message_id,
                        'gmail_thread_id', o.gmail_thread_id,
                        'internal_date', o.internal_date,
+                       'state', o.state,
                        'original_recipient', o.original_recipient,
-                       'recipient_source', o.recipient_source,
-                       'recipient_confidence', o.recipient_confidence,
-                       'recipient_evidence', o.recipient_evidence,
-                       'state', o.state)
+                       'original_recipient_source', coalesce(o.recipient_source, 'unknown'),
+                       'original_recipient_confidence',
+                           coalesce(o.recipient_confidence, 'unknown'),
+                       'original_recipient_evidence', o.recipient_evidence,
+                       'routed_at', o.routed_at,
+                       -- A failed occurrence's error, under the stage it failed in.
+                       'parse_error', CASE WHEN o.failed_stage LIKE '%parse%'
+                                           OR o.failed_stage LIKE '%fetch%'
+                                      THEN o.last_error END,
+                       'stitch_error', CASE WHEN o.failed_stage LIKE '%stitch%'
+                                       THEN o.last_error END,
+                       'route_error', CASE WHEN o.failed_stage LIKE '%rout%'
+                                      THEN o.last_error END,
+                       'failed_stage', o.failed_stage)
                        ORDER BY o.id), '[]')
             FROM core.message_occurrences o
             JOIN core.mailboxes mb ON mb.id = o.mailbox_id
@@ -98,11 +124,28 @@ CREATE FUNCTION api.ticket_message_json(p_ticket_id bigint, m core.messages,
 $$;
 COMMENT ON FUNCTION api.ticket_message_json(bigint, core.messages, core.message_contents,
                                             core.ticket_messages) IS
-    'A thread message of ticket p_ticket_id in the detail shape: headers, bodies (cid images '
-    'rewritten), parse evidence (charsets, skipped parts, why the body is empty), direction, stitch {reason, confidence, evidence}, attachments (metadata and '
-    'download_url), occurrences with their recipient evidence, automated (auto_reply, bounce) '
-    'with its classification evidence, and outbound_send (the send state of a reply the '
-    'product sent, else null).';
+    'A thread message of ticket p_ticket_id in the web client''s shape: message_id, '
+    'direction, stitch (stitched_at, reason, confidence; evidence as stitch_evidence), '
+    'collision_group_id, headers (date_header, from_email, to_emails, cc_emails; the address '
+    'objects as to, cc, reply_to), bodies (body_text, body_html_sanitized with cid images '
+    'rewritten), parse evidence, attachments (size_bytes, is_inline, download_url), '
+    'occurrences with their original recipient evidence and per-stage errors, automated '
+    '(auto_reply, bounce) with its classification evidence, and outbound_send (the send '
+    'state of a reply the product sent, else null).';
+
+CREATE FUNCTION api.ticket_note_json(n core.ticket_notes) RETURNS jsonb
+    LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'id', n.id, 'ticket_id', n.ticket_id, 'author_user_id', n.author_user_id,
+        'author', api.user_ref(n.author_user_id), 'body_markdown', n.body,
+        -- Notes are plain text shown as such: no HTML rendering is offered.
+        'body_html_sanitized', NULL::text,
+        'created_at', n.created_at, 'updated_at', n.created_at)
+$$;
+COMMENT ON FUNCTION api.ticket_note_json(core.ticket_notes) IS
+    'The API shape of an internal note: id, ticket_id, author_user_id (and author {user_id, '
+    'email, display_name}), body_markdown, body_html_sanitized (always null), created_at, '
+    'updated_at (notes are never edited: created_at).';
 
 CREATE FUNCTION api.ticket_detail(p_ticket_id bigint) RETURNS jsonb
     LANGUAGE plpgsql STABLE AS $$
@@ -113,12 +156,13 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM logic.fail(404, 'ticket_not_found', 'No ticket with that id in this organization.');
     END IF;
-    RETURN v_ticket.list_item::jsonb || jsonb_build_object(
-        'hidden', v_ticket.hidden,
-        'merged_into_ticket_id', v_ticket.merged_into_ticket_id,
-        'mailbox_id', v_ticket.mailbox_id,
-        'human_touched_at', v_ticket.human_touched_at,
-        'routed_at', v_ticket.routed_at,
+    RETURN jsonb_build_object(
+        'ticket', v_ticket.list_item::jsonb || jsonb_build_object(
+            'hidden', v_ticket.hidden,
+            'merged_into_ticket_id', v_ticket.merged_into_ticket_id,
+            'mailbox_id', v_ticket.mailbox_id,
+            'human_touched_at', v_ticket.human_touched_at,
+            'routed_at', v_ticket.routed_at),
         'messages', (
             SELECT coalesce(jsonb_agg(api.ticket_message_json(v_ticket.id, m, c, tm)
                                       ORDER BY coalesce(m.sent_at, tm.linked_at), m.id), '[]')
@@ -128,16 +172,17 @@ BEGIN
             WHERE tm.ticket_id = v_ticket.id),
         'events', (
             SELECT coalesce(jsonb_agg(jsonb_build_object(
-                       'id', e.id, 'type', e.type, 'actor', api.user_ref(e.actor_user_id),
-                       'data', e.data, 'created_at', e.created_at) ORDER BY e.id), '[]')
+                       'id', e.id, 'event_type', e.type, 'actor_user_id', e.actor_user_id,
+                       'actor', api.user_ref(e.actor_user_id), 'event_data', e.data,
+                       'created_at', e.created_at) ORDER BY e.id), '[]')
             FROM core.ticket_events e WHERE e.ticket_id = v_ticket.id),
         'notes', (
-            SELECT coalesce(jsonb_agg(jsonb_build_object(
-                       'id', n.id, 'body', n.body, 'author', api.user_ref(n.author_user_id),
-                       'created_at', n.created_at) ORDER BY n.id), '[]')
+            SELECT coalesce(jsonb_agg(api.ticket_note_json(n) ORDER BY n.id), '[]')
             FROM core.ticket_notes n WHERE n.ticket_id = v_ticket.id));
 END
 $$;
 COMMENT ON FUNCTION api.ticket_detail(bigint) IS
-    'GET /tickets/{id}: the ticket item plus hidden, merged_into_ticket_id, human_touched_at, '
-    'routed_at, messages (sent order), events (with actor) and notes. 404 ticket_not_found.';
+    'GET /tickets/{id}: {ticket, messages, events, notes}: the ticket (list item plus hidden, '
+    'merged_into_ticket_id, mailbox_id, human_touched_at, routed_at), its messages in sent '
+    'order, events (event_type, actor_user_id and actor, event_data) and notes. 404 '
+    'ticket_not_found.';

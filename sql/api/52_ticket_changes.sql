@@ -149,13 +149,14 @@ DECLARE
     v_ticket core.tickets;
     v_note core.ticket_notes;
 BEGIN
-    PERFORM logic.reject_unknown_fields(p_note, ARRAY['body'], 'a note');
+    PERFORM logic.reject_unknown_fields(p_note, ARRAY['body_markdown'], 'a note');
     -- Any whitespace, not only spaces (btrim's default): a note of blank lines is empty.
-    v_body := regexp_replace(logic.json_text_field(p_note, 'body'), '^\s+|\s+$', '', 'g');
+    v_body := regexp_replace(logic.json_text_field(p_note, 'body_markdown'), '^\s+|\s+$', '',
+                             'g');
     IF v_body IS NULL OR v_body = '' THEN
-        PERFORM logic.fail(422, 'invalid_body', 'body is required');
+        PERFORM logic.fail(422, 'invalid_body_markdown', 'body_markdown is required');
     END IF;
-    PERFORM logic.max_length(v_body, 'body', 'note_body');
+    PERFORM logic.max_length(v_body, 'body_markdown', 'note_body');
     v_ticket := api.ticket_for_change(p_ticket_id);
     INSERT INTO core.ticket_notes (organization_id, ticket_id, author_user_id, body)
     VALUES (v_ticket.organization_id, v_ticket.id, core.current_user_id(), v_body)
@@ -166,11 +167,10 @@ BEGIN
     UPDATE core.tickets
     SET last_activity_at = greatest(last_activity_at, now()), updated_at = now()
     WHERE id = v_ticket.id;
-    RETURN jsonb_build_object('id', v_note.id, 'ticket_id', v_note.ticket_id, 'body', v_note.body,
-                              'author', api.user_ref(v_note.author_user_id),
-                              'created_at', v_note.created_at);
+    RETURN api.ticket_note_json(v_note);
 END
 $$;
 COMMENT ON FUNCTION api.ticket_add_note(bigint, jsonb) IS
-    'POST /tickets/{id}/notes {body}: an internal note (trimmed, within the note_body limit) by the current '
-    'user; writes a `note_added` event and moves last_activity_at. 422 invalid_body, 404, 409.';
+    'POST /tickets/{id}/notes {body_markdown}: an internal note (trimmed, within the '
+    'note_body limit) by the current user, in the api.ticket_note_json shape; writes a '
+    '`note_added` event and moves last_activity_at. 422 invalid_body_markdown, 404, 409.';

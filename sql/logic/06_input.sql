@@ -9,6 +9,7 @@ CREATE FUNCTION logic.input_limits() RETURNS jsonb
         'organization_name', 200,      -- characters
         'queue_name', 100,
         'queue_description', 2000,
+        'saved_view_name', 120,
         'rule_name', 200,
         'rule_priority', 10000,        -- 0..this
         'rule_tags', 20,               -- tags a rule may add

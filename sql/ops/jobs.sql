@@ -11,13 +11,16 @@ SELECT j.id AS job_id, j.task_name, j.queue_name, j.attempts, j.args,
        coalesce(f.failed_at, e.failed_at) AS failed_at,
        coalesce(f.organization_id, m.organization_id) AS organization_id,
        coalesce(f.mailbox_id, m.id) AS mailbox_id,
-       r.replay_job_id, r.replayed_at
+       r.replay_job_id, r.replayed_at,
+       -- When the job was due: its schedule, else when it was deferred.
+       coalesce(j.scheduled_at, e.deferred_at) AS run_at
 FROM public.procrastinate_jobs j
 LEFT JOIN LATERAL (
     SELECT * FROM core.job_failures f WHERE f.job_id = j.id ORDER BY f.id DESC LIMIT 1
 ) f ON true
 LEFT JOIN LATERAL (
-    SELECT max(ev.at) AS failed_at FROM public.procrastinate_events ev WHERE ev.job_id = j.id
+    SELECT max(ev.at) AS failed_at, min(ev.at) AS deferred_at
+    FROM public.procrastinate_events ev WHERE ev.job_id = j.id
 ) e ON true
 LEFT JOIN core.mailboxes m ON m.id::text = j.args->>'mailbox_id'
 LEFT JOIN core.job_replays r ON r.job_id = j.id
@@ -25,7 +28,8 @@ WHERE j.status = 'failed';
 COMMENT ON VIEW ops.dlq IS
     'Failed jobs (procrastinate gave up) with their last error and replay, newest first by '
     'failed_at; job arguments hold ids only, never mail. Failures the worker could not record '
-    'show error_class Unrecorded; the organisation comes from the job''s mailbox.';
+    'show error_class Unrecorded; the organisation comes from the job''s mailbox. run_at: '
+    'when the job was due (its schedule, else when it was deferred).';
 
 CREATE FUNCTION ops.replay_job(p_job_id bigint, p_organization_id uuid DEFAULT NULL,
                                p_user_id uuid DEFAULT NULL) RETURNS jsonb

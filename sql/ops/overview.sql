@@ -108,6 +108,12 @@ WITH job_counts AS (
     FROM ops.dlq d
     WHERE d.replay_job_id IS NULL AND d.organization_id IS NOT NULL
     GROUP BY d.organization_id
+), recent_failures AS (
+    -- Jobs procrastinate gave up on in the last 24 hours (replayed or not).
+    SELECT d.organization_id, count(*) AS failed_24h
+    FROM ops.dlq d
+    WHERE d.failed_at > now() - interval '24 hours' AND d.organization_id IS NOT NULL
+    GROUP BY d.organization_id
 )
 SELECT o.id AS organization_id,
        coalesce(jc.queued, 0) AS jobs_queued,
@@ -117,13 +123,15 @@ SELECT o.id AS organization_id,
        coalesce(mc.paused, 0) AS mailboxes_paused,
        coalesce(mc.avg_lag_seconds, 0)::double precision AS avg_lag_seconds,
        coalesce(oc.by_state, '{}') AS occurrences_by_state,
-       coalesce(dc.dlq_size, 0) AS dlq_size
+       coalesce(dc.dlq_size, 0) AS dlq_size,
+       coalesce(rf.failed_24h, 0) AS jobs_failed_24h
 FROM core.organizations o
 LEFT JOIN job_counts jc ON jc.organization_id = o.id
 LEFT JOIN mailbox_counts mc ON mc.organization_id = o.id
 LEFT JOIN occurrence_counts oc ON oc.organization_id = o.id
-LEFT JOIN dlq_counts dc ON dc.organization_id = o.id;
+LEFT JOIN dlq_counts dc ON dc.organization_id = o.id
+LEFT JOIN recent_failures rf ON rf.organization_id = o.id;
 COMMENT ON VIEW ops.metrics_overview IS
     'Per organisation: queued/running/failed jobs of its mailboxes, mailbox and paused '
-    'counts, average lag in seconds, occurrences by state, and DLQ size (failed jobs '
-    'attributed to it and not replayed yet).';
+    'counts, average lag in seconds, occurrences by state, DLQ size (failed jobs '
+    'attributed to it and not replayed yet) and jobs that failed in the last 24 hours.';

@@ -52,7 +52,13 @@ CASES = [
     Case("nul_in_cursor", "GET /tickets?cursor=%00", 400, "invalid_text"),
     Case("nul_in_query_name", "GET /tickets?a%00=1", 400, "invalid_text"),
     Case("nul_in_queue_name", "POST /queues", 400, "invalid_text", _json({"name": "a\0"})),
-    Case("nul_in_note", "POST /tickets/{ticket}/notes", 400, "invalid_text", _json({"body": "\0"})),
+    Case(
+        "nul_in_note",
+        "POST /tickets/{ticket}/notes",
+        400,
+        "invalid_text",
+        _json({"body_markdown": "\0"}),
+    ),
     Case(
         "nul_in_dev_login",
         "POST /auth/dev/login",
@@ -90,14 +96,14 @@ CASES = [
         "POST /tickets/routing/rules",
         400,
         "json_too_deep",
-        b'{"name": "r", "actions": ' + b'{"a": ' * DEEP + b"1" + b"}" * DEEP + b"}",
+        b'{"name": "r", "action_add_tags": ' + b'{"a": ' * DEEP + b"1" + b"}" * DEEP + b"}",
     ),
     Case(
         "integer_past_python_digit_limit",
         "POST /tickets/routing/rules",
         400,
         "invalid_json",
-        b'{"name": "r", "priority": ' + b"9" * 5000 + b', "actions": {"drop": true}}',
+        b'{"name": "r", "priority": ' + b"9" * 5000 + b', "action_drop": true}',
     ),
     Case(
         "huge_json", "POST /queues", 413, "payload_too_large", b'{"name": "' + b"a" * 2**21 + b'"}'
@@ -191,9 +197,7 @@ async def target(api_server, new_client):
     """The admin's session, CSRF token and ids of a ticket, a rule and an allowlist entry."""
     admin = await dev_login(await new_client(), "admin@acme.example", "Acme")
     rule = await (
-        await admin.post(
-            "/tickets/routing/rules", json={"name": "r1", "actions": {"set_status": "open"}}
-        )
+        await admin.post("/tickets/routing/rules", json={"name": "r1", "action_set_status": "open"})
     ).json()
     entry = await (
         await admin.post("/tickets/routing/allowlist", json={"pattern": "*@acme.example"})

@@ -35,6 +35,8 @@ from tests.fixtures.api import ApiUser, api_settings, dev_login
 
 START = "/mailboxes/gmail/journal/oauth/start"
 CALLBACK = "/mailboxes/gmail/oauth/callback"
+# An API client asks for JSON; without it the callback redirects the browser to the client.
+AS_API_CLIENT = {"Accept": "application/json"}
 JOURNAL = "journal@acme.example"
 READONLY = "https://www.googleapis.com/auth/gmail.readonly"
 ENCRYPTION_KEY = bytes(range(100, 132))
@@ -90,7 +92,7 @@ async def _start(user: ApiUser) -> str:
 async def _connect(user: ApiUser, gmail: FakeGmailServer, email: str = JOURNAL):
     state = await _start(user)
     code = gmail.control.issue_authorization_code(email)
-    return await user.get(CALLBACK, params={"code": code, "state": state})
+    return await user.get(CALLBACK, params={"code": code, "state": state}, headers=AS_API_CLIENT)
 
 
 def _jobs(db, task: str | None = None) -> list[dict]:
@@ -163,10 +165,11 @@ async def test_connect_creates_the_mailbox_with_an_encrypted_token_and_a_backfil
     assert response.status == 201, await response.text()
     mailbox = await response.json()
     assert "encrypted_refresh_token" not in await response.text()
-    assert mailbox["email"] == JOURNAL  # stored lower-case
-    assert mailbox["provider"] == "gmail"
+    assert mailbox["email_address"] == JOURNAL  # stored lower-case
+    assert mailbox["gmail_profile_email"] == JOURNAL
+    assert mailbox["provider"] == "gmail" and mailbox["purpose"] == "journal"
     assert mailbox["state"] == "active"
-    assert mailbox["enabled"] is True
+    assert mailbox["is_enabled"] is True
     assert mailbox["connected"] is True
     assert mailbox["granted_scopes"] == [READONLY]
     assert mailbox["history_id"] is None  # only a sync step sets the cursor
@@ -210,7 +213,7 @@ async def test_connect_creates_the_mailbox_with_an_encrypted_token_and_a_backfil
 
     listed = await admin.get("/mailboxes")
     assert listed.status == 200
-    assert await listed.json() == {"items": [mailbox]}
+    assert await listed.json() == [mailbox]
 
 
 async def test_reconnecting_an_existing_mailbox_replaces_its_token(log_in, gmail, db):
@@ -252,10 +255,14 @@ async def test_a_state_is_used_once(log_in, gmail, db):
     admin = await log_in("admin@acme.example", "Acme")
     state = await _start(admin)
     code = gmail.control.issue_authorization_code(JOURNAL)
-    assert (await admin.get(CALLBACK, params={"code": code, "state": state})).status == 201
+    assert (
+        await admin.get(CALLBACK, params={"code": code, "state": state}, headers=AS_API_CLIENT)
+    ).status == 201
 
     replay = await admin.get(
-        CALLBACK, params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state}
+        CALLBACK,
+        params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state},
+        headers=AS_API_CLIENT,
     )
     assert replay.status == 400
     assert (await replay.json())["code"] == "oauth_state_used"
@@ -267,7 +274,9 @@ async def test_an_expired_state_is_refused(log_in, gmail, db):
     state = await _start(admin)
     db.execute("UPDATE core.oauth_states SET expires_at = now() - interval '1 second'")
     response = await admin.get(
-        CALLBACK, params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state}
+        CALLBACK,
+        params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state},
+        headers=AS_API_CLIENT,
     )
     assert response.status == 400
     assert (await response.json())["code"] == "oauth_state_expired"
@@ -283,7 +292,7 @@ async def test_a_missing_or_unknown_state_is_refused(log_in, gmail, db, missing,
     params = {"code": gmail.control.issue_authorization_code(JOURNAL)}
     if missing == "unknown":
         params["state"] = "made-up-state"
-    response = await admin.get(CALLBACK, params=params)
+    response = await admin.get(CALLBACK, params=params, headers=AS_API_CLIENT)
     assert response.status == 400
     assert (await response.json())["code"] == code
     assert db.execute("SELECT count(*) AS n FROM core.mailboxes").fetchone()["n"] == 0
@@ -295,13 +304,17 @@ async def test_a_state_of_another_user_is_refused_and_spent(log_in, gmail, db):
     state = await _start(owner)
 
     stolen = await colleague.get(
-        CALLBACK, params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state}
+        CALLBACK,
+        params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state},
+        headers=AS_API_CLIENT,
     )
     assert stolen.status == 400
     assert (await stolen.json())["code"] == "oauth_state_mismatch"
     # The state was exposed: it is spent, the owner starts again.
     late = await owner.get(
-        CALLBACK, params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state}
+        CALLBACK,
+        params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state},
+        headers=AS_API_CLIENT,
     )
     assert (await late.json())["code"] == "oauth_state_used"
     assert db.execute("SELECT count(*) AS n FROM core.mailboxes").fetchone()["n"] == 0
@@ -313,14 +326,18 @@ async def test_a_state_of_another_organisation_is_unknown_here(log_in, gmail, db
     state = await _start(acme)
 
     response = await globex.get(
-        CALLBACK, params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state}
+        CALLBACK,
+        params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state},
+        headers=AS_API_CLIENT,
     )
     assert response.status == 400
     assert (await response.json())["code"] == "invalid_oauth_state"
     assert db.execute("SELECT count(*) AS n FROM core.mailboxes").fetchone()["n"] == 0
     # Invisible to Globex, so still usable by its owner.
     done = await acme.get(
-        CALLBACK, params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state}
+        CALLBACK,
+        params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state},
+        headers=AS_API_CLIENT,
     )
     assert done.status == 201
     assert str(_mailbox_row(db, (await done.json())["id"])["organization_id"]) == seed.org_id(acme)
@@ -329,7 +346,9 @@ async def test_a_state_of_another_organisation_is_unknown_here(log_in, gmail, db
 async def test_a_rejected_code_still_consumes_the_state(log_in, gmail, db):
     admin = await log_in("admin@acme.example", "Acme")
     state = await _start(admin)
-    response = await admin.get(CALLBACK, params={"code": "4/not-a-real-code", "state": state})
+    response = await admin.get(
+        CALLBACK, params={"code": "4/not-a-real-code", "state": state}, headers=AS_API_CLIENT
+    )
     assert response.status == 400
     body = await response.json()
     assert body["code"] == "oauth_code_rejected"
@@ -337,7 +356,9 @@ async def test_a_rejected_code_still_consumes_the_state(log_in, gmail, db):
     assert db.execute("SELECT consumed_at FROM core.oauth_states").fetchone()["consumed_at"]
 
     retry = await admin.get(
-        CALLBACK, params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state}
+        CALLBACK,
+        params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state},
+        headers=AS_API_CLIENT,
     )
     assert (await retry.json())["code"] == "oauth_state_used"
     assert db.execute("SELECT count(*) AS n FROM core.mailboxes").fetchone()["n"] == 0
@@ -349,7 +370,9 @@ async def test_an_unavailable_token_endpoint_is_503_and_the_state_is_spent(log_i
     state = await _start(admin)
     gmail.control.inject(FaultRule(endpoint="token", status=503))
     response = await admin.get(
-        CALLBACK, params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state}
+        CALLBACK,
+        params={"code": gmail.control.issue_authorization_code(JOURNAL), "state": state},
+        headers=AS_API_CLIENT,
     )
     assert response.status == 503
     assert (await response.json())["code"] == "google_unavailable"
@@ -359,7 +382,9 @@ async def test_an_unavailable_token_endpoint_is_503_and_the_state_is_spent(log_i
 async def test_consent_denied_at_google_is_400_and_the_state_is_spent(log_in, db):
     admin = await log_in("admin@acme.example", "Acme")
     state = await _start(admin)
-    response = await admin.get(CALLBACK, params={"error": "access_denied", "state": state})
+    response = await admin.get(
+        CALLBACK, params={"error": "access_denied", "state": state}, headers=AS_API_CLIENT
+    )
     assert response.status == 400
     assert (await response.json())["code"] == "oauth_access_denied"
     assert db.execute("SELECT consumed_at FROM core.oauth_states").fetchone()["consumed_at"]
@@ -395,6 +420,45 @@ async def test_start_without_an_oauth_client_is_503(api_factory, client_factory,
     assert db.execute("SELECT count(*) AS n FROM core.oauth_states").fetchone()["n"] == 0
 
 
+async def test_a_browser_is_sent_to_the_web_clients_connected_page(log_in, gmail, db):
+    admin = await log_in("admin@acme.example", "Acme")
+    state = await _start(admin)
+    code = gmail.control.issue_authorization_code(JOURNAL)
+    browser = {"Accept": "text/html,application/xhtml+xml,application/json;q=0.9,*/*;q=0.8"}
+    response = await admin.get(
+        CALLBACK, params={"code": code, "state": state}, headers=browser, allow_redirects=False
+    )
+    assert response.status == 303
+    [mailbox_id] = [str(r["id"]) for r in db.execute("SELECT id FROM core.mailboxes")]
+    assert response.headers["Location"] == (
+        f"http://localhost:3000/mailboxes/connected?mailbox_id={mailbox_id}"
+    )
+    # The state is spent: the browser lands on the client's page with the error instead.
+    again = await admin.get(
+        CALLBACK, params={"code": code, "state": state}, headers=browser, allow_redirects=False
+    )
+    assert again.status == 303
+    location = urlsplit(again.headers["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == (
+        "http://localhost:3000/mailboxes/connected"
+    )
+    query = {k: v for k, [v] in parse_qs(location.query).items()}
+    assert query["error"] == "oauth_state_used" and query["detail"]
+    assert "mailbox_id" not in query
+
+
+async def test_the_callback_redirects_to_the_configured_frontend_url(
+    api_factory, gmail, client_factory
+):
+    server = await _serve(api_factory, gmail, frontend_url="https://help.acme.example/app")
+    admin = await dev_login(await client_factory(server), "admin@acme.example", "Acme")
+    response = await admin.get(CALLBACK, params={"state": "unknown"}, allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"].startswith(
+        "https://help.acme.example/app/mailboxes/connected?error=invalid_oauth_state&detail="
+    )
+
+
 # ---------------------------------------------------------------- roles and tenancy
 
 MAILBOX_ROUTES = [
@@ -414,7 +478,9 @@ ADMIN_ROUTES = [
 
 
 async def _call(user: ApiUser, method: str, path: str):
-    return await (user.get(path) if method == "GET" else user.post(path))
+    if method == "GET":
+        return await user.get(path, headers=AS_API_CLIENT)
+    return await user.post(path)
 
 
 @pytest.mark.parametrize("role", ["viewer", "agent"])
@@ -447,7 +513,7 @@ async def test_another_organisations_mailbox_is_not_found(log_in, db, method, pa
     assert (await response.json())["code"] == "mailbox_not_found"
     assert _mailbox_row(db, mailbox_id) == before
     assert _jobs(db) == []
-    assert (await (await globex.get("/mailboxes")).json()) == {"items": []}
+    assert (await (await globex.get("/mailboxes")).json()) == []
 
 
 @pytest.mark.parametrize(("method", "path"), MAILBOX_ROUTES)
@@ -473,10 +539,14 @@ async def test_connectivity_ok_reports_the_profile_and_moves_nothing(log_in, gma
     response = await admin.get(f"/mailboxes/{mailbox['id']}/connectivity")
     assert response.status == 200
     assert await response.json() == {
-        "ok": True,
-        "email": JOURNAL,
+        "status": "connected",
+        "profile_email": JOURNAL,
+        "scopes": [READONLY],
+        "error": None,
+        "code": None,
         "history_id": str(gmail.control.mailbox(JOURNAL).history_id),
         "messages_total": 3,
+        "gmail_status": None,
     }
     assert _mailbox_row(db, mailbox["id"]) == before  # cursor and sync state untouched
 
@@ -496,7 +566,7 @@ async def test_connectivity_with_a_revoked_grant_says_needs_reconnect(log_in, gm
     response = await admin.get(f"/mailboxes/{mailbox['id']}/connectivity")
     assert response.status == 200
     body = await response.json()
-    assert body["ok"] is False
+    assert body["status"] == "degraded" and body["scopes"] == [READONLY]
     assert body["code"] == "needs_reconnect"
     assert body["error"]
     assert _mailbox_row(db, mailbox["id"]) == before  # a check reports; it changes nothing
@@ -506,8 +576,8 @@ async def test_connectivity_without_a_stored_grant(log_in, db):
     admin = await log_in("admin@acme.example", "Acme")
     mailbox_id = seed.mailbox(db, seed.org_id(admin), JOURNAL)
     body = await (await admin.get(f"/mailboxes/{mailbox_id}/connectivity")).json()
-    assert body["ok"] is False
-    assert body["code"] == "not_connected"
+    assert body["status"] == "degraded" and body["profile_email"] is None
+    assert body["code"] == "not_connected" and body["error"]
 
 
 async def test_connectivity_with_a_token_bound_to_another_mailbox(log_in, gmail, db):
@@ -518,7 +588,7 @@ async def test_connectivity_with_a_token_bound_to_another_mailbox(log_in, gmail,
         db, seed.org_id(admin), "other@acme.example", encrypted_refresh_token=copied
     )
     body = await (await admin.get(f"/mailboxes/{other_id}/connectivity")).json()
-    assert body["ok"] is False
+    assert body["status"] == "degraded"
     assert body["code"] == "token_unreadable"
 
 

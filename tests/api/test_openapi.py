@@ -31,15 +31,19 @@ METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 CSRF_REF = "#/components/parameters/CsrfToken"
 # The paths the app serves outside ROUTES: /metrics when ENABLE_PROMETHEUS_METRICS.
 EXTRA_PATHS = {("GET", "/metrics")}
+# Lists the web client reads as {items: [...]} and as bare arrays (its contract).
 LIST_ENDPOINTS = {
-    "/queues",
-    "/mailboxes",
     "/tickets",
-    "/tickets/routing/allowlist",
-    "/tickets/routing/rules",
     "/ops/mailboxes/sync",
     "/ops/messages/collisions",
     "/ops/jobs/dlq",
+}
+ARRAY_ENDPOINTS = {
+    "/queues",
+    "/mailboxes",
+    "/tickets/routing/allowlist",
+    "/tickets/routing/rules",
+    "/tickets/saved-views",
 }
 # Operations that never touch the database, hence never answer 503.
 NO_DATABASE = {"/healthz", "/auth/csrf", "/openapi.json"}
@@ -284,6 +288,11 @@ def test_list_endpoints_document_items():
         assert schema["type"] == "object" and "items" in schema["required"], path
         assert schema["properties"]["items"]["type"] == "array", path
         assert "items" in media["example"], path
+    for path in ARRAY_ENDPOINTS:
+        media = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+        schema = _deref(doc, media["schema"])
+        assert schema["type"] == "array" and "$ref" in schema["items"], path
+        assert media["example"] == [], path
     ticket_page = _deref(
         doc,
         doc["paths"]["/tickets"]["get"]["responses"]["200"]["content"]["application/json"][
@@ -519,7 +528,7 @@ async def test_real_responses_conform_to_the_document(
         )
         await c.check(await admin.post("/queues", {"name": "billing"}), "POST", "/queues", 409)
         listed = await c.check(await admin.get("/queues"), "GET", "/queues", 200)
-        assert listed["items"] == [queue]
+        assert listed == [queue]
 
         # Tickets, seeded as the owner (stitching is not under test here).
         seed = Seed(db, org_id, LocalBlobStore(blob_dir))
@@ -544,7 +553,7 @@ async def test_real_responses_conform_to_the_document(
             422,
         )
         await c.check(
-            await admin.post(f"/tickets/{ticket_id}/notes", {"body": "Called back."}),
+            await admin.post(f"/tickets/{ticket_id}/notes", {"body_markdown": "Called back."}),
             "POST",
             "/tickets/{ticket_id}/notes",
             201,
@@ -555,13 +564,37 @@ async def test_real_responses_conform_to_the_document(
         assert detail["messages"][0]["attachments"][0]["id"] == attachment_id
         assert detail["messages"][0]["occurrences"] and detail["notes"] and detail["events"]
         await c.check(await admin.get("/tickets/999999"), "GET", "/tickets/{ticket_id}", 404)
+        view = await c.check(
+            await admin.post(
+                "/tickets/saved-views", {"name": "Open", "filters": {"status": "open", "q": None}}
+            ),
+            "POST",
+            "/tickets/saved-views",
+            201,
+        )
+        await c.check(
+            await admin.post("/tickets/saved-views", {"name": "x", "filters": {"status": "done"}}),
+            "POST",
+            "/tickets/saved-views",
+            422,
+        )
+        views = await c.check(
+            await admin.get("/tickets/saved-views"), "GET", "/tickets/saved-views", 200
+        )
+        assert views == [view]
+        await c.check(
+            await admin.delete(f"/tickets/saved-views/{view['id']}"),
+            "DELETE",
+            "/tickets/saved-views/{saved_view_id}",
+            204,
+        )
         download = f"/tickets/{ticket_id}/attachments/{attachment_id}/download"
         template = "/tickets/{ticket_id}/attachments/{attachment_id}/download"
         assert await c.check(await admin.get(download), "GET", template, 200) == b"%PDF-1.4 fake"
 
         # Mailboxes: the one the seed created.
         mailboxes = await c.check(await admin.get("/mailboxes"), "GET", "/mailboxes", 200)
-        mailbox_id = mailboxes["items"][0]["id"]
+        mailbox_id = mailboxes[0]["id"]
         base = f"/mailboxes/{mailbox_id}"
         await c.check(
             await admin.get(f"{base}/connectivity"),
@@ -611,11 +644,18 @@ async def test_real_responses_conform_to_the_document(
             "/mailboxes/gmail/journal/oauth/start",
             503,  # no Google OAuth client configured in tests
         )
+        callback = "/mailboxes/gmail/oauth/callback?state=unknown&code=x"
         await c.check(
-            await admin.get("/mailboxes/gmail/oauth/callback?state=unknown&code=x"),
+            await admin.client.get(callback, headers={"Accept": "application/json"}),
             "GET",
             "/mailboxes/gmail/oauth/callback",
             400,
+        )
+        await c.check(
+            await admin.client.get(callback, allow_redirects=False),
+            "GET",
+            "/mailboxes/gmail/oauth/callback",
+            303,
         )
 
         # Send identities and a reply (verifying asks Gmail: no OAuth client here, 503).
@@ -681,7 +721,7 @@ async def test_real_responses_conform_to_the_document(
             await admin.get("/tickets/routing/allowlist"), "GET", "/tickets/routing/allowlist", 200
         )
         await c.check(
-            await admin.patch(f"/tickets/routing/allowlist/{entry['id']}", {"enabled": True}),
+            await admin.patch(f"/tickets/routing/allowlist/{entry['id']}", {"is_enabled": True}),
             "PATCH",
             "/tickets/routing/allowlist/{allowlist_id}",
             200,
@@ -691,8 +731,9 @@ async def test_real_responses_conform_to_the_document(
                 "/tickets/routing/rules",
                 {
                     "name": "Billing",
-                    "conditions": {"sender_domain_pattern": "example.net"},
-                    "actions": {"assign_queue_id": queue["id"], "add_tags": ["billing"]},
+                    "match_sender_domain_pattern": "example.net",
+                    "action_assign_queue_id": queue["id"],
+                    "action_add_tags": ["billing"],
                 },
             ),
             "POST",
@@ -712,7 +753,11 @@ async def test_real_responses_conform_to_the_document(
             await c.check(
                 await admin.post(
                     "/tickets/routing/simulate",
-                    {"recipient": recipient, "sender": "casey@example.net"},
+                    {
+                        "recipient": recipient,
+                        "sender_email": "casey@example.net",
+                        "direction": "inbound",
+                    },
                 ),
                 "POST",
                 "/tickets/routing/simulate",
@@ -746,6 +791,12 @@ async def test_real_responses_conform_to_the_document(
             200,
         )
         await c.check(await admin.get("/ops/metrics/overview"), "GET", "/ops/metrics/overview", 200)
+        await c.check(
+            await admin.post("/ops/messages/collisions/backfill"),
+            "POST",
+            "/ops/messages/collisions/backfill",
+            200,
+        )
         await c.check(await admin.get("/ops/jobs/dlq"), "GET", "/ops/jobs/dlq", 200)
         await c.check(
             await admin.post("/ops/jobs/123456/replay"), "POST", "/ops/jobs/{job_id}/replay", 404

@@ -95,24 +95,29 @@ async def test_mailbox_sync_lists_the_organisations_mailboxes(login, db):
     items = (await response.json())["items"]
     assert len(items) == 1
     item = items[0]
-    assert 120 <= item.pop("lag_seconds") < 180
+    assert 120 <= item.pop("sync_lag_seconds") < 180
     assert 0 <= item.pop("seconds_since_last_sync") < 60  # added just now, never synced
     assert item == {
         "mailbox_id": mailbox_id,
-        "email": "journal@acme.example",
+        "email_address": "journal@acme.example",
+        "provider": "gmail",
+        "purpose": "journal",
         "state": "active",
-        "enabled": True,
+        "is_enabled": True,
         "paused_until": None,
         "pause_reason": None,
         "blocked_reason": None,
-        "cursor": "9007199254740993",
+        "gmail_history_id": 9007199254740993,
         "backfill": {"state": "idle", "pages": 0, "completed_at": None},
-        "last_history_sync_at": None,
-        "last_error": "Gmail 500",
+        "last_full_sync_at": None,
+        "last_incremental_sync_at": None,
+        "last_sync_error": "Gmail 500",
         "last_error_at": None,
         "consecutive_failures": 2,
+        "queued_jobs_by_type": {"mailbox_history_sync": 1},
+        "running_jobs_by_type": {},
         "jobs": {"mailbox_history_sync": {"queued": 1, "running": 0}},
-        "failures_24h": 1,
+        "failed_jobs_last_24h": 1,
         "last_sync_success_at": None,
         "health": "ok",
         "health_reason": None,
@@ -128,7 +133,7 @@ async def test_mailbox_sync_lists_the_organisations_mailboxes(login, db):
         },
     }
     other_items = (await (await other.get("/ops/mailboxes/sync")).json())["items"]
-    assert [i["email"] for i in other_items] == ["journal@globex.example"]
+    assert [i["email_address"] for i in other_items] == ["journal@globex.example"]
 
 
 async def test_a_mailbox_that_does_not_sync_says_why(login, db):
@@ -153,7 +158,8 @@ async def test_a_mailbox_that_does_not_sync_says_why(login, db):
     db.execute("UPDATE core.mailboxes SET last_sync_success_at = now() WHERE id = %s", [healthy])
 
     items = {
-        i["email"]: i for i in (await (await admin.get("/ops/mailboxes/sync")).json())["items"]
+        i["email_address"]: i
+        for i in (await (await admin.get("/ops/mailboxes/sync")).json())["items"]
     }
     assert items["stalled@acme.example"]["health"] == "stalled"
     assert items["stalled@acme.example"]["seconds_since_last_sync"] >= 600
@@ -231,6 +237,7 @@ async def test_collisions_newest_first_with_samples_and_limit(login, db):
         "message_count",
         "first_seen_at",
         "last_seen_at",
+        "sample_message_ids",
         "sample_messages",
     }
     assert (first["loose_fingerprint"], first["message_count"]) == ("fp-new", 7)
@@ -239,6 +246,7 @@ async def test_collisions_newest_first_with_samples_and_limit(login, db):
     assert samples[0]["from_address"] == "billing@vendor.example"
     assert samples[0]["sent_at"].startswith("2024-03-01T10:00:00")
     assert set(samples[0]) == {"id", "subject", "from_address", "sent_at"}
+    assert first["sample_message_ids"] == [sample["id"] for sample in samples]
 
     other_items = (await (await other.get("/ops/messages/collisions")).json())["items"]
     assert [g["loose_fingerprint"] for g in other_items] == ["fp-globex"]
@@ -269,18 +277,26 @@ async def test_metrics_overview_counts_the_organisations_pipeline(login, db):
     response = await admin.get("/ops/metrics/overview")
     assert response.status == 200
     body = await response.json()
-    assert 200 <= body.pop("avg_lag_seconds") < 260  # (100 + 300) / 2
+    assert 200 <= body.pop("avg_sync_lag_seconds") < 260  # (100 + 300) / 2
     assert body == {
         # The failed ping names no mailbox: in the DLQ, not among the mailbox jobs.
-        "jobs": {"queued": 1, "running": 1, "failed": 0},
-        "mailboxes": {"total": 2, "paused": 1},
+        "queued_jobs": 1,
+        "running_jobs": 1,
+        "failed_jobs": 0,
+        "failed_jobs_24h": 1,
+        "mailbox_count": 2,
+        "paused_mailbox_count": 1,
         "occurrences_by_state": {"parsed": 1, "failed": 1, "discovered": 2},
         "dlq_size": 1,
     }
     assert await (await other.get("/ops/metrics/overview")).json() == {
-        "jobs": {"queued": 1, "running": 0, "failed": 0},
-        "mailboxes": {"total": 1, "paused": 0},
-        "avg_lag_seconds": 0,
+        "queued_jobs": 1,
+        "running_jobs": 0,
+        "failed_jobs": 0,
+        "failed_jobs_24h": 0,
+        "mailbox_count": 1,
+        "paused_mailbox_count": 0,
+        "avg_sync_lag_seconds": 0,
         "occurrences_by_state": {},
         "dlq_size": 0,
     }
@@ -298,15 +314,19 @@ async def test_a_failed_job_is_listed_replayed_once_and_then_succeeds(login, db,
     response = await admin.get("/ops/jobs/dlq")
     assert response.status == 200
     [item] = (await response.json())["items"]
-    failed_at = item.pop("failed_at")
+    failed_at = item.pop("updated_at")
     assert failed_at is not None
+    assert item.pop("run_at") <= failed_at
     assert "no worker ping 424242" in item.pop("error_message")
+    assert item.pop("last_error").startswith("RaiseException: no worker ping 424242")
     assert item == {
-        "job_id": job_id,
-        "task": "worker_ping",
+        "id": job_id,
+        "type": "worker_ping",
+        "status": "failed",
         "queue": "default",
         "attempts": 1,
-        "args": {"ping_id": 424242},
+        "max_attempts": 1,
+        "payload": {"ping_id": 424242},
         "error_class": "RaiseException",
         "replay": None,
     }
@@ -329,6 +349,7 @@ async def test_a_failed_job_is_listed_replayed_once_and_then_succeeds(login, db,
     assert pending == [{"id": replayed["replay_job_id"]}]
 
     [item] = (await (await admin.get("/ops/jobs/dlq")).json())["items"]
+    assert item["status"] == "replayed"
     assert item["replay"]["replay_job_id"] == replayed["replay_job_id"]
     assert item["replay"]["replayed_at"] is not None
     assert (await (await admin.get("/ops/metrics/overview")).json())["dlq_size"] == 0
@@ -357,14 +378,14 @@ async def test_dlq_is_newest_first_limited_and_shows_ids_only(login, db):
     middle = _seed_failed_job(db, org, {"ping_id": 3, "occurrence_ids": [7, 8]}, minutes_ago=10)
 
     everything = (await (await admin.get("/ops/jobs/dlq")).json())["items"]
-    assert [i["job_id"] for i in everything] == [new, middle, old]
-    assert [i["args"] for i in everything] == [
+    assert [i["id"] for i in everything] == [new, middle, old]
+    assert [i["payload"] for i in everything] == [
         {"ping_id": 2},  # mail content never leaves the database
         {"ping_id": 3, "occurrence_ids": [7, 8]},
         {"ping_id": 1},
     ]
     limited = (await (await admin.get("/ops/jobs/dlq?limit=2")).json())["items"]
-    assert [i["job_id"] for i in limited] == [new, middle]
+    assert [i["id"] for i in limited] == [new, middle]
 
 
 async def test_another_organisations_failed_job_is_invisible_and_not_found(login, db, db_url):
@@ -379,9 +400,7 @@ async def test_another_organisations_failed_job_is_invisible_and_not_found(login
     assert (await response.json())["code"] == "job_not_found"
     assert db.execute("SELECT count(*) AS n FROM core.job_replays").fetchone()["n"] == 0
     assert _job_status(db, job_id) == "failed"
-    assert [i["job_id"] for i in (await (await acme.get("/ops/jobs/dlq")).json())["items"]] == [
-        job_id
-    ]
+    assert [i["id"] for i in (await (await acme.get("/ops/jobs/dlq")).json())["items"]] == [job_id]
 
 
 async def test_an_unattributed_failed_job_is_no_organisations_to_replay(login, db, db_url):

@@ -26,7 +26,7 @@ async def test_each_role_lists_and_only_admins_create(login, role, list_status, 
         body = await created.json()
         assert body["code"] == "forbidden"
         assert "admin" in body["detail"]
-        names = [q["name"] for q in (await (await user.get("/queues")).json())["items"]]
+        names = [q["name"] for q in (await (await user.get("/queues")).json())]
         assert f"Queue of {role}" not in names
 
 
@@ -42,8 +42,8 @@ async def test_created_queue_is_listed_with_its_fields(login):
     assert set(queue) == {"id", "name", "description", "created_at"}
 
     listed = await (await admin.get("/queues")).json()
-    assert [q["name"] for q in listed["items"]] == ["Billing", "vivid v"]
-    assert listed["items"][0] == queue
+    assert [q["name"] for q in listed] == ["Billing", "vivid v"]
+    assert listed[0] == queue
 
 
 async def test_queue_names_are_unique_per_organisation_case_insensitively(login):
@@ -99,7 +99,7 @@ async def test_each_organisation_sees_only_its_queues_over_http(login):
     globex = await login("admin@globex.example", "Globex")
     await acme.post("/queues", json={"name": "Acme only"})
     await globex.post("/queues", json={"name": "Globex only"})
-    acme_names = [q["name"] for q in (await (await acme.get("/queues")).json())["items"]]
-    globex_names = [q["name"] for q in (await (await globex.get("/queues")).json())["items"]]
+    acme_names = [q["name"] for q in (await (await acme.get("/queues")).json())]
+    globex_names = [q["name"] for q in (await (await globex.get("/queues")).json())]
     assert acme_names == ["Acme only"]
     assert globex_names == ["Globex only"]

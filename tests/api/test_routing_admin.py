@@ -45,11 +45,11 @@ async def _queue(user: ApiUser, name: str) -> str:
 ADMIN_ROUTES = [
     ("get", ALLOWLIST, None),
     ("post", ALLOWLIST, {"pattern": "support@*"}),
-    ("patch", f"{ALLOWLIST}/{uuid.uuid4()}", {"enabled": False}),
+    ("patch", f"{ALLOWLIST}/{uuid.uuid4()}", {"is_enabled": False}),
     ("delete", f"{ALLOWLIST}/{uuid.uuid4()}", None),
     ("get", RULES, None),
-    ("post", RULES, {"name": "r", "actions": {"set_status": "open"}}),
-    ("patch", f"{RULES}/{uuid.uuid4()}", {"enabled": False}),
+    ("post", RULES, {"name": "r", "action_set_status": "open"}),
+    ("patch", f"{RULES}/{uuid.uuid4()}", {"is_enabled": False}),
     ("delete", f"{RULES}/{uuid.uuid4()}", None),
 ]
 
@@ -72,7 +72,9 @@ async def test_routing_admin_is_for_admins_only(login, db, role, method, path, b
 async def test_simulator_is_for_agents_and_admins(login, role, status):
     await login("founder@acme.example", "Acme")
     user = await login(f"{role}@acme.example", "Acme", role=role)
-    response = await user.post(SIMULATE, json={"recipient": "a@acme.example", "sender": "c@x.org"})
+    response = await user.post(
+        SIMULATE, json={"recipient": "a@acme.example", "sender_email": "c@x.org"}
+    )
     assert response.status == status, await response.text()
 
 
@@ -81,34 +83,35 @@ async def test_simulator_is_for_agents_and_admins(login, role, status):
 
 async def test_allowlist_crud(login, db):
     admin = await login("admin@acme.example", "Acme")
-    assert await _ok(await admin.get(ALLOWLIST)) == {"items": []}
+    assert await _ok(await admin.get(ALLOWLIST)) == []
 
     created = await _ok(
         await admin.post(ALLOWLIST, json={"pattern": " Support@ACME.example "}), 201
     )
     assert created["pattern"] == "support@acme.example"
-    assert created["enabled"] is True
-    assert set(created) == {"id", "pattern", "enabled", "created_at", "updated_at"}
+    assert created["is_enabled"] is True
+    assert set(created) == {"id", "pattern", "is_enabled", "created_at", "updated_at"}
     second = await _ok(
-        await admin.post(ALLOWLIST, json={"pattern": "*@help.acme.example", "enabled": False}), 201
+        await admin.post(ALLOWLIST, json={"pattern": "*@help.acme.example", "is_enabled": False}),
+        201,
     )
     listed = await _ok(await admin.get(ALLOWLIST))
-    assert [e["pattern"] for e in listed["items"]] == [
+    assert [e["pattern"] for e in listed] == [
         "*@help.acme.example",
         "support@acme.example",
     ]
 
-    updated = await _ok(await admin.patch(f"{ALLOWLIST}/{second['id']}", json={"enabled": True}))
-    assert updated["enabled"] is True
+    updated = await _ok(await admin.patch(f"{ALLOWLIST}/{second['id']}", json={"is_enabled": True}))
+    assert updated["is_enabled"] is True
     assert updated["pattern"] == "*@help.acme.example"  # untouched field kept
     renamed = await _ok(
         await admin.patch(f"{ALLOWLIST}/{second['id']}", json={"pattern": "help@*"})
     )
-    assert renamed["pattern"] == "help@*" and renamed["enabled"] is True
+    assert renamed["pattern"] == "help@*" and renamed["is_enabled"] is True
 
     await _ok(await admin.delete(f"{ALLOWLIST}/{created['id']}"), 204)
     listed = await _ok(await admin.get(ALLOWLIST))
-    assert [e["id"] for e in listed["items"]] == [second["id"]]
+    assert [e["id"] for e in listed] == [second["id"]]
     await _error(
         await admin.delete(f"{ALLOWLIST}/{created['id']}"), 404, "allowlist_entry_not_found"
     )
@@ -143,7 +146,8 @@ async def test_allowlist_crud(login, db):
         ({"pattern": "[st]upport@acme.example"}, "invalid_pattern"),
         ({"pattern": "{a,b}@acme.example"}, "invalid_pattern"),
         ({"pattern": "a\\*@acme.example"}, "invalid_pattern"),
-        ({"pattern": "a@acme.example", "enabled": "yes"}, "invalid_enabled"),
+        ({"pattern": "a@acme.example", "is_enabled": "yes"}, "invalid_is_enabled"),
+        ({"pattern": "a@acme.example", "enabled": True}, "unknown_field"),
         ({"pattern": "a@acme.example", "enabld": True}, "unknown_field"),
     ],
 )
@@ -167,7 +171,7 @@ async def test_allowlist_patch_is_validated_too(login):
         "unknown_field",
     )
     listed = await _ok(await admin.get(ALLOWLIST))
-    assert listed["items"] == [entry]
+    assert listed == [entry]
 
 
 async def test_allowlist_duplicates_conflict_case_insensitively(login):
@@ -193,14 +197,14 @@ async def test_allowlist_of_another_organisation_is_not_found(login):
     entry = await _ok(await acme.post(ALLOWLIST, json={"pattern": "support@*"}), 201)
     path = f"{ALLOWLIST}/{entry['id']}"
     await _error(
-        await globex.patch(path, json={"enabled": False}), 404, "allowlist_entry_not_found"
+        await globex.patch(path, json={"is_enabled": False}), 404, "allowlist_entry_not_found"
     )
     await _error(await globex.delete(path), 404, "allowlist_entry_not_found")
-    assert (await _ok(await globex.get(ALLOWLIST)))["items"] == []
+    assert (await _ok(await globex.get(ALLOWLIST))) == []
     await _error(
         await acme.patch(f"{ALLOWLIST}/not-a-uuid", json={}), 404, "allowlist_entry_not_found"
     )
-    assert (await _ok(await acme.get(ALLOWLIST)))["items"] == [entry]
+    assert (await _ok(await acme.get(ALLOWLIST))) == [entry]
 
 
 # ------------------------------------------------------------------------- rules
@@ -215,48 +219,43 @@ async def test_rule_crud_and_versions(login, db):
             json={
                 "name": "Billing",
                 "priority": 10,
-                "conditions": {"recipient_pattern": "Billing@*", "direction": "inbound"},
-                "actions": {
-                    "assign_queue_id": billing,
-                    "set_status": "open",
-                    "add_tags": ["Billing", "money", "billing"],
-                },
+                "match_recipient_pattern": "Billing@*",
+                "match_direction": "inbound",
+                "action_assign_queue_id": billing,
+                "action_set_status": "open",
+                "action_add_tags": ["Billing", "money", "billing"],
             },
         ),
         201,
     )
     assert created["version"] == 1
-    assert created["enabled"] is True
-    assert created["conditions"] == {
-        "recipient_pattern": "billing@*",
-        "direction": "inbound",
-        "sender_domain_pattern": None,
-        "sender_email_pattern": None,
-    }
-    assert created["actions"] == {
-        "assign_queue_id": billing,
-        "assign_user_id": None,
-        "set_status": "open",
-        "auto_close": False,
-        "drop": False,
-        "add_tags": ["billing", "money"],
+    assert created["is_enabled"] is True
+    assert {k: v for k, v in created.items() if k.startswith(("match_", "action_"))} == {
+        "match_recipient_pattern": "billing@*",
+        "match_direction": "inbound",
+        "match_sender_domain_pattern": None,
+        "match_sender_email_pattern": None,
+        "action_assign_queue_id": billing,
+        "action_assign_user_id": None,
+        "action_set_status": "open",
+        "action_auto_close": False,
+        "action_drop": False,
+        "action_add_tags": ["billing", "money"],
     }
     catch_all = await _ok(
-        await admin.post(
-            RULES, json={"name": "Everything else", "actions": {"add_tags": ["triage"]}}
-        ),
+        await admin.post(RULES, json={"name": "Everything else", "action_add_tags": ["triage"]}),
         201,
     )
     assert catch_all["priority"] == 100
-    assert catch_all["conditions"] == {
-        "recipient_pattern": None,
-        "direction": None,
-        "sender_domain_pattern": None,
-        "sender_email_pattern": None,
+    assert {k: v for k, v in catch_all.items() if k.startswith("match_")} == {
+        "match_recipient_pattern": None,
+        "match_direction": None,
+        "match_sender_domain_pattern": None,
+        "match_sender_email_pattern": None,
     }
 
     listed = await _ok(await admin.get(RULES))
-    assert [r["name"] for r in listed["items"]] == ["Billing", "Everything else"]
+    assert [r["name"] for r in listed] == ["Billing", "Everything else"]
 
     # Merge patch: only what is sent changes; null clears a condition; version goes up.
     patched = await _ok(
@@ -264,27 +263,28 @@ async def test_rule_crud_and_versions(login, db):
             f"{RULES}/{created['id']}",
             json={
                 "priority": 200,
-                "conditions": {"direction": None},
-                "actions": {"set_status": None, "auto_close": True},
+                "match_direction": None,
+                "action_set_status": None,
+                "action_auto_close": True,
             },
         )
     )
     assert patched["version"] == 2
     assert patched["priority"] == 200
-    assert patched["conditions"]["recipient_pattern"] == "billing@*"
-    assert patched["conditions"]["direction"] is None
-    assert patched["actions"]["auto_close"] is True
-    assert patched["actions"]["set_status"] is None
-    assert patched["actions"]["assign_queue_id"] == billing
-    toggled = await _ok(await admin.patch(f"{RULES}/{created['id']}", json={"enabled": False}))
-    assert toggled["version"] == 3 and toggled["enabled"] is False
+    assert patched["match_recipient_pattern"] == "billing@*"
+    assert patched["match_direction"] is None
+    assert patched["action_auto_close"] is True
+    assert patched["action_set_status"] is None
+    assert patched["action_assign_queue_id"] == billing
+    toggled = await _ok(await admin.patch(f"{RULES}/{created['id']}", json={"is_enabled": False}))
+    assert toggled["version"] == 3 and toggled["is_enabled"] is False
 
     listed = await _ok(await admin.get(RULES))
-    assert [r["name"] for r in listed["items"]] == ["Everything else", "Billing"]
+    assert [r["name"] for r in listed] == ["Everything else", "Billing"]
 
     await _ok(await admin.delete(f"{RULES}/{catch_all['id']}"), 204)
     await _error(await admin.delete(f"{RULES}/{catch_all['id']}"), 404, "rule_not_found")
-    assert [r["id"] for r in (await _ok(await admin.get(RULES)))["items"]] == [created["id"]]
+    assert [r["id"] for r in (await _ok(await admin.get(RULES)))] == [created["id"]]
 
     audit = db.execute(
         "SELECT action, details FROM core.audit_events WHERE target_type = 'routing_rule' "
@@ -305,17 +305,19 @@ async def test_rule_may_assign_a_member(login):
     agent = await login("agent@acme.example", "Acme", role="agent")
     rule = await _ok(
         await admin.post(
-            RULES, json={"name": "To Ann", "actions": {"assign_user_id": agent.login["user"]["id"]}}
+            RULES, json={"name": "To Ann", "action_assign_user_id": agent.login["user"]["id"]}
         ),
         201,
     )
-    assert rule["actions"]["assign_user_id"] == agent.login["user"]["id"]
+    assert rule["action_assign_user_id"] == agent.login["user"]["id"]
 
 
-def _rule_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"name": "Rule", "actions": {"set_status": "open"}}
-    body.update(overrides)
-    return body
+_SET_OPEN = {"action_set_status": "open"}
+
+
+def _rule_body(actions: dict[str, Any] | None = _SET_OPEN, **overrides: Any) -> dict[str, Any]:
+    """A rule body: `actions` (action_* fields) replace the default action."""
+    return {"name": "Rule", **(actions or {}), **overrides}
 
 
 RULE_VALIDATION = [
@@ -327,42 +329,60 @@ RULE_VALIDATION = [
     (_rule_body(priority=10001), "invalid_priority"),
     (_rule_body(priority=1.5), "invalid_priority"),
     (_rule_body(priority="1"), "invalid_priority"),
-    (_rule_body(enabled="true"), "invalid_enabled"),
+    (_rule_body(is_enabled="true"), "invalid_is_enabled"),
+    (_rule_body(enabled=True), "unknown_field"),
     (_rule_body(colour="red"), "unknown_field"),
-    (_rule_body(conditions={"recipient": "a@*"}), "unknown_field"),
-    (_rule_body(actions={"set_status": "open", "assign": "x"}), "unknown_field"),
-    (_rule_body(conditions=["a"]), "invalid_conditions"),
-    (_rule_body(actions="close"), "invalid_actions"),
-    (_rule_body(conditions={"recipient_pattern": ""}), "invalid_recipient_pattern"),
-    (_rule_body(conditions={"recipient_pattern": "a b@*"}), "invalid_recipient_pattern"),
-    (_rule_body(conditions={"recipient_pattern": "x" * 321}), "invalid_recipient_pattern"),
-    (_rule_body(conditions={"recipient_pattern": "[a]@*"}), "invalid_recipient_pattern"),
-    (_rule_body(conditions={"sender_domain_pattern": "a@b.com"}), "invalid_sender_domain_pattern"),
-    (_rule_body(conditions={"sender_domain_pattern": "{a}.com"}), "invalid_sender_domain_pattern"),
-    (_rule_body(conditions={"sender_email_pattern": " "}), "invalid_sender_email_pattern"),
-    (_rule_body(conditions={"sender_email_pattern": 3}), "invalid_sender_email_pattern"),
-    (_rule_body(conditions={"direction": "sideways"}), "invalid_direction"),
+    (_rule_body(**{"match_recipient": "a@*"}), "unknown_field"),
+    (_rule_body(actions={"action_set_status": "open", "action_assign": "x"}), "unknown_field"),
+    (_rule_body(conditions={"recipient_pattern": "a@*"}), "unknown_field"),  # nested: refused
+    (_rule_body(actions={"actions": {"set_status": "open"}}), "unknown_field"),
+    (_rule_body(**{"match_recipient_pattern": ""}), "invalid_match_recipient_pattern"),
+    (_rule_body(**{"match_recipient_pattern": "a b@*"}), "invalid_match_recipient_pattern"),
+    (_rule_body(**{"match_recipient_pattern": "x" * 321}), "invalid_match_recipient_pattern"),
+    (_rule_body(**{"match_recipient_pattern": "[a]@*"}), "invalid_match_recipient_pattern"),
+    (
+        _rule_body(**{"match_sender_domain_pattern": "a@b.com"}),
+        "invalid_match_sender_domain_pattern",
+    ),
+    (
+        _rule_body(**{"match_sender_domain_pattern": "{a}.com"}),
+        "invalid_match_sender_domain_pattern",
+    ),
+    (_rule_body(**{"match_sender_email_pattern": " "}), "invalid_match_sender_email_pattern"),
+    (_rule_body(**{"match_sender_email_pattern": 3}), "invalid_match_sender_email_pattern"),
+    (_rule_body(**{"match_direction": "sideways"}), "invalid_match_direction"),
     (_rule_body(actions={}), "rule_has_no_actions"),
     (
-        _rule_body(actions={"auto_close": False, "drop": False, "add_tags": []}),
+        _rule_body(
+            actions={"action_auto_close": False, "action_drop": False, "action_add_tags": []}
+        ),
         "rule_has_no_actions",
     ),
     (_rule_body(actions=None), "rule_has_no_actions"),
-    (_rule_body(actions={"set_status": "later"}), "invalid_set_status"),
-    (_rule_body(actions={"auto_close": "yes"}), "invalid_auto_close"),
-    (_rule_body(actions={"drop": 1}), "invalid_drop"),
-    (_rule_body(actions={"set_status": "open", "auto_close": True}), "conflicting_status_actions"),
-    (_rule_body(actions={"drop": True, "auto_close": True}), "conflicting_status_actions"),
-    (_rule_body(actions={"add_tags": "vip"}), "invalid_add_tags"),
-    (_rule_body(actions={"add_tags": [""]}), "invalid_add_tags"),
-    (_rule_body(actions={"add_tags": ["two words"]}), "invalid_add_tags"),
-    (_rule_body(actions={"add_tags": [1]}), "invalid_add_tags"),
-    (_rule_body(actions={"add_tags": ["t" * 51]}), "invalid_add_tags"),
-    (_rule_body(actions={"add_tags": [f"t{i}" for i in range(21)]}), "invalid_add_tags"),
-    (_rule_body(actions={"assign_queue_id": "nope"}), "invalid_assign_queue_id"),
-    (_rule_body(actions={"assign_user_id": 12}), "invalid_assign_user_id"),
-    (_rule_body(actions={"assign_queue_id": str(uuid.uuid4())}), "unknown_queue"),
-    (_rule_body(actions={"assign_user_id": str(uuid.uuid4())}), "unknown_user"),
+    (_rule_body(actions={"action_set_status": "later"}), "invalid_action_set_status"),
+    (_rule_body(actions={"action_auto_close": "yes"}), "invalid_action_auto_close"),
+    (_rule_body(actions={"action_drop": 1}), "invalid_action_drop"),
+    (
+        _rule_body(actions={"action_set_status": "open", "action_auto_close": True}),
+        "conflicting_status_actions",
+    ),
+    (
+        _rule_body(actions={"action_drop": True, "action_auto_close": True}),
+        "conflicting_status_actions",
+    ),
+    (_rule_body(actions={"action_add_tags": "vip"}), "invalid_action_add_tags"),
+    (_rule_body(actions={"action_add_tags": [""]}), "invalid_action_add_tags"),
+    (_rule_body(actions={"action_add_tags": ["two words"]}), "invalid_action_add_tags"),
+    (_rule_body(actions={"action_add_tags": [1]}), "invalid_action_add_tags"),
+    (_rule_body(actions={"action_add_tags": ["t" * 51]}), "invalid_action_add_tags"),
+    (
+        _rule_body(actions={"action_add_tags": [f"t{i}" for i in range(21)]}),
+        "invalid_action_add_tags",
+    ),
+    (_rule_body(actions={"action_assign_queue_id": "nope"}), "invalid_action_assign_queue_id"),
+    (_rule_body(actions={"action_assign_user_id": 12}), "invalid_action_assign_user_id"),
+    (_rule_body(actions={"action_assign_queue_id": str(uuid.uuid4())}), "unknown_queue"),
+    (_rule_body(actions={"action_assign_user_id": str(uuid.uuid4())}), "unknown_user"),
 ]
 
 
@@ -378,18 +398,18 @@ async def test_rule_references_must_belong_to_the_organisation(login):
     globex = await login("admin@globex.example", "Globex")
     globex_queue = await _queue(globex, "Globex billing")
     acme_queue = await _queue(acme, "Acme billing")
-    both = {"assign_queue_id": acme_queue, "assign_user_id": acme.login["user"]["id"]}
+    both = {"action_assign_queue_id": acme_queue, "action_assign_user_id": acme.login["user"]["id"]}
     await _error(
         await acme.post(RULES, json=_rule_body(actions=both)), 422, "conflicting_assignees"
     )
     await _error(
-        await acme.post(RULES, json=_rule_body(actions={"assign_queue_id": globex_queue})),
+        await acme.post(RULES, json=_rule_body(actions={"action_assign_queue_id": globex_queue})),
         422,
         "unknown_queue",
     )
     await _error(
         await acme.post(
-            RULES, json=_rule_body(actions={"assign_user_id": globex.login["user"]["id"]})
+            RULES, json=_rule_body(actions={"action_assign_user_id": globex.login["user"]["id"]})
         ),
         422,
         "unknown_user",
@@ -400,18 +420,18 @@ async def test_rule_patch_is_validated_as_a_whole(login, db):
     admin = await login("admin@acme.example", "Acme")
     queue = await _queue(admin, "Billing")
     rule = await _ok(
-        await admin.post(RULES, json=_rule_body(actions={"assign_queue_id": queue})), 201
+        await admin.post(RULES, json=_rule_body(actions={"action_assign_queue_id": queue})), 201
     )
     path = f"{RULES}/{rule['id']}"
     # Adding a user to a rule that assigns a queue would assign both.
     await _error(
-        await admin.patch(path, json={"actions": {"assign_user_id": admin.login["user"]["id"]}}),
+        await admin.patch(path, json={"action_assign_user_id": admin.login["user"]["id"]}),
         422,
         "conflicting_assignees",
     )
     # Removing the only action leaves none.
     await _error(
-        await admin.patch(path, json={"actions": {"assign_queue_id": None}}),
+        await admin.patch(path, json={"action_assign_queue_id": None}),
         422,
         "rule_has_no_actions",
     )
@@ -440,11 +460,11 @@ async def test_rule_of_another_organisation_is_not_found(login):
     globex = await login("admin@globex.example", "Globex")
     rule = await _ok(await acme.post(RULES, json=_rule_body()), 201)
     path = f"{RULES}/{rule['id']}"
-    await _error(await globex.patch(path, json={"enabled": False}), 404, "rule_not_found")
+    await _error(await globex.patch(path, json={"is_enabled": False}), 404, "rule_not_found")
     await _error(await globex.delete(path), 404, "rule_not_found")
-    assert (await _ok(await globex.get(RULES)))["items"] == []
+    assert (await _ok(await globex.get(RULES))) == []
     await _error(await acme.delete(f"{RULES}/12"), 404, "rule_not_found")
-    assert (await _ok(await acme.get(RULES)))["items"] == [rule]
+    assert (await _ok(await acme.get(RULES))) == [rule]
 
 
 # --------------------------------------------------------------------- simulator
@@ -461,8 +481,8 @@ async def test_simulator_explains_allowlist_rules_and_actions(login):
             json={
                 "name": "VIP",
                 "priority": 1,
-                "conditions": {"sender_domain_pattern": "bigco.com"},
-                "actions": {"set_status": "open"},
+                "match_sender_domain_pattern": "bigco.com",
+                "action_set_status": "open",
             },
         ),
         201,
@@ -473,12 +493,10 @@ async def test_simulator_explains_allowlist_rules_and_actions(login):
             json={
                 "name": "Billing",
                 "priority": 5,
-                "conditions": {"recipient_pattern": "billing@*"},
-                "actions": {
-                    "assign_queue_id": billing,
-                    "set_status": "pending",
-                    "add_tags": ["money"],
-                },
+                "match_recipient_pattern": "billing@*",
+                "action_assign_queue_id": billing,
+                "action_set_status": "pending",
+                "action_add_tags": ["money"],
             },
         ),
         201,
@@ -486,7 +504,7 @@ async def test_simulator_explains_allowlist_rules_and_actions(login):
 
     result = await _ok(
         await agent.post(
-            SIMULATE, json={"recipient": "Billing@acme.example", "sender": "jo@client.org"}
+            SIMULATE, json={"recipient": "Billing@acme.example", "sender_email": "jo@client.org"}
         )
     )
     assert result["outcome"] == "rule"
@@ -501,6 +519,17 @@ async def test_simulator_explains_allowlist_rules_and_actions(login):
         "recipient_pattern": {"pattern": "billing@*", "value": "billing@acme.example"}
     }
     assert result["actions"]["assign_queue_id"] == billing
+    # The web client's reading of the same decision.
+    assert result["would_mark_spam"] is False
+    assert result["matched_rule"] == {"id": billing_rule["id"], "name": "Billing", "priority": 5}
+    assert result["applied_actions"] == {
+        "assign_queue_id": billing,
+        "assign_user_id": None,
+        "set_status": "pending",
+        "drop": False,
+        "auto_close": False,
+        "add_tags": ["money"],
+    }
     assert result["new_ticket"]["after"] == {
         "status": "pending",
         "assignee_queue_id": billing,
@@ -508,7 +537,8 @@ async def test_simulator_explains_allowlist_rules_and_actions(login):
         "tags": ["money"],
         "hidden": False,
     }
-    explanation = result["explanation"]
+    explanation = result["explanation_steps"]
+    assert result["explanation"] == " ".join(explanation)
     assert (
         explanation[0]
         == 'The recipient "billing@acme.example" is allowlisted by pattern "*@acme.example".'
@@ -527,37 +557,50 @@ async def test_simulator_explains_allowlist_rules_and_actions(login):
 async def test_simulator_explains_spam_and_no_rule(login):
     admin = await login("admin@acme.example", "Acme")
     spam = await _ok(
-        await admin.post(SIMULATE, json={"recipient": "x@acme.example", "sender": "a@b.org"})
+        await admin.post(SIMULATE, json={"recipient": "x@acme.example", "sender_email": "a@b.org"})
     )
     assert spam["outcome"] == "auto_spam" and spam["status"] == "spam"
     assert spam["new_ticket"]["after"]["status"] == "spam"
-    assert any("matches no enabled allowlist pattern" in s for s in spam["explanation"])
+    assert any("matches no enabled allowlist pattern" in s for s in spam["explanation_steps"])
+    assert "matches no enabled allowlist pattern" in spam["explanation"]
+    assert spam["would_mark_spam"] is True and spam["matched_rule"] is None
 
-    unknown = await _ok(await admin.post(SIMULATE, json={"recipient": None, "sender": "a@b.org"}))
+    unknown = await _ok(
+        await admin.post(SIMULATE, json={"recipient": None, "sender_email": "a@b.org"})
+    )
     assert unknown["outcome"] == "auto_spam" and unknown["input"]["recipient"] is None
-    assert "unknown" in unknown["explanation"][0]
+    assert "unknown" in unknown["explanation_steps"][0]
 
     await _ok(await admin.post(ALLOWLIST, json={"pattern": "*@acme.example"}), 201)
     none = await _ok(
         await admin.post(
             SIMULATE,
-            json={"recipient": "x@acme.example", "sender": "a@b.org", "direction": "outbound"},
+            json={
+                "recipient": "x@acme.example",
+                "sender_email": "a@b.org",
+                "direction": "outbound",
+            },
         )
     )
     assert none["outcome"] == "no_rule" and none["input"]["direction"] == "outbound"
     assert none["new_ticket"]["after"] == none["new_ticket"]["before"]
-    assert none["explanation"][-1].startswith("No enabled rule matches")
+    assert none["explanation_steps"][-1].startswith("No enabled rule matches")
+    assert none["would_mark_spam"] is False and none["matched_rule"] is None
 
 
 @pytest.mark.parametrize(
     ("body", "code"),
     [
-        ({"recipient": "not an address", "sender": "a@b.org"}, "invalid_recipient"),
+        ({"recipient": "not an address", "sender_email": "a@b.org"}, "invalid_recipient"),
         ({"recipient": 5}, "invalid_recipient"),
-        ({"recipient": "a@acme.example", "sender": "nobody"}, "invalid_sender"),
-        ({"recipient": "a@acme.example", "sender": None, "direction": "up"}, "invalid_direction"),
+        ({"recipient": "a@acme.example", "sender_email": "nobody"}, "invalid_sender_email"),
+        (
+            {"recipient": "a@acme.example", "sender_email": None, "direction": "up"},
+            "invalid_direction",
+        ),
         ({}, "invalid_recipient"),
-        ({"recipient": "a@acme.example"}, "invalid_sender"),
+        ({"recipient": "a@acme.example"}, "invalid_sender_email"),
+        ({"recipient": "a@acme.example", "sender": "a@b.org"}, "unknown_field"),
         ({"recipient": "a@acme.example", "to": "x"}, "unknown_field"),
     ],
 )
@@ -676,31 +719,34 @@ async def test_worker_applies_what_the_simulator_predicts(
         {
             "name": "Billing",
             "priority": 1,
-            "conditions": {"recipient_pattern": "billing@*"},
-            "actions": {"assign_queue_id": billing, "set_status": "open", "add_tags": ["money"]},
+            "match_recipient_pattern": "billing@*",
+            "action_assign_queue_id": billing,
+            "action_set_status": "open",
+            "action_add_tags": ["money"],
         },
         {
             "name": "VIP",
             "priority": 2,
-            "conditions": {"sender_domain_pattern": "bigco.com"},
-            "actions": {"assign_user_id": agent.login["user"]["id"], "add_tags": ["vip"]},
+            "match_sender_domain_pattern": "bigco.com",
+            "action_assign_user_id": agent.login["user"]["id"],
+            "action_add_tags": ["vip"],
         },
         {
             "name": "Junk",
             "priority": 3,
-            "conditions": {"sender_email_pattern": "*@spam.example"},
-            "actions": {"drop": True},
+            "match_sender_email_pattern": "*@spam.example",
+            "action_drop": True,
         },
         {
             "name": "Outgoing",
             "priority": 4,
-            "conditions": {"direction": "outbound"},
-            "actions": {"auto_close": True},
+            "match_direction": "outbound",
+            "action_auto_close": True,
         },
     ]:
         await _ok(await admin.post(RULES, json=rule), 201)
 
-    body = {"recipient": recipient, "sender": sender, "direction": direction}
+    body = {"recipient": recipient, "sender_email": sender, "direction": direction}
     simulated = await _ok(await agent.post(SIMULATE, json=body))
     assert simulated["outcome"] == outcome
 
@@ -724,9 +770,16 @@ async def test_worker_applies_what_the_simulator_predicts(
     events = _events(db, ticket_id)
     routed = [e for e in events if e["type"] == "routed"]
     assert len(routed) == 1
-    simulated_decision = {
-        k: v for k, v in simulated.items() if k not in ("explanation", "new_ticket")
-    }
+    # The decision the worker recorded, without what the simulator adds to it.
+    web_client_reading = (
+        "would_mark_spam",
+        "matched_rule",
+        "applied_actions",
+        "explanation",
+        "explanation_steps",
+        "new_ticket",
+    )
+    simulated_decision = {k: v for k, v in simulated.items() if k not in web_client_reading}
     assert routed[0]["data"]["decision"] == simulated_decision
     assert routed[0]["data"]["before"] == simulated["new_ticket"]["before"]
     assert routed[0]["data"]["after"] == after
@@ -872,9 +925,7 @@ async def test_allowlist_patterns_are_bounded_and_runs_of_stars_stored_as_one(lo
 
 async def test_rule_version_moves_only_when_something_changes(login):
     admin = await login("admin@acme.example", "Acme")
-    rule = await _ok(
-        await admin.post(RULES, json={"name": "r", "actions": {"set_status": "open"}}), 201
-    )
+    rule = await _ok(await admin.post(RULES, json={"name": "r", "action_set_status": "open"}), 201)
     same = await _ok(await admin.patch(f"{RULES}/{rule['id']}", json={"name": "r"}))
     assert same["version"] == rule["version"]
     await _error(await admin.patch(f"{RULES}/{rule['id']}", json={}), 422, "no_changes")

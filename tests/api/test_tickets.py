@@ -27,12 +27,14 @@ from tests.fixtures.seed import BASE_TIME, Seed
 
 ITEM_KEYS = {
     "id",
-    "code",
+    "ticket_code",
     "subject",
     "status",
     "priority",
-    "requester",
-    "assignee",
+    "requester_email",
+    "requester_name",
+    "assignee_user_id",
+    "assignee_queue_id",
     "tags",
     "original_recipient",
     "created_at",
@@ -103,11 +105,12 @@ async def test_list_items_have_the_ticket_shape_newest_activity_first(tickets_ap
     first = page["items"][0]
     assert set(first) == ITEM_KEYS
     number = db.execute("SELECT number FROM core.tickets WHERE id = %s", [newer]).fetchone()
-    assert first["code"] == f"T-{number['number']}"
+    assert first["ticket_code"] == f"T-{number['number']}"
     assert first["subject"] == "Newer"
     assert first["status"] == "new" and first["priority"] == "normal"
-    assert first["requester"] == {"email": "customer@example.net", "name": "Casey Customer"}
-    assert first["assignee"] == {"user_id": None, "queue_id": queue_id}
+    assert first["requester_email"] == "customer@example.net"
+    assert first["requester_name"] == "Casey Customer"
+    assert first["assignee_user_id"] is None and first["assignee_queue_id"] == queue_id
     assert first["original_recipient"] == "support@acme.example"
     assert first["message_count"] == 2
     assert datetime.fromisoformat(first["last_activity_at"]) == BASE_TIME + timedelta(hours=1)
@@ -345,60 +348,67 @@ async def test_detail_has_messages_attachments_occurrences_events_and_notes(tick
     )
     assert (await agent.patch(f"/tickets/{ticket_id}", json={"status": "open"})).status == 200
     assert (
-        await agent.post(f"/tickets/{ticket_id}/notes", json={"body": "Call them"})
+        await agent.post(f"/tickets/{ticket_id}/notes", json={"body_markdown": "Call them"})
     ).status == 201
 
     detail = await _json(await agent.get(f"/tickets/{ticket_id}"))
 
-    assert set(detail) >= ITEM_KEYS
-    assert detail["status"] == "open" and detail["message_count"] == 2
-    assert detail["merged_into_ticket_id"] is None and detail["hidden"] is False
-    assert detail["human_touched_at"] is not None
-    assert [m["id"] for m in detail["messages"]] == [first, reply]  # sent order
+    assert set(detail) == {"ticket", "messages", "events", "notes"}
+    ticket = detail["ticket"]
+    assert set(ticket) >= ITEM_KEYS
+    assert ticket["status"] == "open" and ticket["message_count"] == 2
+    assert ticket["merged_into_ticket_id"] is None and ticket["hidden"] is False
+    assert ticket["human_touched_at"] is not None
+    assert [m["message_id"] for m in detail["messages"]] == [first, reply]  # sent order
     message = detail["messages"][0]
-    assert message["from"] == {"name": "Casey Customer", "address": "customer@example.net"}
+    assert message["from_email"] == "customer@example.net"
+    assert message["from_name"] == "Casey Customer"
+    assert message["to_emails"] == ["support@acme.example"]
+    assert message["cc_emails"] == ["boss@example.net"]
     assert message["to"] == [{"name": "Support", "address": "support@acme.example"}]
     assert message["cc"] == [{"name": "", "address": "boss@example.net"}]
-    assert message["text_body"] == "It is on fire."
+    assert message["body_text"] == "It is on fire."
     assert message["direction"] == "inbound"
     assert message["rfc_message_id"].startswith("<m")
-    assert message["stitch"]["reason"] == "new_ticket"
-    assert detail["messages"][1]["stitch"] == {
-        "reason": "in_reply_to",
-        "confidence": "medium",
-        "evidence": {"in_reply_to": "<m1@example.net>"},
-        "linked_at": detail["messages"][1]["stitch"]["linked_at"],
-    }
+    assert message["stitch_reason"] == "new_ticket"
+    second = detail["messages"][1]
+    assert (second["stitch_reason"], second["stitch_confidence"]) == ("in_reply_to", "medium")
+    assert second["stitch_evidence"] == {"in_reply_to": "<m1@example.net>"}
+    assert datetime.fromisoformat(second["stitched_at"])
     assert message["attachments"] == [
         {
             "id": pdf,
             "filename": "report.pdf",
             "content_type": "application/pdf",
-            "size": len(b"%PDF-1.4 report"),
+            "size_bytes": len(b"%PDF-1.4 report"),
+            "is_inline": False,
             "content_id": None,
-            "disposition": "attachment",
             "download_url": f"/tickets/{ticket_id}/attachments/{pdf}/download",
         }
     ]
     [occurrence] = message["occurrences"]
-    assert occurrence["mailbox"]["email"] == "journal@acme.example"
+    assert occurrence["mailbox_email"] == "journal@acme.example"
     assert occurrence["gmail_message_id"] == f"gm-{first}"
     assert occurrence["original_recipient"] == "support@acme.example"
-    assert occurrence["recipient_source"] == "workspace_header"
-    assert occurrence["recipient_confidence"] == "high"
-    assert occurrence["recipient_evidence"] == {"x-gm-original-to": ["support@acme.example"]}
+    assert occurrence["original_recipient_source"] == "workspace_header"
+    assert occurrence["original_recipient_confidence"] == "high"
+    assert occurrence["original_recipient_evidence"] == {
+        "x-gm-original-to": ["support@acme.example"]
+    }
     assert occurrence["state"] == "routed"
-    assert detail["messages"][1]["occurrences"][0]["recipient_source"] == "delivered_to"
+    assert second["occurrences"][0]["original_recipient_source"] == "delivered_to"
 
-    assert [e["type"] for e in detail["events"]] == ["routed", "updated", "note_added"]
+    assert [e["event_type"] for e in detail["events"]] == ["routed", "updated", "note_added"]
     assert detail["events"][0]["actor"] is None
+    assert detail["events"][1]["actor_user_id"] == agent.login["user"]["id"]
     assert detail["events"][1]["actor"] == {
         "user_id": agent.login["user"]["id"],
         "email": "agent@acme.example",
         "display_name": agent.login["user"]["display_name"],
     }
     [note] = detail["notes"]
-    assert note["body"] == "Call them"
+    assert note["body_markdown"] == "Call them"
+    assert note["author_user_id"] == agent.login["user"]["id"]
     assert note["author"]["email"] == "agent@acme.example"
 
 
@@ -424,7 +434,7 @@ async def test_cid_images_point_at_the_inline_attachment_download(tickets_api):
     seed.attachment(other, b"PDF", content_id="other@acme", disposition="attachment")
 
     detail = await _json(await agent.get(f"/tickets/{ticket_id}"))
-    bodies = {m["id"]: m["html_body"] for m in detail["messages"]}
+    bodies = {m["message_id"]: m["body_html_sanitized"] for m in detail["messages"]}
 
     assert bodies[message] == (
         f'<p>Logo: <img src="/tickets/{ticket_id}/attachments/{logo}/download" alt="logo"> and '
@@ -450,9 +460,9 @@ async def test_another_organisations_ticket_is_not_found(tickets_api):
     assert await _error_code(await globex.get(f"/tickets/{ticket_id}"), 404) == "ticket_not_found"
     patched = await globex.patch(f"/tickets/{ticket_id}", json={"status": "closed"})
     assert await _error_code(patched, 404) == "ticket_not_found"
-    noted = await globex.post(f"/tickets/{ticket_id}/notes", json={"body": "hi"})
+    noted = await globex.post(f"/tickets/{ticket_id}/notes", json={"body_markdown": "hi"})
     assert await _error_code(noted, 404) == "ticket_not_found"
-    assert (await _json(await acme.get(f"/tickets/{ticket_id}")))["status"] == "new"
+    assert (await _json(await acme.get(f"/tickets/{ticket_id}")))["ticket"]["status"] == "new"
 
 
 # -------------------------------------------------------------------------------- PATCH
@@ -485,10 +495,7 @@ async def test_patch_changes_one_field_with_an_event(tickets_api, db, field_name
     item = await _json(await agent.patch(f"/tickets/{ticket_id}", json={field_name: value}))
 
     assert set(item) == ITEM_KEYS
-    if field_name.startswith("assignee_"):
-        assert item["assignee"][field_name.removeprefix("assignee_")] == value
-    else:
-        assert item[field_name] == value
+    assert item[field_name] == value
     [event] = _events(db, ticket_id, "updated")
     assert event["actor"] == agent.login["user"]["id"]
     assert event["data"] == {"before": {field_name: before}, "after": {field_name: value}}
@@ -514,11 +521,14 @@ async def test_patch_assignees_replace_and_clear_each_other(tickets_api, db):
     path = f"/tickets/{ticket_id}"
 
     to_user = await _json(await agent.patch(path, json={"assignee_user_id": user_id}))
-    assert to_user["assignee"] == {"user_id": user_id, "queue_id": None}
+    assert (to_user["assignee_user_id"], to_user["assignee_queue_id"]) == (user_id, None)
     back_to_queue = await _json(await agent.patch(path, json={"assignee_queue_id": queue_id}))
-    assert back_to_queue["assignee"] == {"user_id": None, "queue_id": queue_id}
+    assert (back_to_queue["assignee_user_id"], back_to_queue["assignee_queue_id"]) == (
+        None,
+        queue_id,
+    )
     cleared = await _json(await agent.patch(path, json={"assignee_queue_id": None}))
-    assert cleared["assignee"] == {"user_id": None, "queue_id": None}
+    assert (cleared["assignee_user_id"], cleared["assignee_queue_id"]) == (None, None)
     events = [e["data"] for e in _events(db, ticket_id, "updated")]
     assert events == [
         {
@@ -593,7 +603,7 @@ async def test_viewers_read_but_cannot_change_tickets(tickets_api, db):
     assert (await viewer.get(f"/tickets/{ticket_id}")).status == 200
     patched = await viewer.patch(f"/tickets/{ticket_id}", json={"status": "closed"})
     assert await _error_code(patched, 403) == "forbidden"
-    noted = await viewer.post(f"/tickets/{ticket_id}/notes", json={"body": "hi"})
+    noted = await viewer.post(f"/tickets/{ticket_id}/notes", json={"body_markdown": "hi"})
     assert await _error_code(noted, 403) == "forbidden"
     assert db.execute("SELECT count(*) AS n FROM core.ticket_events").fetchone()["n"] == 0
 
@@ -606,7 +616,7 @@ async def test_merged_ticket_cannot_be_changed(tickets_api):
     response = await agent.patch(f"/tickets/{merged}", json={"status": "open"})
     assert await _error_code(response, 409) == "ticket_merged"
     detail = await _json(await agent.get(f"/tickets/{merged}"))
-    assert detail["merged_into_ticket_id"] == survivor
+    assert detail["ticket"]["merged_into_ticket_id"] == survivor
 
 
 # -------------------------------------------------------------------------------- notes
@@ -616,11 +626,23 @@ async def test_note_is_created_with_an_event_and_moves_activity(tickets_api, db)
     agent = await tickets_api.login("agent@acme.example", "Acme", role="agent")
     ticket_id = tickets_api.seed(agent).ticket(activity=BASE_TIME)
 
-    response = await agent.post(f"/tickets/{ticket_id}/notes", json={"body": "  Called them.  "})
+    response = await agent.post(
+        f"/tickets/{ticket_id}/notes", json={"body_markdown": "  Called them.  "}
+    )
 
     note = await _json(response, 201)
-    assert set(note) == {"id", "ticket_id", "body", "author", "created_at"}
-    assert note["ticket_id"] == ticket_id and note["body"] == "Called them."
+    assert set(note) == {
+        "id",
+        "ticket_id",
+        "author_user_id",
+        "author",
+        "body_markdown",
+        "body_html_sanitized",
+        "created_at",
+        "updated_at",
+    }
+    assert note["ticket_id"] == ticket_id and note["body_markdown"] == "Called them."
+    assert note["body_html_sanitized"] is None and note["updated_at"] == note["created_at"]
     assert note["author"]["user_id"] == agent.login["user"]["id"]
     [event] = _events(db, ticket_id, "note_added")
     assert event == {"actor": agent.login["user"]["id"], "data": {"note_id": note["id"]}}
@@ -633,11 +655,12 @@ async def test_note_is_created_with_an_event_and_moves_activity(tickets_api, db)
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
-        ({"body": ""}, 422, "invalid_body"),
-        ({"body": "   \n "}, 422, "invalid_body"),
-        ({"body": "x" * 20001}, 422, "invalid_body"),
-        ({}, 422, "invalid_body"),
-        ({"body": 42}, 422, "invalid_body"),
+        ({"body_markdown": ""}, 422, "invalid_body_markdown"),
+        ({"body_markdown": "   \n "}, 422, "invalid_body_markdown"),
+        ({"body_markdown": "x" * 20001}, 422, "invalid_body_markdown"),
+        ({}, 422, "invalid_body_markdown"),
+        ({"body_markdown": 42}, 422, "invalid_body_markdown"),
+        ({"body": "the old field"}, 422, "unknown_field"),
     ],
 )
 async def test_bad_notes_are_refused(tickets_api, db, body, status, code):
@@ -651,8 +674,8 @@ async def test_bad_notes_are_refused(tickets_api, db, body, status, code):
 async def test_longest_note_is_accepted(tickets_api):
     agent = await tickets_api.login("agent@acme.example", "Acme", role="agent")
     ticket_id = tickets_api.seed(agent).ticket()
-    response = await agent.post(f"/tickets/{ticket_id}/notes", json={"body": "y" * 20000})
-    assert len((await _json(response, 201))["body"]) == 20000
+    response = await agent.post(f"/tickets/{ticket_id}/notes", json={"body_markdown": "y" * 20000})
+    assert len((await _json(response, 201))["body_markdown"]) == 20000
 
 
 # ---------------------------------------------------------------------------- downloads

@@ -95,7 +95,7 @@ def test_list_item_is_rebuilt_on_every_ticket_change(db, org):
         "Printer on fire",
         ["hardware"],
     )
-    assert state["item"]["code"] == "T-1001"
+    assert state["item"]["ticket_code"] == "T-1001"
 
 
 def test_list_item_timestamps_are_utc_whatever_the_writers_time_zone(db, org):

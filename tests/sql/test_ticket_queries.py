@@ -302,7 +302,8 @@ def test_list_pages_match_the_tables_order_under_rls(db, seeded):
     cursor = None
     while True:
         page = db.execute(
-            "SELECT api.ticket_list('open', NULL, NULL, %s, 30, %s) AS page", [queue_id, cursor]
+            "SELECT api.ticket_list('open', NULL, NULL, %s::text, 30, %s) AS page",
+            [queue_id, cursor],
         ).fetchone()["page"]
         seen += [item["id"] for item in page["items"]]
         cursor = page["next_cursor"]
@@ -387,4 +388,4 @@ def test_a_recent_window_is_searched_in_the_recent_index(db, seeded):
     page = db.execute(
         "SELECT api.ticket_list(NULL, 'word1150', NULL, NULL, 50, NULL) AS page"
     ).fetchone()["page"]
-    assert [item["code"] for item in page["items"]] == ["T-2150"]
+    assert [item["ticket_code"] for item in page["items"]] == ["T-2150"]
