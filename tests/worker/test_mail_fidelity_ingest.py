@@ -141,7 +141,7 @@ async def test_the_ticket_shows_why_the_body_is_empty(ingest, db):
         "FROM core.ticket_messages tm JOIN core.messages m ON m.id = tm.message_id "
         "JOIN core.message_contents c ON c.message_id = m.id"
     ).fetchone()["message"]
-    assert detail["text_body"] == ""
+    assert detail["body_text"] == ""
     assert [a["filename"] for a in detail["attachments"]] == ["winmail.dat"]
     assert "winmail.dat" in detail["parse_evidence"]["empty_body_reason"]
     assert detail["parse_evidence"]["html_body"] is None
