@@ -800,3 +800,11 @@ async def test_blob_store_is_created_from_settings(api_factory, tmp_path: Path):
     server = await api_factory(local_blob_dir=tmp_path / "store")
     store = server.app[BLOBS]
     assert isinstance(store, LocalBlobStore) and store.root == tmp_path / "store"
+
+
+async def test_a_path_without_parameters_refuses_its_undeclared_methods(tickets_api):
+    """PATCH /tickets/saved-views is no PATCH of a ticket named "saved-views": 405."""
+    agent = await tickets_api.login("agent@acme.example", "Acme", role="agent")
+    response = await agent.patch("/tickets/saved-views", json={"name": "x"})
+    assert await _error_code(response, 405) == "method_not_allowed"
+    assert set(response.headers["Allow"].split(",")) == {"GET", "POST"}
