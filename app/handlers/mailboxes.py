@@ -109,10 +109,9 @@ async def oauth_start(request: web.Request) -> web.Response:
     )
 
 
-def _wants_json(request: web.Request) -> bool:
-    """An API client asking for JSON; a browser (Google's redirect) asks for HTML."""
-    accept = request.headers.get("Accept", "")
-    return "application/json" in accept and "text/html" not in accept
+def _is_browser(request: web.Request) -> bool:
+    """A browser navigating (Google's redirect) asks for HTML; an API client does not."""
+    return "text/html" in request.headers.get("Accept", "")
 
 
 def _to_frontend(request: web.Request, **query: str) -> web.Response:
@@ -123,12 +122,12 @@ def _to_frontend(request: web.Request, **query: str) -> web.Response:
 async def oauth_callback(request: web.Request) -> web.Response:
     """Google's redirect back: consume the state, exchange the code, store the mailbox.
 
-    A browser is sent to the web client's FRONTEND_URL/mailboxes/connected with
-    `mailbox_id`, or with `error` (the error code) and `detail` when the connection failed.
-    An API client sending `Accept: application/json` gets JSON: 201 with the new mailbox
+    A browser (Accept names text/html) is sent to the web client's
+    FRONTEND_URL/mailboxes/connected with `mailbox_id`, or with `error` (the error code) and
+    `detail` when the connection failed. An API client gets JSON: 201 with the new mailbox
     (its backfill queued), 200 when an existing mailbox was reconnected, or the error.
     """
-    browser = not _wants_json(request)
+    browser = _is_browser(request)
     try:
         settings = request.app[SETTINGS]
         state = request.query.get("state", "")
@@ -322,9 +321,9 @@ ROUTES: tuple[Route, ...] = (
             summary="Google's redirect back",
             description=(
                 "Consumes the state, exchanges the code, reads the Gmail profile and creates the "
-                "mailbox (backfill queued) or reconnects it. A browser is redirected (303) to "
-                "FRONTEND_URL/mailboxes/connected?mailbox_id=..., or ?error=<code>&detail=... "
-                "when it failed. With `Accept: application/json` (and not text/html): 201 "
+                "mailbox (backfill queued) or reconnects it. A browser (`Accept` naming "
+                "text/html) is redirected (303) to FRONTEND_URL/mailboxes/connected?mailbox_id="
+                "..., or ?error=<code>&detail=... when it failed. Other clients get JSON: 201 "
                 "created, 200 reconnected; 400 for a bad/used/expired state, a refused code or "
                 "consent; 422 refresh_token_missing / insufficient_scope; 409 "
                 "mailbox_connect_conflict."

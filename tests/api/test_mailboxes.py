@@ -35,7 +35,7 @@ from tests.fixtures.api import ApiUser, api_settings, dev_login
 
 START = "/mailboxes/gmail/journal/oauth/start"
 CALLBACK = "/mailboxes/gmail/oauth/callback"
-# An API client asks for JSON; without it the callback redirects the browser to the client.
+# An API client gets JSON; a browser (Accept naming text/html) is redirected to the client.
 AS_API_CLIENT = {"Accept": "application/json"}
 JOURNAL = "journal@acme.example"
 READONLY = "https://www.googleapis.com/auth/gmail.readonly"
@@ -447,12 +447,24 @@ async def test_a_browser_is_sent_to_the_web_clients_connected_page(log_in, gmail
     assert "mailbox_id" not in query
 
 
+async def test_an_api_client_without_an_accept_header_gets_json(log_in):
+    admin = await log_in("admin@acme.example", "Acme")
+    response = await admin.get(CALLBACK, params={"state": "unknown"}, allow_redirects=False)
+    assert response.status == 400
+    assert (await response.json())["code"] == "invalid_oauth_state"
+
+
 async def test_the_callback_redirects_to_the_configured_frontend_url(
     api_factory, gmail, client_factory
 ):
     server = await _serve(api_factory, gmail, frontend_url="https://help.acme.example/app")
     admin = await dev_login(await client_factory(server), "admin@acme.example", "Acme")
-    response = await admin.get(CALLBACK, params={"state": "unknown"}, allow_redirects=False)
+    response = await admin.get(
+        CALLBACK,
+        params={"state": "unknown"},
+        headers={"Accept": "text/html"},
+        allow_redirects=False,
+    )
     assert response.status == 303
     assert response.headers["Location"].startswith(
         "https://help.acme.example/app/mailboxes/connected?error=invalid_oauth_state&detail="

@@ -652,7 +652,9 @@ async def test_real_responses_conform_to_the_document(
             400,
         )
         await c.check(
-            await admin.client.get(callback, allow_redirects=False),
+            await admin.client.get(
+                callback, headers={"Accept": "text/html"}, allow_redirects=False
+            ),
             "GET",
             "/mailboxes/gmail/oauth/callback",
             303,
