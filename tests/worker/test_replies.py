@@ -142,11 +142,11 @@ async def test_a_reply_is_sent_once_folded_with_its_journal_copy_and_answered(in
     uuid.UUID(queued["oss_message_id"])
     # Stored at once: the thread shows it as queued, the ticket waits on the customer.
     detail = await (await desk.agent.get(f"/tickets/{desk.ticket_id}")).json()
-    mine = [m for m in detail["messages"] if m["id"] == queued["message_id"]]
+    mine = [m for m in detail["messages"] if m["message_id"] == queued["message_id"]]
     assert mine[0]["direction"] == "outbound" and mine[0]["outbound_send"]["state"] == "queued"
-    assert detail["status"] == "pending"
-    assert detail["last_message_direction"] == "outbound"
-    assert [e["type"] for e in detail["events"]].count("reply_queued") == 1
+    assert detail["ticket"]["status"] == "pending"
+    assert detail["ticket"]["last_message_direction"] == "outbound"
+    assert [e["event_type"] for e in detail["events"]].count("reply_queued") == 1
 
     await ingest.run_worker()
 
