@@ -684,7 +684,7 @@ async def test_simulator_as_the_ops_page_asks(admin):
             {
                 "recipient": "someone@else.example",
                 "sender_email": "a@b.example",
-                "direction": "outbound",
+                "direction": "inbound",
             },
         )
     )
