@@ -12,19 +12,19 @@ import psycopg
 import psycopg_pool
 from aiohttp import web
 
+from kernel.refusal import Refused
+
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    """An error the client can act on; rendered as JSON by `error_middleware`."""
+class ApiError(Refused):
+    """An error the client can act on; rendered as JSON by `error_middleware` (as is any
+    kernel Refused)."""
 
     def __init__(
         self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
     ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
+        super().__init__(status, code, detail)
         self.headers = headers or {}
 
 
@@ -84,8 +84,8 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     """Turn every exception into the JSON error shape; never leak a stack trace."""
     try:
         return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.detail, exc.headers)
+    except Refused as exc:
+        return error_response(exc.status, exc.code, exc.detail, getattr(exc, "headers", None))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -249,6 +249,13 @@ async def sql_json(request: web.Request, query: str, params: list[Any] | None = 
     return await _body(cursor)
 
 
+def is_browser(request: web.Request) -> bool:
+    """Whether a person's browser is navigating here: it names text/html in Accept (API
+    clients, curl and test tools do not). Pages a browser is sent to (sign-in, the OAuth
+    callbacks) answer it with redirects and everyone else with JSON."""
+    return "text/html" in request.headers.get("Accept", "")
+
+
 def success_status(request: web.Request) -> int:
     """The success status its route declares (200 outside a declared route)."""
     route = request.get(ROUTE)

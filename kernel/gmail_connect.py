@@ -27,6 +27,7 @@ from kernel.gmail import (
     Profile,
     RetryPolicy,
 )
+from kernel.refusal import Refused
 from kernel.settings import Settings
 
 __all__ = [
@@ -54,14 +55,8 @@ INTERACTIVE_RETRY = RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=2.0, m
 INTERACTIVE_TIMEOUT_SECONDS = 20.0
 
 
-class ConnectRefused(Exception):
-    """Connecting cannot go on: an HTTP status, a stable code and a sentence for the admin."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
+class ConnectRefused(Refused):
+    """Connecting a mailbox cannot go on (the admin sees why)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
 from google.auth import exceptions as google_exceptions
 from google.auth import jwt
 
+from kernel.refusal import Refused
 from kernel.settings import Settings
 
 SCOPES = "openid email profile"
@@ -36,14 +37,8 @@ CLOCK_SKEW_SECONDS = 30
 _DISCOVERY_TTL_SECONDS = 3600.0
 
 
-class SigninRefused(Exception):
-    """Sign-in cannot go on: an HTTP status, a stable code and a sentence for the person."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
+class SigninRefused(Refused):
+    """Sign-in cannot go on (the person signing in sees why)."""
 
 
 @dataclasses.dataclass(frozen=True)

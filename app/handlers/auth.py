@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from aiohttp import web
 from psycopg.types.json import Jsonb
@@ -58,6 +59,19 @@ def previous_session_hash(request: web.Request, settings: Settings) -> bytes | N
     return session_token_hash(settings, token) if token else None
 
 
+def new_session_params(request: web.Request, settings: Settings, token: str) -> list[Any]:
+    """The arguments every login function ends with: the new token's HMAC, the HMAC of the
+    session it replaces, the lifetime, and the user agent, address and request id."""
+    return [
+        session_token_hash(settings, token),
+        previous_session_hash(request, settings),
+        settings.session_ttl_seconds,
+        request.headers.get("User-Agent", ""),
+        client_address(request, settings.trust_forwarded_for),
+        request[REQUEST_ID],
+    ]
+
+
 async def csrf(request: web.Request) -> web.Response:
     """Issue a CSRF token: set as cookie `oss_csrf` and returned as `csrf_token`; bound to the
     session cookie the request carries, anonymous (sign-in endpoints only) without one."""
@@ -76,15 +90,7 @@ async def dev_login(request: web.Request) -> web.Response:
         text = await anonymous_sql_json(
             conn,
             "api.dev_login(%s, %s, %s, %s, %s, %s, %s)",
-            [
-                Jsonb(body),
-                session_token_hash(settings, token),
-                previous_session_hash(request, settings),
-                settings.session_ttl_seconds,
-                request.headers.get("User-Agent", ""),
-                client_address(request, settings.trust_forwarded_for),
-                request[REQUEST_ID],
-            ],
+            [Jsonb(body), *new_session_params(request, settings, token)],
         )
     # Login rotates the CSRF token, bound to the new session: the one returned here is the
     # one to use from now on.

@@ -7,11 +7,9 @@ kernel/gmail_connect.py, and no database transaction is held open while it runs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import secrets
-from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import psycopg
@@ -19,17 +17,17 @@ from aiohttp import web
 
 from app.apidoc import INPUT_LIMITS, Doc, ok
 from app.errors import ApiError, database_error
-from app.http import SETTINGS, Route, path_id, respond_sql, sql_json, transaction
+from app.http import SETTINGS, Route, is_browser, path_id, respond_sql, sql_json, transaction
 from app.security import keyed_hash
 from kernel.crypto import encrypt_token, token_key
 from kernel.gmail_connect import (
     GMAIL_READONLY_SCOPE,
     GMAIL_SEND_SCOPE,
-    ConnectRefused,
     check_connectivity,
     grant_from_code,
     interactive_config,
 )
+from kernel.refusal import Refused
 from kernel.settings import Settings
 
 OAUTH_STATE_TTL_SECONDS = 600
@@ -39,15 +37,6 @@ _MINUTES_RE = re.compile(r"^-?[0-9]{1,9}$")  # ASCII digits only, as query_limit
 def oauth_state_hash(settings: Settings, state: str) -> bytes:
     """What core.oauth_states stores: an HMAC of the state token, never the token."""
     return keyed_hash(settings, b"oauth_state", state)
-
-
-@contextlib.contextmanager
-def _refusals_as_api_errors() -> Iterator[None]:
-    """The kernel's connect refusals in the API's error shape."""
-    try:
-        yield
-    except ConnectRefused as exc:
-        raise ApiError(exc.status, exc.code, exc.detail) from exc
 
 
 # ---------------------------------------------------------------- list
@@ -78,8 +67,7 @@ async def oauth_start(request: web.Request) -> web.Response:
     if purpose not in OAUTH_PURPOSES:
         raise ApiError(422, "invalid_purpose", "purpose must be journal, journal_send or sender.")
     state_purpose, scope = OAUTH_PURPOSES[purpose]
-    with _refusals_as_api_errors():
-        interactive_config(settings)  # refuse early when the OAuth client is not configured
+    interactive_config(settings)  # refuse early when the OAuth client is not configured
     state = secrets.token_urlsafe(32)
     stored = json.loads(
         await sql_json(
@@ -109,11 +97,6 @@ async def oauth_start(request: web.Request) -> web.Response:
     )
 
 
-def _is_browser(request: web.Request) -> bool:
-    """A browser navigating (Google's redirect) asks for HTML; an API client does not."""
-    return "text/html" in request.headers.get("Accept", "")
-
-
 def _to_frontend(request: web.Request, **query: str) -> web.Response:
     url = f"{request.app[SETTINGS].frontend_url}/mailboxes/connected?{urlencode(query)}"
     return web.Response(status=303, headers={"Location": url})
@@ -127,7 +110,7 @@ async def oauth_callback(request: web.Request) -> web.Response:
     `detail` when the connection failed. An API client gets JSON: 201 with the new mailbox
     (its backfill queued), 200 when an existing mailbox was reconnected, or the error.
     """
-    browser = _is_browser(request)
+    browser = is_browser(request)
     try:
         settings = request.app[SETTINGS]
         state = request.query.get("state", "")
@@ -160,8 +143,7 @@ async def oauth_callback(request: web.Request) -> web.Response:
         if not code:
             raise ApiError(400, "missing_code", "The callback carries no authorization code.")
 
-        with _refusals_as_api_errors():
-            grant = await grant_from_code(settings, code)
+        grant = await grant_from_code(settings, code)
         refresh_token, scopes, profile = grant.refresh_token, grant.scopes, grant.profile
 
         # The target and the grant stored for it in one transaction.
@@ -189,9 +171,9 @@ async def oauth_callback(request: web.Request) -> web.Response:
                     ],
                 )
             )
-    except (ApiError, psycopg.Error) as exc:
+    except (Refused, psycopg.Error) as exc:
         # A browser cannot show a JSON error: the failure goes to the client's page instead.
-        refusal = exc if isinstance(exc, ApiError) else database_error(exc)
+        refusal = exc if isinstance(exc, Refused) else database_error(exc)
         if not browser or refusal is None:
             raise
         return _to_frontend(request, error=refusal.code, detail=refusal.detail)
@@ -211,8 +193,7 @@ async def connectivity(request: web.Request) -> web.Response:
     async with transaction(request) as conn:
         cursor = await conn.execute("SELECT * FROM api.mailbox_credentials(%s)", [mailbox_id])
         mailbox = await cursor.fetchone()
-    with _refusals_as_api_errors():
-        verdict = await check_connectivity(settings, mailbox_id, mailbox)
+    verdict = await check_connectivity(settings, mailbox_id, mailbox)
     return web.json_response(verdict)
 
 

@@ -41,7 +41,6 @@ from app.http import (
     success_status,
     transaction,
 )
-from kernel.gmail_connect import ConnectRefused
 from kernel.gmail_send import send_as_addresses
 
 
@@ -83,10 +82,7 @@ async def verify_identity(request: web.Request) -> web.Response:
             "SELECT * FROM api.send_identity_verify_target(%s)", [identity_id]
         )
         target = await cursor.fetchone()
-    try:
-        send_as, error = await send_as_addresses(request.app[SETTINGS], target)
-    except ConnectRefused as exc:
-        raise ApiError(exc.status, exc.code, exc.detail) from exc
+    send_as, error = await send_as_addresses(request.app[SETTINGS], target)
     return await respond_sql(
         request,
         "api.send_identity_record_verification(%s, %s, %s)",

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from aiohttp import web
 
 from app.apidoc import Doc, ok
 from app.errors import ApiError
-from app.handlers.auth import previous_session_hash, set_session_cookie, with_new_csrf
-from app.http import POOL, REQUEST_ID, SETTINGS, Route, anonymous_sql_json
-from app.security import client_address, keyed_hash, new_session_token, session_token_hash
+from app.handlers.auth import new_session_params, set_session_cookie, with_new_csrf
+from app.http import POOL, SETTINGS, Route, anonymous_sql_json, is_browser
+from app.security import keyed_hash, new_session_token
 from kernel import google_signin
-from kernel.google_signin import SigninRefused
 from kernel.settings import Settings
 
 # The browser binding of a started sign-in; sent back on the provider's redirect (a
@@ -31,29 +28,15 @@ _SIGNIN_COOKIE_PATH = "/auth/google"
 _SIGNIN_COOKIE_MAX_AGE = 600  # logic.signin_state_lifetime()
 
 
-@contextmanager
-def _refusals_as_api_errors() -> Iterator[None]:
-    try:
-        yield
-    except SigninRefused as exc:
-        raise ApiError(exc.status, exc.code, exc.detail) from exc
-
-
 def _hash(settings: Settings, purpose: bytes, value: str | None) -> bytes | None:
     return keyed_hash(settings, purpose, value) if value else None
-
-
-def _wants_json(request: web.Request) -> bool:
-    accept = request.headers.get("Accept", "")
-    return "application/json" in accept and "text/html" not in accept
 
 
 async def google_start(request: web.Request) -> web.Response:
     """Begin signing in: a one-time state, then a redirect to Google (or its URL as JSON)."""
     settings = request.app[SETTINGS]
-    with _refusals_as_api_errors():
-        google_signin.require_configured(settings)
-        provider = await google_signin.discover(settings)
+    google_signin.require_configured(settings)
+    provider = await google_signin.discover(settings)
     begun = google_signin.start(settings, provider)
     browser = secrets.token_urlsafe(32)
     async with request.app[POOL].connection() as conn:
@@ -69,7 +52,7 @@ async def google_start(request: web.Request) -> web.Response:
                 ],
             )
         )
-    if _wants_json(request):
+    if not is_browser(request):
         response: web.Response = web.json_response(
             {"authorization_url": begun.url, "expires_at": stored["expires_at"]}
         )
@@ -119,16 +102,11 @@ async def google_callback(request: web.Request) -> web.Response:
     if not code:
         raise ApiError(400, "missing_code", "The callback carries no authorization code.")
 
-    with _refusals_as_api_errors():
-        google_signin.require_configured(settings)
-        provider = await google_signin.discover(settings)
-        id_token = await google_signin.exchange_code(
-            settings, provider, code, verdict["code_verifier"]
-        )
-        keys = await google_signin.signing_keys(provider)
-        identity = google_signin.verify_id_token(
-            settings, provider, id_token, keys, verdict["nonce"]
-        )
+    google_signin.require_configured(settings)
+    provider = await google_signin.discover(settings)
+    id_token = await google_signin.exchange_code(settings, provider, code, verdict["code_verifier"])
+    keys = await google_signin.signing_keys(provider)
+    identity = google_signin.verify_id_token(settings, provider, id_token, keys, verdict["nonce"])
 
     token = new_session_token()
     async with request.app[POOL].connection() as conn:
@@ -140,17 +118,12 @@ async def google_callback(request: web.Request) -> web.Response:
                 identity.hosted_domain,
                 identity.subject,
                 identity.name,
-                session_token_hash(settings, token),
-                previous_session_hash(request, settings),
-                settings.session_ttl_seconds,
-                request.headers.get("User-Agent", ""),
-                client_address(request, settings.trust_forwarded_for),
-                request[REQUEST_ID],
+                *new_session_params(request, settings, token),
             ],
         )
     # As dev login: session cookie, CSRF token rotated and bound to the new session.
     response = with_new_csrf(settings, json.loads(text), token)
-    if not _wants_json(request):
+    if is_browser(request):
         response = _redirect_keeping_cookies(response, settings.frontend_url)
     set_session_cookie(response, settings, token)
     response.del_cookie(SIGNIN_COOKIE, path=_SIGNIN_COOKIE_PATH, domain=settings.cookie_domain)
@@ -183,12 +156,12 @@ ROUTES: tuple[Route, ...] = (
             description=(
                 "Stores a one-time state (with nonce and PKCE verifier) for 10 minutes, sets the "
                 "HttpOnly cookie `oss_signin` binding it to this browser, and redirects to "
-                "Google's consent screen (scopes `openid email profile`). With `Accept: "
-                "application/json` (and not text/html): 200 `{authorization_url, expires_at}` "
-                "instead. 503 google_signin_not_configured without GOOGLE_OIDC_CLIENT_ID/SECRET."
+                "Google's consent screen (scopes `openid email profile`) when a browser asks "
+                "(Accept names text/html); any other client gets 200 "
+                "`{authorization_url, expires_at}`. 503 google_signin_not_configured without GOOGLE_OIDC_CLIENT_ID/SECRET."
             ),
             response=ok(
-                "The URL to send the browser to (Accept: application/json).", "GoogleSignInStart"
+                "The URL to send the browser to (clients other than browsers).", "GoogleSignInStart"
             ),
             responses={"302": {**_REDIRECT, "description": "Redirect to Google's consent screen."}},
         ),
@@ -210,15 +183,15 @@ ROUTES: tuple[Route, ...] = (
                 "invalid_id_token: signature, issuer, audience, expiry, nonce; 403 "
                 "email_not_verified), and admits the person by invitation or verified "
                 "Workspace domain (403 not_invited). Then sets cookie `oss_session`, rotates "
-                "the CSRF token and redirects to FRONTEND_URL; with `Accept: application/json`: "
-                "200 with the login body instead."
+                "the CSRF token and redirects a browser (Accept names text/html) to "
+                "FRONTEND_URL; any other client gets 200 with the login body."
             ),
             query=(
                 {"name": "state", "in": "query", "schema": {"type": "string"}},
                 {"name": "code", "in": "query", "schema": {"type": "string"}},
                 {"name": "error", "in": "query", "schema": {"type": "string"}},
             ),
-            response=ok("Signed in (Accept: application/json).", "Login"),
+            response=ok("Signed in (clients other than browsers).", "Login"),
             responses={"302": {**_REDIRECT, "description": "Signed in: redirect to FRONTEND_URL."}},
             errors=(401, 403),
         ),

@@ -16,6 +16,8 @@ from devtools.fake_oidc import FakeGoogleUser, FakeOpenIDProvider, serve_provide
 from tests.fixtures.api import ApiUser
 
 REDIRECT_URI = "http://api.test/auth/google/callback"
+# What a browser navigating sends: it is answered with redirects, other clients with JSON.
+BROWSER_ACCEPT = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 FRONTEND = "http://ui.test/"
 
 
@@ -72,7 +74,7 @@ class Browser:
 @pytest.fixture
 async def browser(google_api, client_factory, provider):
     async def make() -> Browser:
-        return Browser(await client_factory(google_api), provider)
+        return Browser(await client_factory(google_api, headers=BROWSER_ACCEPT), provider)
 
     return make
 
@@ -398,7 +400,7 @@ async def test_production_settings_sign_in_invited_refuse_others_no_dev_login(
     create_org(db, "Acme", "boss@acme.example", ["acme.example"])
 
     async def browser() -> Browser:
-        return Browser(await client_factory(server), provider)
+        return Browser(await client_factory(server, headers=BROWSER_ACCEPT), provider)
 
     boss = await browser()
     assert (await boss.sign_in(FakeGoogleUser("boss@acme.example", "acme.example"))).status == 302

@@ -163,6 +163,7 @@ def _serve_until_live(data_dir: Path) -> tuple[str, re.Match[str]]:
             # Sign in with Google as the walkthrough says: the fake provider signs the admin
             # in, and the browser lands on GET /me with a session.
             with requests.Session() as browser:
+                browser.headers["Accept"] = "text/html,application/xhtml+xml,*/*;q=0.8"
                 me = browser.get(f"http://127.0.0.1:{port}/auth/google/start", timeout=30)
                 assert me.status_code == 200, me.text
                 assert me.url == f"http://127.0.0.1:{port}/me"
