@@ -492,6 +492,16 @@ class FakeGmail:
         """The mailbox for `email_address` (KeyError if unknown)."""
         return self.mailboxes[email_address.lower()]
 
+    def skip_to(self, message_id: str) -> None:
+        """Make `message_id` the id of the next message stored (ids are never reused, so it
+        may not be below the next one). For a fake rebuilt to hold some of the messages an
+        earlier fake held, under the ids they had."""
+        with self._lock:
+            seq = int(message_id, 16) - _ID_BASE
+            if seq < self._next_seq:
+                raise ValueError(f"message id {message_id} was already issued")
+            self._next_seq = seq
+
     def add_message(
         self,
         email_address: str,

@@ -490,3 +490,15 @@ def test_in_thread_fake_with_its_own_state():
     with fake_gmail_in_thread(fake) as server:
         assert server.base_url.startswith("http://127.0.0.1:")
     assert fake.history_id_gap > 1 and fake.delivery_label_records > 0
+
+
+def test_a_rebuilt_fake_gives_messages_their_earlier_ids_and_never_reuses_one():
+    first = FakeGmail()
+    ids = [first.add_message("j@x.example", f"Subject: {n}\r\n\r\nbody".encode()) for n in range(3)]
+    rebuilt = FakeGmail()
+    rebuilt.add_message("j@x.example", b"Subject: 0\r\n\r\nbody")
+    rebuilt.skip_to(ids[2])  # message 1 is gone; message 2 comes back under its id
+    assert rebuilt.add_message("j@x.example", b"Subject: 2\r\n\r\nbody") == ids[2]
+    with pytest.raises(ValueError, match="already issued"):
+        rebuilt.skip_to(ids[1])
+    assert rebuilt.add_message("j@x.example", b"Subject: 3\r\n\r\nbody") not in ids
