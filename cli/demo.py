@@ -6,7 +6,9 @@
    mailbox `demo/mailbox/*.eml` (real messages from the test corpus; see its SOURCES.md).
 3. Organisation "Demo" with its admin, two queues, an allowlist and two routing rules, and
    the fake mailbox registered as its Gmail journal mailbox (refresh token issued by the
-   fake, encrypted like any other); registration queues the backfill.
+   fake, encrypted like any other); registration queues the backfill. Agents answer from
+   the send identity support@demo.example, an alias of the journal account, verified
+   against the fake's sendAs list.
 4. Workers in this process until the pipeline is idle, with a progress bar on stderr.
 5. A summary, then the API (development login on) and a curl walkthrough. While it serves,
    Gmail push is on: the fake publishes every change of the mailbox to a topic whose
@@ -53,6 +55,10 @@ MAILBOX_DIR = REPO_ROOT / "demo" / "mailbox"
 ORGANIZATION = "Demo"
 ADMIN_EMAIL = "admin@demo.example"
 JOURNAL_EMAIL = "journal@demo.example"
+# The address agents answer from: an alias of the journal account, which the demo's grant
+# may send as (the journal mailbox "connected with the send scope").
+SUPPORT_EMAIL = "support@demo.example"
+SUPPORT_NAME = "Demo Support"
 WORKER_CONCURRENCY = 4
 PROGRESS_INTERVAL = 0.25  # seconds between progress bar refreshes
 PROGRESS_WIDTH = 30
@@ -122,24 +128,31 @@ def live_message(n: int) -> bytes:
     return "\r\n".join(lines).encode()
 
 
-def resume_journal(database_url: str, bundled: int) -> int:
-    """Before a run on an existing data directory: how many live replies earlier served
-    runs added to the journal mailbox (the occurrences beyond the bundled messages; 0 before
-    the first registration). The fake Gmail is new on every run and holds no watch, so the
-    watch the database remembers is forgotten: the run's own watch job sets one up."""
+def resume_journal(database_url: str) -> tuple[list[tuple[str, int]], str | None]:
+    """Before a run on an existing data directory: the live replies earlier served runs
+    added to the journal mailbox, as (Gmail id, run number), and the highest Gmail id the
+    journal holds (None before the first registration). The new fake Gmail gets those
+    replies again under their ids, and issues new ids only above that highest one (an
+    agent's sent reply also took an id). The fake holds no watch either, so the watch the
+    database remembers is forgotten: the run's own watch job sets one up."""
     with db.connect(database_url, "demo") as conn, conn.transaction():
-        row = conn.execute(
-            "SELECT count(*) AS n FROM core.message_occurrences o "
-            "JOIN core.mailboxes m ON m.id = o.mailbox_id WHERE m.email = %s",
+        rows = conn.execute(
+            "SELECT o.gmail_message_id, "
+            "substring(msg.rfc_message_id FROM 'demo-live-([0-9]+)@')::int AS run "
+            "FROM core.message_occurrences o "
+            "JOIN core.mailboxes m ON m.id = o.mailbox_id "
+            "LEFT JOIN core.messages msg ON msg.id = o.message_id "
+            "WHERE m.email = %s ORDER BY o.gmail_message_id",
             [JOURNAL_EMAIL],
-        ).fetchone()
+        ).fetchall()
         conn.execute(
             "UPDATE core.mailboxes SET watch_topic = NULL, watch_expires_at = NULL, "
             "watch_renewed_at = NULL, watch_error = NULL, watch_error_at = NULL "
             "WHERE email = %s",
             [JOURNAL_EMAIL],
         )
-    return max(0, row["n"] - bundled)
+    live = [(row["gmail_message_id"], row["run"]) for row in rows if row["run"] is not None]
+    return live, (rows[-1]["gmail_message_id"] if rows else None)
 
 
 @dataclass(frozen=True)
@@ -202,6 +215,16 @@ def with_fake_google_signin(settings: Settings, provider: Any, api: str) -> Sett
     )
 
 
+def _act_as(conn: psycopg.Connection, organization_id: Any, user_id: Any) -> None:
+    """The tenant context a request of `user_id` in `organization_id` would set, for the
+    rest of the transaction, so api.* functions run as for that admin."""
+    conn.execute(
+        "SELECT set_config('app.org_id', %s, true), set_config('app.user_id', %s, true), "
+        "set_config('app.request_id', 'ticketing-demo', true)",
+        [str(organization_id), str(user_id)],
+    )
+
+
 def seed_organization(database_url: str) -> dict[str, Any]:
     """Organisation "Demo", its admin, queues, allowlist and rules (each only if missing).
 
@@ -225,11 +248,7 @@ def seed_organization(database_url: str) -> dict[str, Any]:
             "VALUES (%s, %s, 'admin') ON CONFLICT DO NOTHING",
             [org_id, user_id],
         )
-        conn.execute(
-            "SELECT set_config('app.org_id', %s, true), set_config('app.user_id', %s, true), "
-            "set_config('app.request_id', 'ticketing-demo', true)",
-            [str(org_id), str(user_id)],
-        )
+        _act_as(conn, org_id, user_id)
         queue_ids: dict[str, str] = {}
         for name, description in QUEUES:
             row = conn.execute(
@@ -262,6 +281,48 @@ def seed_organization(database_url: str) -> dict[str, Any]:
                 [Jsonb(body), org_id, name],
             )
     return {"organization_id": str(org_id), "admin_user_id": str(user_id), "queues": queue_ids}
+
+
+def seed_send_identity(
+    settings: Settings, database_url: str, seeded: dict[str, Any], mailbox_id: str
+) -> dict[str, Any]:
+    """The verified send identity agents answer from (SUPPORT_EMAIL, sent through the
+    journal mailbox, whose grant gains gmail.send), created and verified as the API's
+    POST /tickets/send-identities and .../verify do: Gmail's sendAs list, judged in SQL."""
+    from kernel.gmail_connect import GMAIL_SEND_SCOPE
+    from kernel.gmail_send import send_as_addresses
+
+    admin = (seeded["organization_id"], seeded["admin_user_id"])
+    with db.connect(database_url, "demo") as conn, conn.transaction():
+        _act_as(conn, *admin)
+        conn.execute(
+            "UPDATE core.mailboxes SET granted_scopes = array_append(granted_scopes, %s) "
+            "WHERE id = %s AND NOT %s = ANY (granted_scopes)",
+            [GMAIL_SEND_SCOPE, mailbox_id, GMAIL_SEND_SCOPE],
+        )
+        row = conn.execute(
+            "SELECT id FROM core.send_identities WHERE from_email = %s", [SUPPORT_EMAIL]
+        ).fetchone()
+        if row is None:
+            body = {
+                "mailbox_id": mailbox_id,
+                "from_email": SUPPORT_EMAIL,
+                "from_name": SUPPORT_NAME,
+            }
+            row = conn.execute(
+                "SELECT api.send_identity_create(%s)->>'id' AS id", [Jsonb(body)]
+            ).fetchone()
+        identity_id = row["id"]
+        target = conn.execute(
+            "SELECT * FROM api.send_identity_verify_target(%s)", [identity_id]
+        ).fetchone()
+    send_as, error = asyncio.run(send_as_addresses(settings, target))
+    with db.connect(database_url, "demo") as conn, conn.transaction():
+        _act_as(conn, *admin)
+        return conn.execute(
+            "SELECT api.send_identity_record_verification(%s, %s, %s) AS identity",
+            [identity_id, Jsonb(send_as), error],
+        ).fetchone()["identity"]
 
 
 def pipeline_counts(conn: psycopg.Connection, mailbox_id: str) -> tuple[int, int, int]:
@@ -398,6 +459,10 @@ def walkthrough(
             '  curl -s -b $jar -X POST $api/tickets/routing/simulate -H "x-csrf-token: $csrf" \\',
             f"    -H 'content-type: application/json' -d '{simulate}'",
             "",
+            f"Agents answer from {SUPPORT_EMAIL} (a verified send identity; GET",
+            "/tickets/send-identities gives its id): POST /tickets/{id}/reply sends through the",
+            "fake Gmail, and the journal copy comes back onto the same message.",
+            "",
             "The OSS Ticketing web client (apps/web of Chasonnnn/OSS-Ticketing-System) runs",
             "against this API unmodified: build it with",
             f"  NEXT_PUBLIC_API_BASE_URL=http://localhost:{port}",
@@ -440,9 +505,14 @@ def run_demo(
 
     gmail = FakeGmail()
     message_ids = gmail.add_eml_dir(JOURNAL_EMAIL, MAILBOX_DIR)
-    bundled = len(message_ids)
-    live_runs = resume_journal(database_url, bundled)
-    message_ids += [gmail.add_message(JOURNAL_EMAIL, live_message(n)) for n in range(live_runs)]
+    gmail.add_send_as(JOURNAL_EMAIL, SUPPORT_EMAIL, display_name=SUPPORT_NAME)
+    earlier_live, last_id = resume_journal(database_url)
+    for gmail_id, run in earlier_live:
+        gmail.skip_to(gmail_id)
+        message_ids.append(gmail.add_message(JOURNAL_EMAIL, live_message(run)))
+    if last_id is not None and last_id not in message_ids:
+        gmail.skip_to(f"{int(last_id, 16) + 1:016x}")
+    live_runs = len(earlier_live)
     subscription = None
     if serve:
         # Push on: the mailbox is watched to a topic of the fake (the initial pipeline runs
@@ -463,7 +533,7 @@ def run_demo(
         settings = with_fake_google_signin(settings, google, api)
         runtime = Runtime(settings=settings, blobs=LocalBlobStore(settings.local_blob_dir))
         try:
-            seed_organization(database_url)
+            seeded = seed_organization(database_url)
             mailbox = register_gmail_mailbox(
                 settings,
                 database_url,
@@ -471,6 +541,7 @@ def run_demo(
                 email=JOURNAL_EMAIL,
                 refresh_token=gmail.issue_refresh_token(JOURNAL_EMAIL),
             )
+            seed_send_identity(settings, database_url, seeded, mailbox["mailbox_id"])
             print(
                 f"Fake Gmail at {server.base_url}: {len(message_ids)} messages in "
                 f"{JOURNAL_EMAIL}, registered for organisation {ORGANIZATION!r}; "

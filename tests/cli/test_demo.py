@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -171,6 +172,7 @@ def _serve_until_live(data_dir: Path) -> tuple[str, re.Match[str]]:
                     "admin@demo.example",
                     "admin",
                 )
+                _reply_is_sent_once(browser, f"http://127.0.0.1:{port}", "".join(lines))
         finally:
             proc.send_signal(signal.SIGINT)
             try:
@@ -187,6 +189,41 @@ def _serve_until_live(data_dir: Path) -> tuple[str, re.Match[str]]:
     match = LIVE_RE.search(text)
     assert match, text
     return text, match
+
+
+def _reply_is_sent_once(browser: requests.Session, api: str, output: str) -> None:
+    """An agent's reply from the demo's send identity is sent through the fake Gmail, and
+    its journal copy comes back onto the same message (one outbound message)."""
+    ticket = LIVE_RE.search(output)["ticket"]
+    identities = browser.get(f"{api}/tickets/send-identities", timeout=30).json()
+    assert [(i["from_email"], i["status"]) for i in identities] == [
+        ("support@demo.example", "verified")
+    ]
+    csrf = browser.get(f"{api}/auth/csrf", timeout=30).json()["csrf_token"]
+    reply = browser.post(
+        f"{api}/tickets/{ticket}/reply",
+        json={
+            "send_identity_id": identities[0]["id"],
+            "to_emails": ["jsmith@somenet.foo"],
+            "cc_emails": [],
+            "subject": "Re: Ticket created by email with attachment",
+            "body_text": "Thanks, we are on it.",
+        },
+        headers={"x-csrf-token": csrf},
+        timeout=30,
+    )
+    assert reply.status_code == 202, reply.text
+    message_id = reply.json()["message_id"]
+    deadline = time.monotonic() + 60
+    while True:
+        detail = browser.get(f"{api}/tickets/{ticket}", timeout=30).json()
+        (sent,) = [m for m in detail["messages"] if str(m["message_id"]) == str(message_id)]
+        if sent["outbound_send"]["state"] == "sent" and sent["occurrences"]:
+            break
+        assert time.monotonic() < deadline, detail
+        time.sleep(0.5)
+    assert sent["direction"] == "outbound"
+    assert len(sent["occurrences"]) == 1  # the journal copy, folded onto the same message
 
 
 def test_demo_serves_with_push_and_routes_a_live_message(tmp_path):
@@ -218,10 +255,11 @@ def test_demo_serves_with_push_and_routes_a_live_message(tmp_path):
     assert first_push is not None
 
     # Again: the first reply is in the journal under its Gmail id (nothing new from it), the
-    # new fake Gmail is watched again, and the second reply arrives by push too.
+    # new fake Gmail is watched again, and the second reply arrives by push too. The
+    # journal also holds the copy of the first run's agent reply (counted, not re-created).
     text, again = _serve_until_live(data_dir)
     summary = SUMMARY_RE.search(text).groupdict()
-    assert (int(summary["routed"]), int(summary["messages"])) == (bundled + 1, bundled + 1)
+    assert (int(summary["routed"]), int(summary["messages"])) == (bundled + 2, bundled + 2)
     assert int(summary["failed"]) == 0
     assert again["ticket"] == live["ticket"]
     assert _rows(data_dir, pushes_query)[0]["last_push_at"] > first_push
