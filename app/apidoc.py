@@ -112,6 +112,7 @@ INPUT_LIMITS = {
     "reply_subject": 994,
     "reply_body": 100000,
     "sender_name": 200,
+    "mail_domains": 50,
 }
 
 # An e-mail address as logic.is_email_address accepts it (the spaces SQL trims around it
@@ -139,6 +140,15 @@ def enum_of(type_name: str, nullable: bool = False) -> dict[str, Any]:
         return {"enum": [*values, None]}
     return {"type": "string", "enum": values}
 
+
+# A domain name as logic.is_domain_name accepts it (after the trim and lower-casing SQL
+# applies); tests/sql/test_rules.py checks the two agree.
+_LABEL = "[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+DOMAIN = {
+    "type": "string",
+    "maxLength": 253,
+    "pattern": f"^ *({_LABEL}\\.)+[a-zA-Z]([a-zA-Z0-9-]{{0,61}}[a-zA-Z0-9])? *$",
+}
 
 STR = {"type": "string"}
 NSTR = {"type": ["string", "null"]}

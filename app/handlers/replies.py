@@ -12,6 +12,7 @@ from psycopg.types.json import Jsonb
 
 from app.apidoc import (
     BOOL,
+    DOMAIN,
     EMAIL,
     INPUT_LIMITS,
     NO_CONTENT,
@@ -97,6 +98,17 @@ async def reply(request: web.Request) -> web.Response:
     return await respond_sql(request, "api.ticket_reply(%s, %s)", [ticket_id, Jsonb(body)])
 
 
+async def get_mail_domains(request: web.Request) -> web.Response:
+    """The organisation's own mail domains (their senders' mail is outbound)."""
+    return await respond_sql(request, "api.mail_domains_json()")
+
+
+async def replace_mail_domains(request: web.Request) -> web.Response:
+    """Set the organisation's own mail domains to exactly the list sent."""
+    body = await read_json_object(request)
+    return await respond_sql(request, "api.mail_domains_replace(%s)", [Jsonb(body)])
+
+
 # ------------------------------------------------------------------ documentation
 
 _ADDRESSES = {"type": "array", "items": EMAIL}
@@ -143,6 +155,19 @@ SCHEMAS = {
         ),
         "minProperties": 1,
     },
+    "MailDomains": obj(
+        {"domains": {"type": "array", "items": STR, "description": "By name, lower case."}}
+    ),
+    "MailDomainsUpdate": request_object(
+        {
+            "domains": {
+                "type": "array",
+                "maxItems": INPUT_LIMITS["mail_domains"],
+                "items": DOMAIN,
+            }
+        },
+        ("domains",),
+    ),
     "TicketReply": request_object(
         {
             "send_identity_id": UUID,
@@ -191,6 +216,39 @@ SCHEMAS = {
 
 
 ROUTES: tuple[Route, ...] = (
+    Route(
+        "GET",
+        "/organization/mail-domains",
+        get_mail_domains,
+        "admin",
+        sql="api.mail_domains_json",
+        doc=Doc(
+            operation_id="getMailDomains",
+            tag="replies",
+            summary="The organisation's own mail domains",
+            description=(
+                "Mail whose sender is on one of these domains (or is a send identity) is the "
+                "organisation's: outbound, joined to its thread's ticket, never routed, never "
+                "spam, never reopening. Not the verified Workspace domains of sign-in."
+            ),
+            response=ok("The domains.", "MailDomains", {"domains": ["acme.example"]}),
+        ),
+    ),
+    Route(
+        "PUT",
+        "/organization/mail-domains",
+        replace_mail_domains,
+        "admin",
+        sql="api.mail_domains_replace",
+        doc=Doc(
+            operation_id="replaceMailDomains",
+            tag="replies",
+            summary="Set the organisation's own mail domains",
+            description="Exactly the domains sent (trimmed, lower case, each once); audited.",
+            response=ok("The domains.", "MailDomains", {"domains": ["acme.example"]}),
+            body=json_body("MailDomainsUpdate", {"domains": ["acme.example"]}),
+        ),
+    ),
     Route(
         "GET",
         "/tickets/send-identities",

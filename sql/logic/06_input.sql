@@ -28,7 +28,8 @@ CREATE FUNCTION logic.input_limits() RETURNS jsonb
         'reply_recipients', 50,        -- addresses in to_emails, and again in cc_emails
         'reply_subject', 994,          -- before its `Re: `: a 998-character header line
         'reply_body', 100000,
-        'sender_name', 200             -- a send identity's display name
+        'sender_name', 200,            -- a send identity's display name
+        'mail_domains', 50             -- the organisation's own mail domains
     )
 $$;
 COMMENT ON FUNCTION logic.input_limits() IS

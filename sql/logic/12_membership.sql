@@ -33,6 +33,7 @@ $$;
 COMMENT ON FUNCTION logic.is_domain_name(text) IS
     'Whether p_value (lower-case) is a DNS domain name with at least two labels, as a Google '
     'Workspace domain (the hd claim) is.';
+GRANT EXECUTE ON FUNCTION logic.is_domain_name(text) TO ticketing_api;
 
 CREATE FUNCTION logic.require_email(p_value text) RETURNS text
     LANGUAGE plpgsql IMMUTABLE AS $$

@@ -843,6 +843,10 @@ async def test_real_responses_conform_to_the_document(
             await admin.patch(policy, {"domain_join_role": "viewer"}), "PATCH", policy, 200
         )
         await c.check(await admin.patch(policy, {"join_policy": "domain"}), "PATCH", policy, 409)
+        domains = "/organization/mail-domains"
+        await c.check(await admin.put(domains, {"domains": ["acme.example"]}), "PUT", domains, 200)
+        await c.check(await admin.put(domains, {"domains": ["nodot"]}), "PUT", domains, 422)
+        await c.check(await admin.get(domains), "GET", domains, 200)
         second = await dev_login(await client_factory(server), "ada@acme.example", "Acme OpenAPI")
         await c.check(await admin.get("/me/sessions"), "GET", "/me/sessions", 200)
         await c.check(

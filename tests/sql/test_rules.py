@@ -52,6 +52,34 @@ def test_the_documents_enums_are_the_databases(db, type_name):
     assert tuple(row["labels"]) == apidoc.DATABASE_ENUMS[type_name]
 
 
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "acme.example",
+        " Mail.Acme.Example ",
+        "a-b.c1.example",
+        "x.y",
+        ".",
+        "nodot",
+        "-a.example",
+        "a-.example",
+        "acme.123",
+        "a..example",
+        "acme.example.",
+        "a" * 64 + ".example",
+        "a" * 63 + ".example",
+        "ac me.example",
+        "acme_x.example",
+    ],
+)
+def test_the_openapi_domain_schema_agrees_with_the_domain_rule(db, domain):
+    sql = db.execute("SELECT logic.is_domain_name(lower(btrim(%s))) AS ok", [domain]).fetchone()[
+        "ok"
+    ]
+    python = bool(re.match(apidoc.DOMAIN["pattern"], domain)) and len(domain) <= 253
+    assert python is sql
+
+
 def test_the_documents_input_limits_are_the_databases(db):
     row = db.execute("SELECT logic.input_limits() AS limits").fetchone()
     assert row["limits"] == apidoc.INPUT_LIMITS
