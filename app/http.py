@@ -264,8 +264,10 @@ def success_status(request: web.Request) -> int:
 
 async def respond_sql(request: web.Request, query: str, params: list[Any] | None = None):
     """The common authenticated handler body: one SQL call, its json as the response, with
-    the route's success status."""
-    return json_text(await sql_json(request, query, params), status=success_status(request))
+    the route's success status (no body when that is 204)."""
+    body = await sql_json(request, query, params)
+    status = success_status(request)
+    return web.Response(status=status) if status == 204 else json_text(body, status=status)
 
 
 def query_limit(request: web.Request) -> int | None:

@@ -15,14 +15,7 @@ from app.http import (
     read_json_object,
     read_json_patch,
     respond_sql,
-    sql_json,
-    success_status,
 )
-
-
-async def _no_content(request: web.Request, query: str, params: list) -> web.Response:
-    await sql_json(request, query, params)
-    return web.Response(status=success_status(request))
 
 
 async def list_members(request: web.Request) -> web.Response:
@@ -39,7 +32,7 @@ async def update_member(request: web.Request) -> web.Response:
 
 async def remove_member(request: web.Request) -> web.Response:
     """End a membership and the user's sessions in the organisation."""
-    return await _no_content(request, "api.member_remove(%s)", [path_id(request, "user_id")])
+    return await respond_sql(request, "api.member_remove(%s)", [path_id(request, "user_id")])
 
 
 async def list_invitations(request: web.Request) -> web.Response:
@@ -55,7 +48,7 @@ async def create_invitation(request: web.Request) -> web.Response:
 
 async def delete_invitation(request: web.Request) -> web.Response:
     """Withdraw an open invitation."""
-    return await _no_content(
+    return await respond_sql(
         request, "api.invitation_delete(%s)", [path_id(request, "invitation_id")]
     )
 
@@ -87,7 +80,7 @@ async def list_my_sessions(request: web.Request) -> web.Response:
 
 async def revoke_my_session(request: web.Request) -> web.Response:
     """Sign out one of the user's sessions."""
-    return await _no_content(request, "api.my_session_revoke(%s)", [path_id(request, "session_id")])
+    return await respond_sql(request, "api.my_session_revoke(%s)", [path_id(request, "session_id")])
 
 
 ROUTES: tuple[Route, ...] = (

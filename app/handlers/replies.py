@@ -38,8 +38,6 @@ from app.http import (
     read_json_object,
     read_json_patch,
     respond_sql,
-    sql_json,
-    success_status,
     transaction,
 )
 from kernel.gmail_send import send_as_addresses
@@ -70,8 +68,9 @@ async def update_identity(request: web.Request) -> web.Response:
 
 async def delete_identity(request: web.Request) -> web.Response:
     """Remove a send identity (204)."""
-    await sql_json(request, "api.send_identity_delete(%s)", [path_id(request, "send_identity_id")])
-    return web.Response(status=success_status(request))
+    return await respond_sql(
+        request, "api.send_identity_delete(%s)", [path_id(request, "send_identity_id")]
+    )
 
 
 async def verify_identity(request: web.Request) -> web.Response:

@@ -17,14 +17,7 @@ from app.http import (
     read_json_object,
     read_json_patch,
     respond_sql,
-    sql_json,
-    success_status,
 )
-
-
-async def _deleted(request: web.Request, query: str, params: list) -> web.Response:
-    await sql_json(request, query, params)
-    return web.Response(status=success_status(request))
 
 
 async def list_allowlist(request: web.Request) -> web.Response:
@@ -49,7 +42,7 @@ async def update_allowlist_entry(request: web.Request) -> web.Response:
 
 async def delete_allowlist_entry(request: web.Request) -> web.Response:
     """Remove an allowlist pattern."""
-    return await _deleted(
+    return await respond_sql(
         request, "api.routing_allowlist_delete(%s)", [path_id(request, "allowlist_id")]
     )
 
@@ -74,7 +67,7 @@ async def update_rule(request: web.Request) -> web.Response:
 
 async def delete_rule(request: web.Request) -> web.Response:
     """Remove a rule."""
-    return await _deleted(request, "api.routing_rule_delete(%s)", [path_id(request, "rule_id")])
+    return await respond_sql(request, "api.routing_rule_delete(%s)", [path_id(request, "rule_id")])
 
 
 async def simulate(request: web.Request) -> web.Response:

@@ -28,7 +28,6 @@ from app.http import (
     read_json_patch,
     respond_sql,
     sql_json,
-    success_status,
 )
 from kernel.blobstore import BlobNotFound, BlobStream, content_disposition
 
@@ -85,8 +84,9 @@ async def create_saved_view(request: web.Request) -> web.Response:
 
 async def delete_saved_view(request: web.Request) -> web.Response:
     """Remove one of the current user's saved views (agent)."""
-    await sql_json(request, "api.ticket_saved_view_delete(%s)", [path_id(request, "saved_view_id")])
-    return web.Response(status=success_status(request))
+    return await respond_sql(
+        request, "api.ticket_saved_view_delete(%s)", [path_id(request, "saved_view_id")]
+    )
 
 
 async def _chunks(stream: BlobStream) -> AsyncIterator[bytes]:
